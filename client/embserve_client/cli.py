@@ -1,0 +1,138 @@
+"""``embserve``: a person's command line for an embserve server (similar, vector, tables, health)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+
+from embserve_client import __version__
+from embserve_client.client import DEFAULT_TARGET, Client, Neighbor
+from embserve_client.errors import EmbserveError
+
+
+def _client(args: argparse.Namespace) -> Client:
+    token = None
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    ca = None
+    if args.ca:
+        with open(args.ca, "rb") as f:
+            ca = f.read()
+    return Client(args.target, timeout=args.timeout, token=token, root_certificates=ca, tls=args.tls)
+
+
+def print_neighbors(neighbors: Sequence[Neighbor], out: object = sys.stdout) -> None:
+    width = max((len(n.key) for n in neighbors), default=4)
+    for rank, n in enumerate(neighbors, 1):
+        print(f"{rank:>3}  {n.key:<{width}}  {n.score:.4f}", file=out)  # type: ignore[call-overload]
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        result = c.most_similar(
+            args.positive, args.negative or None, topn=args.topn, table=args.table, exact=args.exact, restrict_vocab=args.restrict_vocab
+        )
+    query = " + ".join(args.positive) + "".join(f" - {k}" for k in args.negative or [])
+    print(f"nearest to {query}:")
+    print_neighbors(result)
+    return 0
+
+
+def cmd_vector(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        res = c.lookup(args.keys, table=args.table, missing="zero" if args.allow_missing else "error")
+    with np.printoptions(precision=4, suppress=True, linewidth=100):
+        for key, found, vec in zip(args.keys, res.found, res.vectors):
+            print(f"{key} ({res.table} v{res.version}){'' if found else ' [missing: zeros]'}\n{vec}")
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        tables = c.list_tables()
+    print(f"{'name':<16} {'version':>7} {'rows':>9} {'dim':>5}  {'metric':<7} {'index':<14} created")
+    for t in tables:
+        print(f"{t.name:<16} {t.version:>7} {t.count:>9} {t.vector_size:>5}  {t.metric:<7} {t.index:<14} {t.created_at}")
+    return 0
+
+
+# grpc.health.v1 without a dependency on grpcio-health-checking: the messages are one field each.
+HEALTH_STATUSES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def health_check(channel: grpc.Channel, service: str, timeout: float) -> str:
+    """Standard health check of ``service`` ('' = overall); returns the status name."""
+    name = service.encode("utf-8")
+    request = (b"\x0a" + bytes([len(name)]) + name) if name else b""
+    if len(name) > 127:
+        raise ValueError(f"service name {service!r} is too long")
+    check = channel.unary_unary("/grpc.health.v1.Health/Check")
+    response = check(request, timeout=timeout)
+    # HealthCheckResponse{status = 1 (enum)}: b"\x08<status>"; an absent field means 0 (UNKNOWN).
+    status = response[1] if len(response) >= 2 and response[0] == 0x08 else 0
+    return HEALTH_STATUSES.get(status, f"STATUS_{status}")
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the server reports SERVING (for probes), 1 otherwise."""
+    with _client(args) as c:
+        try:
+            status = health_check(c.channel, args.service, args.timeout)
+        except grpc.RpcError as exc:
+            print(f"{args.target}: {exc.code().name}: {exc.details()}")
+            return 1
+    print(f"{args.target}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="embserve", description="Query an embserve server.")
+    p.add_argument("--version", action="version", version=__version__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--target", default=os.environ.get("EMBSERVE_TARGET", DEFAULT_TARGET), help="server HOST:PORT (env EMBSERVE_TARGET)")
+    common.add_argument("--table", default=None, help="table name (default: the server's default table)")
+    common.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    common.add_argument("--token-file", default=os.environ.get("EMBSERVE_TOKEN_FILE"), help="file holding a bearer token")
+    common.add_argument("--tls", action="store_true", help="use TLS with the system CAs")
+    common.add_argument("--ca", default=None, help="PEM CA certificate for TLS")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("similar", parents=[common], help="nearest neighbours of keys (analogies with --negative)")
+    s.add_argument("positive", nargs="+", help="key(s) to be near")
+    s.add_argument("--negative", nargs="*", default=[], help="key(s) to move away from")
+    s.add_argument("-n", "--topn", type=int, default=10)
+    s.add_argument("--exact", action="store_true", help="brute-force search")
+    s.add_argument("--restrict-vocab", type=int, default=0, help="only the N most frequent keys")
+    s.set_defaults(func=cmd_similar)
+
+    v = sub.add_parser("vector", parents=[common], help="print the vectors of keys")
+    v.add_argument("keys", nargs="+")
+    v.add_argument("--allow-missing", action="store_true", help="zeros instead of an error for missing keys")
+    v.set_defaults(func=cmd_vector)
+
+    t = sub.add_parser("tables", parents=[common], help="list served tables")
+    t.set_defaults(func=cmd_tables)
+
+    h = sub.add_parser("health", parents=[common], help="exit 0 if the server is SERVING, else 1")
+    h.add_argument("--service", default="", help="service name ('' = overall)")
+    h.set_defaults(func=cmd_health)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EmbserveError as exc:
+        print(f"embserve: {exc}", file=sys.stderr)
+        return 1 if args.command == "health" else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

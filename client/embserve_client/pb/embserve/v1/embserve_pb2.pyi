@@ -1,0 +1,263 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MissingPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MISSING_POLICY_UNSPECIFIED: _ClassVar[MissingPolicy]
+    MISSING_POLICY_ERROR: _ClassVar[MissingPolicy]
+    MISSING_POLICY_SKIP: _ClassVar[MissingPolicy]
+    MISSING_POLICY_ZERO: _ClassVar[MissingPolicy]
+    MISSING_POLICY_SUBWORD: _ClassVar[MissingPolicy]
+MISSING_POLICY_UNSPECIFIED: MissingPolicy
+MISSING_POLICY_ERROR: MissingPolicy
+MISSING_POLICY_SKIP: MissingPolicy
+MISSING_POLICY_ZERO: MissingPolicy
+MISSING_POLICY_SUBWORD: MissingPolicy
+
+class TableInfo(_message.Message):
+    __slots__ = ("name", "version", "vector_size", "count", "metric", "index", "checksum", "created_at", "ef_search", "nprobe", "has_counts", "has_subwords", "has_tokenizer", "source")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_SIZE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    HAS_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    HAS_SUBWORDS_FIELD_NUMBER: _ClassVar[int]
+    HAS_TOKENIZER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    vector_size: int
+    count: int
+    metric: str
+    index: str
+    checksum: str
+    created_at: str
+    ef_search: int
+    nprobe: int
+    has_counts: bool
+    has_subwords: bool
+    has_tokenizer: bool
+    source: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., vector_size: _Optional[int] = ..., count: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., checksum: _Optional[str] = ..., created_at: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., has_counts: _Optional[bool] = ..., has_subwords: _Optional[bool] = ..., has_tokenizer: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ListTablesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTablesResponse(_message.Message):
+    __slots__ = ("tables", "default_table")
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TABLE_FIELD_NUMBER: _ClassVar[int]
+    tables: _containers.RepeatedCompositeFieldContainer[TableInfo]
+    default_table: str
+    def __init__(self, tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ..., default_table: _Optional[str] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("table", "keys", "ids", "missing", "normalize")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    missing: MissingPolicy
+    normalize: bool
+    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("table", "version", "vector_size", "rows", "vectors", "found", "ids")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    vector_size: int
+    rows: int
+    vectors: bytes
+    found: bytes
+    ids: bytes
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., vector_size: _Optional[int] = ..., rows: _Optional[int] = ..., vectors: _Optional[bytes] = ..., found: _Optional[bytes] = ..., ids: _Optional[bytes] = ...) -> None: ...
+
+class Query(_message.Message):
+    __slots__ = ("positive", "negative", "positive_ids", "negative_ids", "positive_weights", "negative_weights", "vector")
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    positive: _containers.RepeatedScalarFieldContainer[str]
+    negative: _containers.RepeatedScalarFieldContainer[str]
+    positive_ids: _containers.RepeatedScalarFieldContainer[int]
+    negative_ids: _containers.RepeatedScalarFieldContainer[int]
+    positive_weights: _containers.RepeatedScalarFieldContainer[float]
+    negative_weights: _containers.RepeatedScalarFieldContainer[float]
+    vector: bytes
+    def __init__(self, positive: _Optional[_Iterable[str]] = ..., negative: _Optional[_Iterable[str]] = ..., positive_ids: _Optional[_Iterable[int]] = ..., negative_ids: _Optional[_Iterable[int]] = ..., positive_weights: _Optional[_Iterable[float]] = ..., negative_weights: _Optional[_Iterable[float]] = ..., vector: _Optional[bytes] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("table", "queries", "topn", "include_query_keys", "exact", "ef_search", "nprobe", "restrict_vocab", "min_score", "skip_special_tokens", "skip_subword_tokens")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    TOPN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_QUERY_KEYS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    RESTRICT_VOCAB_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SKIP_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_SUBWORD_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    queries: _containers.RepeatedCompositeFieldContainer[Query]
+    topn: int
+    include_query_keys: bool
+    exact: bool
+    ef_search: int
+    nprobe: int
+    restrict_vocab: int
+    min_score: float
+    skip_special_tokens: bool
+    skip_subword_tokens: bool
+    def __init__(self, table: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., topn: _Optional[int] = ..., include_query_keys: _Optional[bool] = ..., exact: _Optional[bool] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., restrict_vocab: _Optional[int] = ..., min_score: _Optional[float] = ..., skip_special_tokens: _Optional[bool] = ..., skip_subword_tokens: _Optional[bool] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("table", "version", "topn", "queries", "ids", "scores", "keys")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOPN_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    topn: int
+    queries: int
+    ids: bytes
+    scores: bytes
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., topn: _Optional[int] = ..., queries: _Optional[int] = ..., ids: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SimilarityRequest(_message.Message):
+    __slots__ = ("table", "a", "b")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    a: _containers.RepeatedScalarFieldContainer[str]
+    b: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, table: _Optional[str] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SimilarityResponse(_message.Message):
+    __slots__ = ("table", "version", "scores")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    scores: bytes
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., scores: _Optional[bytes] = ...) -> None: ...
+
+class TokenizeRequest(_message.Message):
+    __slots__ = ("table", "texts", "add_special_tokens")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    add_special_tokens: bool
+    def __init__(self, table: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., add_special_tokens: _Optional[bool] = ...) -> None: ...
+
+class TokenizedText(_message.Message):
+    __slots__ = ("ids", "tokens")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TokenizeResponse(_message.Message):
+    __slots__ = ("table", "version", "texts")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    texts: _containers.RepeatedCompositeFieldContainer[TokenizedText]
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., texts: _Optional[_Iterable[_Union[TokenizedText, _Mapping]]] = ...) -> None: ...
+
+class LookupTextRequest(_message.Message):
+    __slots__ = ("table", "text", "add_special_tokens", "mean")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    text: str
+    add_special_tokens: bool
+    mean: bool
+    def __init__(self, table: _Optional[str] = ..., text: _Optional[str] = ..., add_special_tokens: _Optional[bool] = ..., mean: _Optional[bool] = ...) -> None: ...
+
+class LookupTextResponse(_message.Message):
+    __slots__ = ("table", "version", "vector_size", "ids", "tokens", "vectors", "mean")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_SIZE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    vector_size: int
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    tokens: _containers.RepeatedScalarFieldContainer[str]
+    vectors: bytes
+    mean: bytes
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., vector_size: _Optional[int] = ..., ids: _Optional[_Iterable[int]] = ..., tokens: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., mean: _Optional[bytes] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ("table",)
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    def __init__(self, table: _Optional[str] = ...) -> None: ...
+
+class ReloadOutcome(_message.Message):
+    __slots__ = ("table", "outcome", "version", "message")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    outcome: str
+    version: int
+    message: str
+    def __init__(self, table: _Optional[str] = ..., outcome: _Optional[str] = ..., version: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("outcomes", "tables")
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[ReloadOutcome]
+    tables: _containers.RepeatedCompositeFieldContainer[TableInfo]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[ReloadOutcome, _Mapping]]] = ..., tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,152 @@
+"""Building and running the gRPC server: ``create_server`` (wiring, no I/O) apart from ``serve``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from types import FrameType
+
+import faiss
+import grpc
+from embserve_client.pb import embserve_pb2 as pb
+from embserve_client.pb import embserve_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from embserve_server.config import ServerConfig
+from embserve_server.metrics import MetricsInterceptor, ServerMetrics
+from embserve_server.service import AdminService, EmbeddingService
+from embserve_server.tables import TableRegistry
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
+    pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+METHODS = tuple(m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def configure_faiss(threads: int = 1) -> None:
+    """Request threads each run FAISS single-threaded (one OpenMP pool per Python thread is a
+    pile-up); let BLAS take over from micro-batches on (faiss 1.15 otherwise waits for nq*d >= 128k)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    faiss.omp_set_num_threads(threads)
+    faiss.cvar.distance_compute_blas_threshold = 20
+
+
+@dataclass
+class Server:
+    """A running (or ready to start) embserve gRPC server and its parts."""
+
+    grpc_server: grpc.Server
+    port: int
+    registry: TableRegistry
+    health: health.HealthServicer
+    metrics: ServerMetrics
+
+    def set_serving(self, serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, status)
+
+    def drain(self, grace: float) -> None:
+        """Health to NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace`` s."""
+        self.set_serving(False)
+        self.grpc_server.stop(grace).wait()
+
+
+def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+    size = config.limits.max_message_bytes
+    return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size), ("grpc.so_reuseport", 1)]
+
+
+def create_server(
+    config: ServerConfig,
+    registry: TableRegistry,
+    *,
+    metrics: ServerMetrics | None = None,
+) -> Server:
+    """Wire servicers, health, reflection and metrics into a gRPC server bound to ``config.address``.
+
+    Returns:
+        The :class:`Server`, not started; ``port`` is the bound port (useful with port 0).
+
+    Raises:
+        RuntimeError: the address cannot be bound.
+    """
+    metrics = metrics or ServerMetrics(CollectorRegistry(), METHODS)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="embserve-rpc"),
+        interceptors=[MetricsInterceptor(metrics)],
+        options=grpc_options(config),
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingService(registry, config.limits), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminService(registry), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if config.reflection:
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        )
+    port = server.add_insecure_port(config.address)
+    if port == 0:
+        raise RuntimeError(f"cannot bind {config.address}")
+    result = Server(server, port, registry, health_servicer, metrics)
+    result.set_serving(False)
+    return result
+
+
+def serve(config: ServerConfig, *, stop: threading.Event | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT (or ``stop``), then drain gracefully. Returns 0."""
+    configure_faiss()
+    prom = CollectorRegistry()
+    metrics = ServerMetrics(prom, METHODS)
+    registry = TableRegistry(
+        config.tables_dir,
+        default_table=config.default_table,
+        mmap=config.mmap,
+        verify_checksums=config.verify_checksums,
+        on_change=metrics.table_changed,
+    )
+    if config.metrics_address:
+        from embserve_server.metrics_http import start_metrics_http
+
+        start_metrics_http(config.metrics_address, prom)
+    server = create_server(config, registry, metrics=metrics)
+    server.grpc_server.start()
+    host = config.address.rsplit(":", 1)[0]
+    logger.info("listening on %s:%d", host, server.port)
+
+    stop = stop or threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s: draining", signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    registry.reload()
+    if len(registry):
+        server.set_serving(True)
+        logger.info("serving %s", ", ".join(f"{t.name} v{t.version}" for t in registry.all()))
+    else:
+        logger.error("no valid table under %s: answering UNAVAILABLE until one appears", config.tables_dir)
+    while not stop.wait(config.poll_interval or 1.0):
+        if config.poll_interval > 0:
+            registry.reload()
+            if len(registry):
+                server.set_serving(True)
+    server.drain(config.grace_period)
+    logger.info("stopped")
+    return 0

@@ -1,0 +1,71 @@
+"""``embserve-server``: command line of the server (the only module that reads argv/environment)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from embserve_server import __version__
+from embserve_server.config import Limits, ServerConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d, lim = ServerConfig(Path(".")), Limits()
+    p = argparse.ArgumentParser(prog="embserve-server", description="Serve embedding table bundles over gRPC.")
+    p.add_argument("--version", action="version", version=__version__)
+    p.add_argument("--tables", type=Path, required=True, help="tables root: <name>/<version>/ bundles")
+    p.add_argument("--address", default=d.address, help="gRPC HOST:PORT (port 0 picks a free one; default %(default)s)")
+    p.add_argument("--metrics-address", default=None, help="HOST:PORT for Prometheus /metrics (default: off)")
+    p.add_argument("--default-table", default=None, help="table used when a request names none")
+    p.add_argument("--threads", type=int, default=d.threads, help="gRPC handler threads (default %(default)s)")
+    p.add_argument("--max-concurrent-rpcs", type=int, default=None, help="refuse calls beyond this with RESOURCE_EXHAUSTED")
+    p.add_argument("--poll-interval", type=float, default=d.poll_interval, help="seconds between scans for new versions (0 = off)")
+    p.add_argument("--grace-period", type=float, default=d.grace_period, help="seconds for in-flight calls on shutdown")
+    p.add_argument("--no-reflection", action="store_true", help="disable gRPC server reflection")
+    p.add_argument("--no-mmap", action="store_true", help="read tables into memory instead of mapping them")
+    p.add_argument("--max-keys", type=int, default=lim.max_keys, help="keys/ids per Lookup (default %(default)s)")
+    p.add_argument("--max-queries", type=int, default=lim.max_queries, help="queries per Search (default %(default)s)")
+    p.add_argument("--max-topn", type=int, default=lim.max_topn, help="neighbours per query (default %(default)s)")
+    p.add_argument("--max-message-bytes", type=int, default=lim.max_message_bytes, help="gRPC message size limit")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    limits = Limits(
+        max_keys=args.max_keys,
+        max_queries=args.max_queries,
+        max_topn=args.max_topn,
+        max_message_bytes=args.max_message_bytes,
+    )
+    return ServerConfig(
+        tables_dir=args.tables,
+        address=args.address,
+        metrics_address=args.metrics_address,
+        default_table=args.default_table,
+        threads=args.threads,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        reflection=not args.no_reflection,
+        poll_interval=args.poll_interval,
+        grace_period=args.grace_period,
+        mmap=not args.no_mmap,
+        limits=limits,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from embserve_server.app import serve
+
+    try:
+        return serve(config_from_args(args))
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"embserve-server: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Server configuration: one frozen dataclass with every default in one block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits; anything beyond them is refused with INVALID_ARGUMENT naming the limit."""
+
+    max_keys: int = 65_536  # keys or ids per Lookup
+    max_queries: int = 4_096  # queries per Search
+    max_terms: int = 64  # positive + negative keys/ids per query
+    max_pairs: int = 65_536  # pairs per Similarity
+    max_topn: int = 1_000
+    max_key_chars: int = 1_024
+    max_texts: int = 1_024  # texts per Tokenize
+    max_text_chars: int = 100_000
+    max_message_bytes: int = 64 * MiB  # gRPC send and receive
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    tables_dir: Path
+    address: str = "127.0.0.1:50051"
+    metrics_address: str | None = None  # "HOST:PORT" for /metrics; None = no metrics endpoint
+    default_table: str | None = None  # used when a request names no table; default: the only/first one
+    threads: int = 8  # gRPC handler threads
+    max_concurrent_rpcs: int | None = None  # beyond it gRPC answers RESOURCE_EXHAUSTED
+    reflection: bool = True
+    poll_interval: float = 0.0  # seconds between scans for new versions; 0 = no polling
+    grace_period: float = 10.0  # seconds to finish in-flight calls on SIGTERM
+    mmap: bool = True  # memory-map vectors and flat index storage
+    verify_checksums: bool = True
+    limits: Limits = field(default_factory=Limits)

@@ -1,0 +1,87 @@
+"""Domain exceptions of the server core and the ONE map from them to gRPC status codes.
+
+Exception tree (core raises these; only :func:`status_for` knows about gRPC)::
+
+    LookupError
+    ├── UnknownTableError        NOT_FOUND          no such table (or version)
+    └── KeyError
+        └── UnknownKeyError      NOT_FOUND          key absent under missing policy "error"
+    ValueError                   INVALID_ARGUMENT   bad argument or over a limit
+    ├── LimitExceededError       INVALID_ARGUMENT
+    └── BundleError              FAILED_PRECONDITION / DATA_LOSS (ChecksumError)
+    TableUnavailableError        UNAVAILABLE        nothing loaded yet, or draining
+    FailedPreconditionError      FAILED_PRECONDITION table lacks what the call needs (tokenizer, subwords)
+    OverloadedError              RESOURCE_EXHAUSTED too many concurrent calls
+    AuthError                    UNAUTHENTICATED / PERMISSION_DENIED
+    anything else                INTERNAL           a bug
+"""
+
+from __future__ import annotations
+
+import grpc
+from embserve_client.bundle import BundleError, ChecksumError
+
+
+class UnknownTableError(LookupError):
+    def __init__(self, name: str, available: list[str]) -> None:
+        self.name = name
+        shown = ", ".join(available[:20]) or "none loaded"
+        super().__init__(f"table {name!r} not found; available tables: {shown}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class UnknownKeyError(KeyError):
+    """A key that is not in the table (gensim: ``KeyError: "Key 'x' not present"``)."""
+
+    def __init__(self, key: str, table: str) -> None:
+        self.key = key
+        self.table = table
+        super().__init__(f"Key {key!r} not present in table {table!r}")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message again
+        return str(self.args[0])
+
+
+class LimitExceededError(ValueError):
+    """A request over a configured limit; the message names the field, the value and the limit."""
+
+
+class TableUnavailableError(Exception):
+    """No table can answer now (still loading, or draining)."""
+
+
+class FailedPreconditionError(Exception):
+    """The table cannot answer this kind of call (e.g. it carries no tokenizer)."""
+
+
+class OverloadedError(Exception):
+    """More concurrent calls than the server admits."""
+
+
+class AuthError(Exception):
+    def __init__(self, message: str, *, denied: bool = False) -> None:
+        super().__init__(message)
+        self.denied = denied  # True: authenticated but not allowed (PERMISSION_DENIED)
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The gRPC status code for an exception raised by the core."""
+    if isinstance(exc, (UnknownKeyError, UnknownTableError)):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, ChecksumError):
+        return grpc.StatusCode.DATA_LOSS
+    if isinstance(exc, BundleError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, ValueError):  # includes LimitExceededError and UnicodeError
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, TableUnavailableError):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, FailedPreconditionError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, OverloadedError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, AuthError):
+        return grpc.StatusCode.PERMISSION_DENIED if exc.denied else grpc.StatusCode.UNAUTHENTICATED
+    return grpc.StatusCode.INTERNAL

@@ -1,0 +1,228 @@
+"""FAISS indexes over table rows: build, tune, save, load (memory-mapped) and search.
+
+Inside this module everything is FAISS-shaped: queries are (n, d) C-contiguous float32, results
+are ``D, I`` arrays of shape (n, k) with ``-1`` ids for "none". Cosine tables are indexed on
+unit-normalised rows with inner product, so scores are cosine similarities.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# Tables up to this many rows get an exact Flat index: brute force is fast enough and perfect.
+FLAT_MAX_ROWS = 50_000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+EF_SEARCH_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+TARGET_RECALL = 0.97
+RECALL_SAMPLE = 2000  # rows drawn for tuning; half tunes efSearch, the other half is held out
+ADD_CHUNK = 20_000
+
+ProgressFactory = Callable[[int, str], Any]  # (total, description) -> object with update(n)/close()
+
+
+def prepare_rows(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """Rows as the index sees them: a float32 (n, d) copy, unit-normalised for cosine tables."""
+    rows = np.array(vectors, dtype=np.float32, order="C", copy=True)
+    if metric == "cosine":
+        faiss.normalize_L2(rows)  # zero rows stay zero
+    return rows
+
+
+def choose_factory(count: int) -> str:
+    return "Flat" if count <= FLAT_MAX_ROWS else f"HNSW{HNSW_M},Flat"
+
+
+def build_index(
+    rows: np.ndarray, factory: str, *, progress: ProgressFactory | None = None
+) -> faiss.Index:
+    """Build an inner-product index over ``rows`` (already prepared, see :func:`prepare_rows`)."""
+    n, d = rows.shape
+    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    if not index.is_trained:
+        index.train(rows)
+    bar = progress(n, f"index {factory}") if progress else None
+    for start in range(0, n, ADD_CHUNK):
+        chunk = rows[start : start + ADD_CHUNK]
+        index.add(chunk)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return index
+
+
+def _search_params(index: faiss.Index, ef_search: int = 0, nprobe: int = 0, sel: Any = None) -> Any:
+    """Per-call search parameters; a shared index is never mutated from request threads."""
+    base = faiss.downcast_index(index)
+    if isinstance(base, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(efSearch=ef_search or 64)
+    elif isinstance(base, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF(nprobe=nprobe or 8)
+    elif sel is None:
+        return None
+    else:
+        params = faiss.SearchParameters()
+    if sel is not None:
+        params.sel = sel
+    return params
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean fraction of each exact top-k row found in the approximate row."""
+    k = exact.shape[1]
+    hits = (approx[:, :, None] == exact[:, None, :]) & (exact[:, None, :] >= 0)
+    return float(hits.any(axis=1).sum() / max(1, (exact >= 0).sum()) if k else 1.0)
+
+
+def tune_ef_search(
+    index: faiss.Index, rows: np.ndarray, *, target: float = TARGET_RECALL, k: int = 10, seed: int = 0
+) -> dict[str, Any]:
+    """Smallest efSearch reaching ``target`` recall@k on a tuning sample, verified on a held-out one.
+
+    Returns the manifest's search defaults: ``ef_search``, ``recall_at_10`` (held-out sample),
+    ``recall_sample`` (size) and ``target_recall``.
+    """
+    rng = np.random.default_rng(seed)
+    n = rows.shape[0]
+    pick = rng.choice(n, size=min(RECALL_SAMPLE, n), replace=False)
+    tune, held = rows[pick[: len(pick) // 2]], rows[pick[len(pick) // 2 :]]
+    flat = flat_rows(index)
+
+    def recall(queries: np.ndarray, ef: int) -> float:
+        _, truth = faiss.knn(queries, flat, k, metric=faiss.METRIC_INNER_PRODUCT)
+        _, got = index.search(queries, k, params=_search_params(index, ef_search=ef))
+        return recall_at_k(got, truth)
+
+    chosen = EF_SEARCH_CANDIDATES[-1]
+    for ef in EF_SEARCH_CANDIDATES:
+        if ef >= k and recall(tune, ef) >= target:
+            chosen = ef
+            break
+    held_recall = recall(held, chosen)
+    # The held-out sample must confirm it; step up while it falls short.
+    for ef in EF_SEARCH_CANDIDATES:
+        if ef > chosen and held_recall < target:
+            chosen, held_recall = ef, recall(held, ef)
+    logger.info("efSearch=%d gives recall@%d=%.4f on %d held-out queries", chosen, k, held_recall, len(held))
+    return {"ef_search": chosen, "recall_at_10": round(held_recall, 4), "recall_sample": len(held), "target_recall": target}
+
+
+def flat_rows(index: faiss.Index) -> np.ndarray:
+    """Zero-copy (n, d) view of the rows stored in a Flat or HNSW-Flat index."""
+    base = faiss.downcast_index(index)
+    storage = faiss.downcast_index(base.storage) if isinstance(base, faiss.IndexHNSW) else base
+    if not isinstance(storage, faiss.IndexFlat):
+        raise ValueError(f"index {type(base).__name__} has no flat storage to search exactly")
+    return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
+
+
+def describe(index: faiss.Index) -> str:
+    base = faiss.downcast_index(index)
+    if isinstance(base, faiss.IndexHNSW):
+        return f"HNSW{base.hnsw.nb_neighbors(1)},Flat"
+    if isinstance(base, faiss.IndexFlat):
+        return "Flat"
+    return type(base).__name__
+
+
+def save_index(index: faiss.Index, path: str | os.PathLike[str]) -> None:
+    faiss.write_index(index, str(path))
+
+
+def load_index(path: str | os.PathLike[str], *, mmap: bool = True) -> faiss.Index:
+    """Read an index; with ``mmap`` Flat storage is mapped zero-copy and shared between processes."""
+    flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    try:
+        return faiss.read_index(str(path), flags)
+    except RuntimeError as exc:  # faiss raises RuntimeError for any malformed file
+        raise ValueError(f"{path}: not a readable FAISS index ({str(exc).splitlines()[0]})") from exc
+
+
+@dataclass
+class VectorIndex:
+    """The search side of one table: an approximate index plus an exact (flat) view of its rows."""
+
+    index: faiss.Index
+    rows: np.ndarray  # (n, d) prepared rows (unit-norm for cosine), zero-copy from the index
+    ef_search: int = 64
+    nprobe: int = 8
+
+    @classmethod
+    def from_index(cls, index: faiss.Index, *, ef_search: int = 64, nprobe: int = 8) -> VectorIndex:
+        return cls(index=index, rows=flat_rows(index), ef_search=ef_search, nprobe=nprobe)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def d(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def is_exact(self) -> bool:
+        return isinstance(faiss.downcast_index(self.index), faiss.IndexFlat)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        exact: bool = False,
+        ef_search: int = 0,
+        nprobe: int = 0,
+        restrict: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows by inner product for each query.
+
+        Args:
+            queries: (nq, d) C-contiguous float32.
+            k: neighbours per query (may exceed the row count; extra slots get id -1).
+            exact: brute force over the flat rows instead of the approximate index.
+            ef_search / nprobe: per-call effort, 0 = this index's default.
+            restrict: only rows 0..restrict-1 (the most frequent keys); 0 = all rows.
+
+        Returns:
+            ``D`` (nq, k) float32 scores and ``I`` (nq, k) int64 row ids, -1 for "none".
+        """
+        n = self.ntotal
+        limit = n if restrict <= 0 else min(restrict, n)
+        if exact or self.is_exact:
+            kk = min(k, limit)
+            D, I = faiss.knn(queries, self.rows[:limit], kk, metric=faiss.METRIC_INNER_PRODUCT)
+            if kk < k:
+                D = np.pad(D, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+                I = np.pad(I, ((0, 0), (0, k - kk)), constant_values=-1)
+            return D, I
+        sel = faiss.IDSelectorRange(0, limit) if limit < n else None
+        params = _search_params(self.index, ef_search or max(self.ef_search, k), nprobe or self.nprobe, sel)
+        D, I = self.index.search(queries, k, params=params)
+        return D, I
+
+    def warm_up(self) -> float:
+        """Touch every page of the rows and run a few searches; returns seconds spent."""
+        t0 = time.perf_counter()
+        if self.ntotal:
+            float(np.add.reduce(self.rows[:, 0]))  # strided walk faults in every page of the mapping
+            probe = np.ascontiguousarray(self.rows[: min(8, self.ntotal)])
+            self.search(probe, 10)
+            self.search(probe, 10, exact=True)
+        return time.perf_counter() - t0
+
+
+def path_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0

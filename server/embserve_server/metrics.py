@@ -1,0 +1,140 @@
+"""Prometheus metrics: defined once against an injected registry, recorded by one interceptor.
+
+All names share the ``embserve_`` prefix and use base units. Labels carry only bounded values
+(method, status code, table name, outcome), never keys or free text; every label set that is
+known at start-up is initialised so series exist (at 0) before the first request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from embserve_server import __version__
+from embserve_server.tables import ReloadOutcome, Table
+
+PREFIX = "embserve"
+# ~100 µs .. 2.5 s: a cached single-key lookup is a few hundred µs, an exact batch seconds.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
+CODES = tuple(c.name for c in grpc.StatusCode)
+RELOAD_OUTCOMES = ("loaded", "unchanged", "refused")
+
+
+class ServerMetrics:
+    """Every server metric. ``methods`` are the short RPC names whose series are pre-created."""
+
+    def __init__(self, registry: CollectorRegistry, methods: Iterable[str] = ()) -> None:
+        self.registry = registry
+        self.requests = Counter(f"{PREFIX}_requests", "RPCs handled, by method and status code", ["method", "code"], registry=registry)
+        self.latency = Histogram(
+            f"{PREFIX}_request_duration_seconds", "RPC handling time", ["method"], buckets=LATENCY_BUCKETS, registry=registry
+        )
+        self.lookup_keys = Histogram(f"{PREFIX}_lookup_keys", "Keys or ids per Lookup call", buckets=SIZE_BUCKETS, registry=registry)
+        self.search_queries = Histogram(f"{PREFIX}_search_queries", "Queries per Search call", buckets=SIZE_BUCKETS, registry=registry)
+        self.missing_keys = Counter(f"{PREFIX}_missing_keys", "Requested keys not in the table", ["table"], registry=registry)
+        self.in_flight = Gauge(f"{PREFIX}_in_flight_requests", "RPCs being handled now", registry=registry, multiprocess_mode="livesum")
+        self.table_version = Gauge(f"{PREFIX}_table_version", "Serving version of each table", ["table"], registry=registry, multiprocess_mode="max")
+        self.table_rows = Gauge(f"{PREFIX}_table_rows", "Rows of the serving version", ["table"], registry=registry, multiprocess_mode="max")
+        self.table_dims = Gauge(f"{PREFIX}_table_dimensions", "Vector size of the serving version", ["table"], registry=registry, multiprocess_mode="max")
+        self.table_bytes = Gauge(f"{PREFIX}_table_bytes", "Bytes of the serving version's files", ["table"], registry=registry, multiprocess_mode="max")
+        self.table_load = Gauge(
+            f"{PREFIX}_table_load_seconds", "Seconds to load, validate and warm the serving version", ["table"], registry=registry, multiprocess_mode="max"
+        )
+        self.reloads = Counter(f"{PREFIX}_reloads", "Table load attempts by outcome", ["table", "outcome"], registry=registry)
+        self.rejected = Counter(f"{PREFIX}_rejected_requests", "RPCs refused before handling", ["reason"], registry=registry)
+        self.build = Info(f"{PREFIX}_build", "Server build information", registry=registry)
+        self.build.info({"version": __version__})
+        self._children: dict[str, tuple[dict[str, Any], Any]] = {}
+        for method in methods:
+            self._method(method)
+        for reason in ("overload", "unauthenticated", "permission_denied"):
+            self.rejected.labels(reason)
+
+    def _method(self, method: str) -> tuple[dict[str, Any], Any]:
+        """Cached label children of one method (label lookups cost more than the increments)."""
+        children = self._children.get(method)
+        if children is None:
+            children = ({code: self.requests.labels(method, code) for code in CODES}, self.latency.labels(method))
+            self._children[method] = children
+        return children
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        counters, latency = self._method(method)
+        counters[code].inc()
+        latency.observe(seconds)
+
+    def table_changed(self, table: Table | None, outcome: ReloadOutcome) -> None:
+        """Registry callback: count the reload outcome and publish the serving table's gauges."""
+        for o in RELOAD_OUTCOMES:
+            self.reloads.labels(outcome.table, o)
+        self.reloads.labels(outcome.table, outcome.outcome).inc()
+        self.missing_keys.labels(outcome.table)
+        if table is not None:
+            self.table_version.labels(table.name).set(table.version)
+            self.table_rows.labels(table.name).set(table.count)
+            self.table_dims.labels(table.name).set(table.dim)
+            self.table_bytes.labels(table.name).set(table.nbytes)
+            self.table_load.labels(table.name).set(table.load_seconds)
+
+
+def _payload_recorder(metrics: ServerMetrics, method: str) -> Callable[[Any, Any], None] | None:
+    """Per-method sizes taken from the messages themselves (keys per lookup, missing keys...)."""
+    if method == "Lookup":
+
+        def record_lookup(request: Any, response: Any) -> None:
+            metrics.lookup_keys.observe(len(request.keys) or len(request.ids))
+            missing = response.found.count(0)
+            if missing:
+                metrics.missing_keys.labels(response.table).inc(missing)
+
+        return record_lookup
+    if method == "Search":
+        return lambda request, response: metrics.search_queries.observe(len(request.queries))
+    return None
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Times every unary RPC and counts it by method and final status code."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        behavior = handler.unary_unary
+        metrics = self.metrics
+        counters, latency = metrics._method(method)
+        record_payload = _payload_recorder(metrics, method)
+        in_flight = metrics.in_flight
+
+        def timed(request: Any, context: grpc.ServicerContext) -> Any:
+            in_flight.inc()
+            t0 = time.perf_counter()
+            code = "UNKNOWN"
+            try:
+                response = behavior(request, context)
+                set_code = context.code()
+                code = set_code.name if set_code is not None else "OK"
+                if record_payload is not None and code == "OK":
+                    record_payload(request, response)
+                return response
+            except Exception:
+                set_code = context.code()
+                code = set_code.name if set_code is not None else "UNKNOWN"
+                raise
+            finally:
+                counters[code].inc()
+                latency.observe(time.perf_counter() - t0)
+                in_flight.dec()
+
+        return grpc.unary_unary_rpc_method_handler(
+            timed, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )

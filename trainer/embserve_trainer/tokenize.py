@@ -1,0 +1,115 @@
+"""Text -> tokens, explicitly and reproducibly: clean markup, Unicode-normalise, lower-case, match words.
+
+Every choice lives in a frozen :class:`Tokenizer` whose :meth:`Tokenizer.settings` go into the bundle
+manifest, so a table can be re-trained, and queried, with exactly the tokens it was trained on.
+
+    tok = Tokenizer(cleaner="gcide")
+    tok("Affect \\Af*fect\"\\, v. t. To act upon. [1913 Webster]")   # ['affect', 'v', 't', 'to', 'act', 'upon']
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+logger = logging.getLogger(__name__)
+
+# gensim's Cython training routines silently drop everything past 10,000 tokens of one sentence
+# (MAX_WORDS_IN_BATCH); longer documents are cut into chunks of at most this many tokens instead.
+MAX_DOCUMENT_TOKENS = 10_000
+NORMALIZATIONS = ("NFKC", "NFC", "NFKD", "NFD", "none")
+# Named token patterns: the name is recorded, the regex is recorded too (in case it ever changes).
+PATTERNS = {
+    # letters/digits runs, with inner apostrophes kept ("don't", "o'clock"); "_" and punctuation split
+    "words": r"[^\W_]+(?:'[^\W_]+)*",
+    # letters only: drops numbers, handy for dictionaries and analogy-style evaluation
+    "alpha": r"[^\W\d_]+(?:'[^\W\d_]+)*",
+    # whitespace-separated chunks, untouched (pre-tokenised corpora)
+    "whitespace": r"\S+",
+}
+
+# --- cleaners: markup removed before tokenising. Each is a pure str -> str function. --------------
+
+_TAG = re.compile(r"<[^<>\n]{0,200}>")  # <i>, </b>, <pc@worldsoul.org>
+# GCIDE's ASCII accent codes sit inside words: caf['e], [=a]ft, [i^]: keep the letter(s).
+_GCIDE_ACCENT = re.compile(r"\[(?:[=.'`^~\"-]([a-zA-Z]{1,2})|([a-zA-Z]{1,2})[`'^~\":=])\]")
+_GCIDE_BRACKET = re.compile(r"\[[^\[\]]*\]")  # [1913 Webster], [Obs.], etymologies [L. ad + facere]
+_GCIDE_PRON = re.compile(r"\\[^\\\n]{0,120}\\")  # \Af*fect"\  pronunciation / syllables
+_GCIDE_CITE = re.compile(r"--\s?[A-Z][\w.']*(?:\s+(?:[A-Z][\w.']*|of|de|the))*")  # --Milton. --Sir W. Scott.
+_GCIDE_BRACES = re.compile(r"[{}]")  # {Afeard}: a cross-reference, the word stays
+
+
+def clean_none(text: str) -> str:
+    return text
+
+
+def clean_markup(text: str) -> str:
+    """Remove ``<...>`` tags only."""
+    return _TAG.sub(" ", text)
+
+
+def clean_gcide(text: str) -> str:
+    """GCIDE (dict-gcide) markup: source tags like ``[1913 Webster]``, bracketed etymologies and usage
+    labels, ``\\pro*nun*ci*a*tion\\``, ``--Author.`` citations, ``{cross-refs}`` and ``<...>`` tags.
+    The dictd header entries (``00-database-*``) are dropped whole."""
+    if text.startswith("00-database-") or text.startswith("00database"):
+        return ""
+    text = _TAG.sub(" ", text)
+    text = _GCIDE_ACCENT.sub(lambda m: m.group(1) or m.group(2), text)
+    while True:  # innermost brackets first: etymologies nest ([OE. aferen, AS. [=a]f?ran.])
+        text, n = _GCIDE_BRACKET.subn(" ", text)
+        if not n:
+            break
+    text = _GCIDE_PRON.sub(" ", text)
+    text = _GCIDE_CITE.sub(" ", text)
+    return _GCIDE_BRACES.sub("", text)
+
+
+CLEANERS: dict[str, Callable[[str], str]] = {"none": clean_none, "markup": clean_markup, "gcide": clean_gcide}
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """Text -> list of tokens. All fields are recorded in the manifest (``extras.tokenizer``)."""
+
+    cleaner: str = "none"  # one of CLEANERS
+    normalization: str = "NFKC"  # Unicode normal form applied after cleaning ("none" to skip)
+    lowercase: bool = True  # str.lower() after normalisation
+    pattern: str = "words"  # one of PATTERNS
+    max_document_tokens: int = MAX_DOCUMENT_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.cleaner not in CLEANERS:
+            raise ValueError(f"unknown cleaner {self.cleaner!r}: use one of {', '.join(CLEANERS)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
+        if self.pattern not in PATTERNS:
+            raise ValueError(f"unknown token pattern {self.pattern!r}: use one of {', '.join(PATTERNS)}")
+        if self.max_document_tokens < 1:
+            raise ValueError(f"max_document_tokens must be positive, got {self.max_document_tokens}")
+        # Compiled once; frozen dataclass, hence object.__setattr__.
+        object.__setattr__(self, "_regex", re.compile(PATTERNS[self.pattern]))
+        object.__setattr__(self, "_clean", CLEANERS[self.cleaner])
+
+    def __call__(self, text: str) -> list[str]:
+        """Tokens of ``text`` (deterministic: same text and settings, same tokens)."""
+        text = self._clean(text)  # type: ignore[attr-defined]
+        if self.normalization != "none":
+            text = unicodedata.normalize(self.normalization, text)
+        if self.lowercase:
+            text = text.lower()
+        return self._regex.findall(text)  # type: ignore[attr-defined,no-any-return]
+
+    def chunks(self, text: str) -> Iterator[list[str]]:
+        """Tokens of ``text`` cut into documents of at most ``max_document_tokens`` (empty ones skipped)."""
+        tokens = self(text)
+        n = self.max_document_tokens
+        for start in range(0, len(tokens), n):
+            yield tokens[start : start + n]
+
+    def settings(self) -> dict[str, object]:
+        """Everything needed to tokenise exactly like this again (goes into the manifest)."""
+        return {**asdict(self), "regex": PATTERNS[self.pattern], "lowercase_method": "str.lower"}
