@@ -25,7 +25,7 @@ FLAT_MAX_ROWS = 50_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 EF_SEARCH_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-TARGET_RECALL = 0.97
+TARGET_RECALL = 0.98  # margin over the 0.97 promised for key queries (which drop the key itself)
 RECALL_SAMPLE = 2000  # rows drawn for tuning; half tunes efSearch, the other half is held out
 ADD_CHUNK = 20_000
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from embserve_trainer import __version__
 from embserve_trainer.export import export_table
 from embserve_trainer.importers import FORMATS, import_table
+from embserve_trainer.evaluate import RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
+from embserve_trainer.tokenize import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
+from embserve_trainer.train import MODELS, TrainConfig, default_workers, train_table
 
 logger = logging.getLogger("embserve_trainer")
 
@@ -32,6 +38,50 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    config = TrainConfig(
+        model=args.model, dim=args.dim, window=args.window, min_count=args.min_count, max_vocab=args.max_vocab,
+        epochs=args.epochs, negative=args.negative, sample=args.sample, alpha=args.alpha,
+        workers=args.workers, seed=args.seed, minn=args.minn, maxn=args.maxn, bucket=args.bucket,
+    )
+    tokenizer = None
+    if args.cleaner != "auto" or args.normalization != "NFKC" or args.keep_case or args.pattern != "words":
+        tokenizer = Tokenizer(
+            cleaner="none" if args.cleaner == "auto" else args.cleaner, normalization=args.normalization,
+            lowercase=not args.keep_case, pattern=args.pattern,
+        )
+    trained = train_table(args.corpus, config, tokenizer=tokenizer, documents=args.documents, work_dir=args.work_dir)
+    files: dict[str, object] = {}
+    if not args.no_eval:
+        report = evaluate_table(trained.vectors, trained.keys, restrict_vocab=args.restrict_vocab)
+        print(format_report(report), file=sys.stderr)
+        files["eval.json"] = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    if trained.ngrams is not None:
+        ngrams = trained.ngrams
+        files["ngrams.npy"] = lambda p: np.save(p, ngrams, allow_pickle=False)
+    path = export_table(
+        args.tables, args.name, trained.vectors, trained.keys,
+        source=trained.source, metric=args.metric, counts=trained.counts,
+        factory=None if args.index == "auto" else args.index,
+        extras=trained.extras, files=files, seed=args.seed,  # type: ignore[arg-type]
+    )
+    print(path)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _, report = evaluate_bundle(
+        args.bundle, restrict_vocab=args.restrict_vocab, case_insensitive=not args.case_sensitive,
+        analogies=not args.no_analogies,
+    )
+    print(format_report(report))
+    if args.out is not None:  # a published bundle is immutable: the report goes elsewhere
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"report written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embserve-train", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
@@ -49,6 +99,49 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,Flat)")
     imp.add_argument("--seed", type=int, default=0, help="seed of the recall-tuning sample")
     imp.set_defaults(func=cmd_import)
+
+    tr = sub.add_parser("train", help="learn a table from a corpus (gensim) and export it as a bundle")
+    tr.add_argument("--corpus", nargs="+", type=Path, required=True,
+                    help="text files or directories: plain, .gz, .bz2, .xz, dictd .dict/.dict.dz")
+    tr.add_argument("--tables", type=Path, required=True, help="tables root directory")
+    tr.add_argument("--name", required=True, help="table name")
+    tr.add_argument("--model", default="skipgram", choices=MODELS,
+                    help="skip-gram or CBOW with negative sampling; fasttext adds subword n-grams")
+    tr.add_argument("--dim", type=int, default=TrainConfig.dim, help="vector size")
+    tr.add_argument("--window", type=int, default=TrainConfig.window, help="max context distance")
+    tr.add_argument("--min-count", type=int, default=TrainConfig.min_count, help="drop tokens seen fewer times")
+    tr.add_argument("--max-vocab", type=int, default=TrainConfig.max_vocab, help="keep only the N most frequent tokens")
+    tr.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    tr.add_argument("--negative", type=int, default=TrainConfig.negative, help="negative samples per positive")
+    tr.add_argument("--sample", type=float, default=TrainConfig.sample, help="down-sampling threshold of frequent tokens")
+    tr.add_argument("--alpha", type=float, default=TrainConfig.alpha, help="initial learning rate")
+    tr.add_argument("--workers", type=int, default=default_workers(),
+                    help="training threads (results are bit-reproducible only with 1)")
+    tr.add_argument("--seed", type=int, default=TrainConfig.seed)
+    tr.add_argument("--minn", type=int, default=TrainConfig.minn, help="fastText: shortest character n-gram")
+    tr.add_argument("--maxn", type=int, default=TrainConfig.maxn, help="fastText: longest character n-gram")
+    tr.add_argument("--bucket", type=int, default=TrainConfig.bucket, help="fastText: n-gram hash buckets")
+    tr.add_argument("--documents", default="auto", choices=("auto", "line", "paragraph"),
+                    help="document unit (auto: paragraphs for dictd files, lines otherwise)")
+    tr.add_argument("--cleaner", default="auto", choices=("auto", *CLEANERS),
+                    help="markup cleaner (auto: gcide for GCIDE dictd files, none otherwise)")
+    tr.add_argument("--normalization", default="NFKC", choices=NORMALIZATIONS, help="Unicode normal form")
+    tr.add_argument("--keep-case", action="store_true", help="do not lower-case tokens")
+    tr.add_argument("--pattern", default="words", choices=tuple(PATTERNS), help="token pattern")
+    tr.add_argument("--metric", default="cosine", choices=("cosine", "dot"))
+    tr.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,Flat)")
+    tr.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="evaluation: rows taking part")
+    tr.add_argument("--no-eval", action="store_true", help="skip the evaluation report (eval.json)")
+    tr.add_argument("--work-dir", type=Path, default=None, help="directory for the temporary token file")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="WordSim-353, SimLex-999 and analogies of a bundle (read-only)")
+    ev.add_argument("bundle", type=Path, help="a bundle directory, or a table directory (newest version)")
+    ev.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="only the N most frequent rows")
+    ev.add_argument("--case-sensitive", action="store_true", help="do not upper-case words (gensim default: do)")
+    ev.add_argument("--no-analogies", action="store_true", help="word pairs only")
+    ev.add_argument("--out", type=Path, default=None, help="write the JSON report here (the bundle stays untouched)")
+    ev.set_defaults(func=cmd_evaluate)
     return p
 
 

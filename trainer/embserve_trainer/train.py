@@ -176,8 +176,10 @@ class TrainingProgress(CallbackAny2Vec):
         self.bar = bar(total_words * epochs, desc, unit="word")
 
     def words(self, n: int) -> None:
-        if self.track_loss and self.model is not None:
-            self.bar.set_postfix(epoch=f"{self.epoch}/{self.epochs}", loss=f"{self.model.running_training_loss:.4g}", refresh=False)
+        # Workers publish the running loss once per job (10k words), so mid-epoch values are live.
+        running = float(self.model.running_training_loss) if self.track_loss and self.model is not None else 0.0
+        if running > 0:
+            self.bar.set_postfix(epoch=f"{self.epoch}/{self.epochs}", loss=f"{running:.4g}", refresh=False)
         self.bar.update(n)
 
     def on_train_begin(self, model: Any) -> None:
@@ -193,6 +195,7 @@ class TrainingProgress(CallbackAny2Vec):
         if self.track_loss:
             loss = float(model.get_latest_training_loss())
             self.losses.append(loss)
+            self.bar.set_postfix(epoch=f"{self.epoch}/{self.epochs}", loss=f"{loss:.4g}")
             logger.debug("epoch %d/%d loss %.6g", self.epoch, self.epochs, loss)
 
     def close(self) -> None:

@@ -1,0 +1,141 @@
+"""Bundle format 1: round trip, atomic publication, and a clear refusal for every inconsistency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from embserve_client import bundle as b
+
+
+def write(tmp_path: Path, n: int = 50, **kw: object) -> Path:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(n, 8)).astype(np.float32)
+    keys = [f"k{i}" for i in range(n)]
+    return b.write_bundle(tmp_path, "t", vectors, keys, b.BundleSpec(counts=np.arange(n, 0, -1)), **kw)  # type: ignore[arg-type]
+
+
+def test_round_trip_is_exact_and_read_only(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    keys = [f"k{i}" for i in range(49)] + ["ünï\u2028code"]  # \u2028 must not split lines
+    path = b.write_bundle(tmp_path, "t", vectors, keys, b.BundleSpec(extras={"x": 1}))
+    got = b.read_bundle(path)
+    assert np.array_equal(got.vectors, vectors)
+    assert got.keys == keys
+    assert not got.vectors.flags.writeable
+    assert (got.name, got.version, got.count, got.vector_size, got.metric) == ("t", 1, 50, 8, "cosine")
+    assert got.extras == {"x": 1}
+
+
+def test_versions_increase_and_are_immutable(tmp_path: Path) -> None:
+    assert write(tmp_path).name == "1"
+    assert write(tmp_path).name == "2"
+    assert b.list_versions(tmp_path, "t") == [1, 2]
+    with pytest.raises(ValueError, match="already exists"):
+        write(tmp_path, version=2)
+
+
+def test_failed_write_leaves_nothing_visible(tmp_path: Path) -> None:
+    def boom(path: Path) -> None:
+        path.write_bytes(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        b.write_bundle(tmp_path, "t", np.ones((3, 2), np.float32), ["a", "b", "c"], b.BundleSpec(files={"extra.bin": boom}))
+    assert b.list_versions(tmp_path, "t") == []
+    assert list((tmp_path / "t").iterdir()) == []  # the hidden temp dir is gone too
+
+
+def test_hidden_directories_are_ignored(tmp_path: Path) -> None:
+    write(tmp_path)
+    (tmp_path / "t" / ".tmp-2-abc").mkdir()
+    assert b.list_versions(tmp_path, "t") == [1]
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [(["a", "a"], "duplicate key 'a'"), (["a", "b\nc"], "without newlines"), (["a", ""], "non-empty"), (["a"], "got 1 keys for 2")],
+)
+def test_writer_rejects_bad_keys(tmp_path: Path, keys: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        b.write_bundle(tmp_path, "t", np.ones((2, 2), np.float32), keys)
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", "", "x" * 65, "a..b"])
+def test_invalid_table_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="invalid table name"):
+        b.write_bundle(tmp_path, name, np.ones((1, 2), np.float32), ["a"])
+
+
+def test_writer_rejects_nan(tmp_path: Path) -> None:
+    v = np.ones((3, 2), np.float32)
+    v[1, 1] = np.nan
+    with pytest.raises(ValueError, match="row 1 contains NaN"):
+        b.write_bundle(tmp_path, "t", v, ["a", "b", "c"])
+
+
+def _rewrite_manifest(path: Path, **changes: object) -> None:
+    m = json.loads((path / b.MANIFEST).read_text())
+    m.update(changes)
+    (path / b.MANIFEST).write_text(json.dumps(m))
+
+
+def test_checksum_mismatch_is_data_loss(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    with open(path / b.KEYS, "r+b") as f:
+        f.write(b"X")
+    with pytest.raises(b.ChecksumError, match="keys.txt: sha256"):
+        b.read_bundle(path)
+
+
+def test_truncated_vectors(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    data = (path / b.VECTORS).read_bytes()
+    (path / b.VECTORS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(b.BundleError, match="vectors.npy"):
+        b.read_bundle(path, verify_checksums=False)
+
+
+def test_key_count_mismatch(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    (path / b.KEYS).write_text("\n".join(f"k{i}" for i in range(49)) + "\n")
+    with pytest.raises(b.BundleError, match="has 49 keys, manifest says count=50"):
+        b.read_bundle(path, verify_checksums=False)
+
+
+def test_shape_mismatch_with_manifest(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    _rewrite_manifest(path, vector_size=9)
+    with pytest.raises(b.BundleError, match=r"manifest says float32 \(50, 9\)"):
+        b.read_bundle(path, verify_checksums=False)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"format": "other/2"}, "format is 'other/2'"), ({"dtype": "float16"}, "dtype"), ({"metric": "hamming"}, "metric"), ({"count": -1}, "count must be")],
+)
+def test_manifest_field_errors(tmp_path: Path, changes: dict[str, object], message: str) -> None:
+    path = write(tmp_path)
+    _rewrite_manifest(path, **changes)
+    with pytest.raises(b.BundleError, match=message):
+        b.read_bundle(path, verify_checksums=False)
+
+
+def test_missing_listed_file_and_bad_json(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    (path / b.COUNTS).unlink()
+    with pytest.raises(b.BundleError, match="counts.npy: listed in the manifest but missing"):
+        b.read_bundle(path)
+    (path / b.MANIFEST).write_text("{not json")
+    with pytest.raises(b.BundleError, match="not valid JSON"):
+        b.read_bundle(path)
+
+
+def test_pickled_arrays_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    np.save(path / b.VECTORS, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(b.BundleError, match="not a readable .npy"):
+        b.read_bundle(path, verify_checksums=False)
