@@ -13,13 +13,20 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_helper import query, require_prometheus, run_prometheus, wait_for_series
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -114,7 +121,7 @@ def _flags(argv: list[str]) -> dict[str, str]:
     """{"--flag": value} of an argv made of `--flag value` pairs after the program name."""
     args = argv[1:]
     assert len(args) % 2 == 0 and all(a.startswith("--") for a in args[::2]), argv
-    return dict(zip(args[::2], args[1::2]))
+    return dict(zip(args[::2], args[1::2], strict=True))
 
 
 def _port(address: str) -> int:
@@ -477,10 +484,10 @@ def test_dashboard_queries_only_metrics_the_server_exposes():
         assert names, f"panel {title!r}: no metric in {expr!r}"
         assert names <= SERIES, f"panel {title!r} queries unknown metrics {sorted(names - SERIES)}: {expr!r}"
         used |= names
-    for query in _template_queries(dashboard):
-        selector = _template_selector(query)
-        assert selector, f"unexpected variable query {query!r}"
-        assert metric_names(selector) <= SERIES, query
+    for variable_query in _template_queries(dashboard):
+        selector = _template_selector(variable_query)
+        assert selector, f"unexpected variable query {variable_query!r}"
+        assert metric_names(selector) <= SERIES, variable_query
     missing = DASHBOARD_MUST_USE - used
     assert not missing, f"the dashboard shows nothing of {sorted(missing)}"
 
@@ -519,3 +526,122 @@ def test_promql_syntax_check_rejects_broken_expressions(tmp_path):
     # The check above must be able to fail.
     result = _promtool_check_exprs(["sum by (method (rate(embserve_requests_total[1m]))"], tmp_path)
     assert result.returncode != 0
+
+
+# --- live: the compose server command, scraped by a real Prometheus with our rules -----------------
+
+LIVE_TABLE = "demo"
+LIVE_ROWS = 300
+READY_TIMEOUT = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(health: list[str], process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"embserve-server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        if _run(health).returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"`{' '.join(health)}` never exited 0:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """The compose server command on loopback ports over a tiny seeded table, SERVING per the
+    compose healthcheck command. Yields {"grpc": host:port, "metrics": host:port}."""
+    from embserve_trainer.export import export_table
+
+    tmp = tmp_path_factory.mktemp("live")
+    tables = tmp / "tables"
+    rng = np.random.default_rng(0)
+    export_table(tables, LIVE_TABLE, rng.normal(size=(LIVE_ROWS, 8)).astype(np.float32),
+                 [f"w{i}" for i in range(LIVE_ROWS)], source={"kind": "test", "seed": 0}, seed=0)
+
+    command = _compose()["services"]["server"]["command"]
+    grpc_address, metrics_address = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    # Same program and flags as the container; only paths and addresses are local ones.
+    local = {"--tables": str(tables), "--address": grpc_address, "--metrics-address": metrics_address}
+    argv = [_console_script(command[0])] + [x for flag, value in _flags(command).items()
+                                            for x in (flag, local.get(flag, value))]
+    health = [_console_script(HEALTHCHECK[1]), *HEALTHCHECK[2:-1], grpc_address]
+
+    log = tmp / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        _wait_healthy(health, process, log)
+        yield {"grpc": grpc_address, "metrics": metrics_address}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _traffic(grpc_address: str) -> None:
+    """OK lookups and searches, a missing key (zero policy) and a NOT_FOUND."""
+    from embserve_client import Client, NotFoundError
+
+    with Client(grpc_address) as client:
+        for _ in range(5):
+            client.lookup(["w1", "w2", "no-such-key"], table=LIVE_TABLE, missing="zero")
+            client.most_similar("w3", topn=5, table=LIVE_TABLE)
+        with pytest.raises(NotFoundError):
+            client.lookup(["no-such-key"], table=LIVE_TABLE)
+
+
+def _scrape(address: str) -> dict[str, str]:
+    """{sample name: family type} of one /metrics scrape."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode("utf-8")
+    return {sample.name: family.type for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+@pytest.mark.slow
+def test_live_server_exposes_every_metric_the_dashboard_and_rules_use(live_server):
+    _traffic(live_server["grpc"])
+    samples = _scrape(live_server["metrics"])
+    expected_type = {**{n: "counter" for n in COUNTERS}, **{n: "gauge" for n in GAUGES},
+                     **{h + s: "histogram" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}}
+    # prometheus_client's parser reports Info families (embserve_build_info) as "info".
+    expected_type["embserve_build_info"] = samples.get("embserve_build_info", "gauge")
+    assert expected_type["embserve_build_info"] in {"gauge", "info"}
+    missing = sorted(SERIES - set(samples))
+    assert not missing, f"the server does not expose {missing}"
+    wrong = {n: (samples[n], t) for n, t in expected_type.items() if samples[n] != t}
+    assert not wrong, f"(exposed, expected) types differ: {wrong}"
+
+
+@pytest.mark.slow
+def test_every_dashboard_panel_and_rule_has_data_in_real_prometheus(live_server, tmp_path):
+    require_prometheus()
+    _traffic(live_server["grpc"])
+    with run_prometheus(live_server["metrics"], tmp_path, rule_files=[PROMETHEUS_RULES]) as base_url:
+        rows = wait_for_series(base_url, f'embserve_table_rows{{table="{LIVE_TABLE}", job="embserve"}}', timeout=30)
+        assert [float(r["value"][1]) for r in rows] == [LIVE_ROWS]
+        _traffic(live_server["grpc"])  # a second scrape with higher counters gives rates something to see
+        dashboard = _dashboard()
+        for title, expr in _dashboard_exprs(dashboard):
+            try:
+                wait_for_series(base_url, _grafana_to_promql(expr), timeout=30)
+            except TimeoutError as exc:
+                pytest.fail(f"panel {title!r} shows no data: {exc}")
+        for variable_query in _template_queries(dashboard):
+            wait_for_series(base_url, _template_selector(variable_query) or variable_query, timeout=30)
+        recorded = [rule["record"] for group in _load_yaml(PROMETHEUS_RULES)["groups"]
+                    for rule in group["rules"] if "record" in rule]
+        for record in recorded:
+            wait_for_series(base_url, record, timeout=30)
+        # The traffic between scrapes shows as a rate above zero, through the recording rule.
+        wait_for_series(base_url, 'method:embserve_requests:rate5m{method="Lookup"} > 0', timeout=30)
+        assert query(base_url, 'ALERTS{alertstate="firing"}') == []

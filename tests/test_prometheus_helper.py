@@ -17,6 +17,8 @@ from prometheus_helper import (
     wait_for_series,
 )
 
+pytestmark = pytest.mark.slow  # real Prometheus processes: ~5 s each to discover their target
+
 
 @pytest.fixture(scope="module")
 def probe() -> Iterator[tuple[str, Counter]]:

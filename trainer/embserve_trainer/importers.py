@@ -91,8 +91,10 @@ def read_text_or_binary(path: Path, fmt: str, limit: int | None) -> Imported:
     except (ValueError, EOFError, UnicodeDecodeError, IndexError) as exc:
         raise ValueError(f"{path}: not a valid {fmt} file ({exc}); check --format") from exc
     vectors = np.asarray(kv.vectors, dtype=np.float32)
-    keys = [str(k) for k in kv.index_to_key]
-    return Imported(vectors, keys)
+    # gensim leaves a None key in the slot of each duplicate it ignored: drop those rows.
+    present = np.array([k is not None for k in kv.index_to_key], dtype=bool)
+    keys = [str(k) for k in kv.index_to_key if k is not None]
+    return Imported(vectors[: len(present)][present], keys)
 
 
 def read_npy(path: Path, vocab: Path | None, limit: int | None) -> Imported:
