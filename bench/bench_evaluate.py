@@ -77,7 +77,7 @@ def main() -> None:
     ours_analogy_s = time.perf_counter() - t0
 
     # --- gensim on the same vectors, same files, default settings.
-    kv = KeyedVectors(vectors.shape[1], count=len(keys), dtype=np.float32)
+    kv = KeyedVectors(vectors.shape[1], dtype=np.float32)
     kv.add_vectors(keys, vectors)
     gensim_pairs = {}
     for name, fname in PAIR_SETS.items():

@@ -1,4 +1,4 @@
-"""``embserve``: a person's command line for an embserve server (similar, vector, tables, health)."""
+"""``embserve``: a person's command line for an embserve server (similar, vector, tokenize, tables, health)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,25 @@ def cmd_vector(args: argparse.Namespace) -> int:
     with np.printoptions(precision=4, suppress=True, linewidth=100):
         for key, found, vec in zip(args.keys, res.found, res.vectors):
             print(f"{key} ({res.table} v{res.version}){'' if found else ' [missing: zeros]'}\n{vec}")
+    return 0
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    """Token ids and strings of a text (tokenizer tables) and each token's nearest tokens."""
+    with _client(args) as c:
+        (tok,) = c.tokenize(" ".join(args.text), table=args.table, add_special_tokens=args.special)
+        neighbors: list[list[Neighbor]] = [[] for _ in tok.ids]
+        if tok.ids and args.topn > 0:
+            neighbors = c.most_similar_batch(
+                [c.query(positive_ids=[i]) for i in tok.ids], topn=args.topn, table=args.table,
+                skip_special_tokens=not args.keep_special, skip_subword_tokens=not args.keep_subwords,
+            )
+    id_width = max((len(str(i)) for i in tok.ids), default=2)
+    tok_width = max((len(t) for t in tok.tokens), default=5)
+    print(f"{len(tok.ids)} tokens" + (f"; nearest {args.topn} tokens of each" if args.topn > 0 else ""))
+    for i, token, near in zip(tok.ids, tok.tokens, neighbors):
+        shown = "  ".join(f"{n.key} {n.score:.3f}" for n in near)
+        print(f"{i:>{id_width}}  {token:<{tok_width}}  {shown}".rstrip())
     return 0
 
 
@@ -115,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("keys", nargs="+")
     v.add_argument("--allow-missing", action="store_true", help="zeros instead of an error for missing keys")
     v.set_defaults(func=cmd_vector)
+
+    tk = sub.add_parser("tokenize", parents=[common], help="token ids, tokens and their neighbours (tokenizer tables)")
+    tk.add_argument("text", nargs="+", help="the text (several words are joined with spaces)")
+    tk.add_argument("-n", "--topn", type=int, default=5, help="neighbours per token (0: none)")
+    tk.add_argument("--special", action="store_true", help="add the model's special tokens ([CLS] ... [SEP])")
+    tk.add_argument("--keep-special", action="store_true", help="allow special tokens among the neighbours")
+    tk.add_argument("--keep-subwords", action="store_true", help="allow continuation tokens (##...) among the neighbours")
+    tk.set_defaults(func=cmd_tokenize)
 
     t = sub.add_parser("tables", parents=[common], help="list served tables")
     t.set_defaults(func=cmd_tables)

@@ -422,6 +422,8 @@ class Client:
         restrict_vocab: int = 0,
         min_score: float | None = None,
         include_query_keys: bool = False,
+        skip_special_tokens: bool = False,
+        skip_subword_tokens: bool = False,
     ) -> list[Neighbor]:
         """Nearest keys to the weighted mean of ``positive`` minus ``negative`` (gensim semantics).
 
@@ -435,12 +437,15 @@ class Client:
             restrict_vocab: only the N most frequent keys.
             min_score: drop neighbours scoring below this.
             include_query_keys: keep the query's own keys in the results.
+            skip_special_tokens: tokenizer tables: leave out [CLS], [PAD], ... (and unused ids).
+            skip_subword_tokens: tokenizer tables: leave out continuation tokens ("##ing").
 
         Returns:
             Up to ``topn`` :class:`Neighbor`, best first.
 
         Raises:
             UnknownKeyError: a query key is not in the table.
+            FailedPreconditionError: a skip flag on a table without tokenizer.
         """
         return self.most_similar_batch(
             [self.query(positive, negative)],
@@ -451,6 +456,8 @@ class Client:
             restrict_vocab=restrict_vocab,
             min_score=min_score,
             include_query_keys=include_query_keys,
+            skip_special_tokens=skip_special_tokens,
+            skip_subword_tokens=skip_subword_tokens,
         )[0]
 
     def most_similar_batch(

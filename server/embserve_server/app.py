@@ -16,7 +16,7 @@ from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from embserve_server.config import ServerConfig
 from embserve_server.metrics import MetricsInterceptor, ServerMetrics
@@ -37,7 +37,6 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 def configure_faiss(threads: int = 1) -> None:
     """Request threads each run FAISS single-threaded (one OpenMP pool per Python thread is a
     pile-up); let BLAS take over from micro-batches on (faiss 1.15 otherwise waits for nq*d >= 128k)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     faiss.omp_set_num_threads(threads)
     faiss.cvar.distance_compute_blas_threshold = 20
 
@@ -106,8 +105,23 @@ def create_server(
 
 
 def serve(config: ServerConfig, *, stop: threading.Event | None = None) -> int:
-    """Run the server until SIGTERM/SIGINT (or ``stop``), then drain gracefully. Returns 0."""
+    """Run the server until SIGTERM/SIGINT (or ``stop``), then drain gracefully. Returns 0.
+
+    With ``config.workers > 1`` the process forks that many workers sharing one port.
+    """
+    if config.explorer and (not config.metrics_address or config.workers > 1):
+        raise ValueError("--explorer: needs --metrics-address (it shares that HTTP port) and a single worker")
+    if config.workers > 1:
+        from embserve_server.workers import serve_workers
+
+        return serve_workers(config)
+    return run_worker(config, stop=stop)
+
+
+def run_worker(config: ServerConfig, *, stop: threading.Event | None = None, worker: int | None = None) -> int:
+    """One serving process: load tables, serve gRPC (and /metrics unless a parent does)."""
     configure_faiss()
+    disable_created_metrics()
     prom = CollectorRegistry()
     metrics = ServerMetrics(prom, METHODS)
     registry = TableRegistry(
@@ -117,19 +131,25 @@ def serve(config: ServerConfig, *, stop: threading.Event | None = None) -> int:
         verify_checksums=config.verify_checksums,
         on_change=metrics.table_changed,
     )
-    if config.metrics_address:
+    if config.metrics_address and worker is None:
         from embserve_server.metrics_http import start_metrics_http
 
-        start_metrics_http(config.metrics_address, prom)
+        explorer = None
+        if config.explorer:
+            from embserve_server.explorer import Explorer
+
+            explorer = Explorer(registry, config.limits)
+        start_metrics_http(config.metrics_address, prom, explorer=explorer)
     server = create_server(config, registry, metrics=metrics)
     server.grpc_server.start()
     host = config.address.rsplit(":", 1)[0]
-    logger.info("listening on %s:%d", host, server.port)
+    who = "" if worker is None else f"worker {worker} (pid {os.getpid()}) "
+    logger.info("%slistening on %s:%d", who, host, server.port)
 
     stop = stop or threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("received %s: draining", signal.Signals(signum).name)
+        logger.info("%sreceived %s: draining", who, signal.Signals(signum).name)
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
@@ -139,7 +159,7 @@ def serve(config: ServerConfig, *, stop: threading.Event | None = None) -> int:
     registry.reload()
     if len(registry):
         server.set_serving(True)
-        logger.info("serving %s", ", ".join(f"{t.name} v{t.version}" for t in registry.all()))
+        logger.info("%sserving %s", who, ", ".join(f"{t.name} v{t.version}" for t in registry.all()))
     else:
         logger.error("no valid table under %s: answering UNAVAILABLE until one appears", config.tables_dir)
     while not stop.wait(config.poll_interval or 1.0):
@@ -148,5 +168,5 @@ def serve(config: ServerConfig, *, stop: threading.Event | None = None) -> int:
             if len(registry):
                 server.set_serving(True)
     server.drain(config.grace_period)
-    logger.info("stopped")
+    logger.info("%sstopped", who)
     return 0

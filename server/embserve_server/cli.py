@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from embserve_server import __version__
@@ -18,8 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", type=Path, required=True, help="tables root: <name>/<version>/ bundles")
     p.add_argument("--address", default=d.address, help="gRPC HOST:PORT (port 0 picks a free one; default %(default)s)")
     p.add_argument("--metrics-address", default=None, help="HOST:PORT for Prometheus /metrics (default: off)")
+    p.add_argument("--explorer", action="store_true", help="serve the web explorer on the --metrics-address port")
     p.add_argument("--default-table", default=None, help="table used when a request names none")
     p.add_argument("--threads", type=int, default=d.threads, help="gRPC handler threads (default %(default)s)")
+    p.add_argument("--workers", type=int, default=d.workers, help="server processes sharing the port (default %(default)s)")
     p.add_argument("--max-concurrent-rpcs", type=int, default=None, help="refuse calls beyond this with RESOURCE_EXHAUSTED")
     p.add_argument("--poll-interval", type=float, default=d.poll_interval, help="seconds between scans for new versions (0 = off)")
     p.add_argument("--grace-period", type=float, default=d.grace_period, help="seconds for in-flight calls on shutdown")
@@ -44,8 +48,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tables_dir=args.tables,
         address=args.address,
         metrics_address=args.metrics_address,
+        explorer=args.explorer,
         default_table=args.default_table,
         threads=args.threads,
+        workers=args.workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         reflection=not args.no_reflection,
         poll_interval=args.poll_interval,
@@ -58,6 +64,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Before faiss (and its OpenMP runtime) is imported: idle OpenMP threads must not spin.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # prometheus_client picks its multiprocess value store at import time.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="embserve-metrics-")
     from embserve_server.app import serve
 
     try:

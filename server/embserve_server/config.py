@@ -28,8 +28,10 @@ class ServerConfig:
     tables_dir: Path
     address: str = "127.0.0.1:50051"
     metrics_address: str | None = None  # "HOST:PORT" for /metrics; None = no metrics endpoint
+    explorer: bool = False  # serve the web explorer (/, /api/*) on the metrics_address port
     default_table: str | None = None  # used when a request names no table; default: the only/first one
     threads: int = 8  # gRPC handler threads
+    workers: int = 1  # serving processes sharing the port (SO_REUSEPORT), forked before any server exists
     max_concurrent_rpcs: int | None = None  # beyond it gRPC answers RESOURCE_EXHAUSTED
     reflection: bool = True
     poll_interval: float = 0.0  # seconds between scans for new versions; 0 = no polling

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from embserve_server import __version__
 from embserve_server.tables import ReloadOutcome, Table
@@ -47,8 +47,9 @@ class ServerMetrics:
         )
         self.reloads = Counter(f"{PREFIX}_reloads", "Table load attempts by outcome", ["table", "outcome"], registry=registry)
         self.rejected = Counter(f"{PREFIX}_rejected_requests", "RPCs refused before handling", ["reason"], registry=registry)
-        self.build = Info(f"{PREFIX}_build", "Server build information", registry=registry)
-        self.build.info({"version": __version__})
+        # A gauge, not an Info: Info does not work in prometheus-client's multiprocess mode.
+        self.build = Gauge(f"{PREFIX}_build_info", "Server build information", ["version"], registry=registry, multiprocess_mode="max")
+        self.build.labels(__version__).set(1)
         self._children: dict[str, tuple[dict[str, Any], Any]] = {}
         for method in methods:
             self._method(method)

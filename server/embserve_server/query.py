@@ -332,7 +332,12 @@ def _tokenizer_table(table: Table, call: str) -> tokens.TokenizerTable:
 
 
 def tokenize(table: Table, texts: Sequence[str], limits: Limits, *, add_special_tokens: bool = False) -> list[Encoding]:
-    """Token ids (the table's row ids) and token strings of each text."""
+    """Token ids (the table's row ids) and token strings of each text (no padding, no truncation).
+
+    Raises:
+        FailedPreconditionError: the table carries no tokenizer.
+        ValueError / LimitExceededError: no text, too many texts, a text over the length limit.
+    """
     tt = _tokenizer_table(table, "tokenize")
     if not len(texts):
         raise ValueError("texts: the request holds no text")
@@ -344,10 +349,19 @@ def tokenize(table: Table, texts: Sequence[str], limits: Limits, *, add_special_
 
 
 def excluded_rows(table: Table, *, special: bool, subword: bool) -> np.ndarray | None:
-    """Rows a search must never return: special and/or continuation tokens (None = no filter)."""
+    """Rows a search must never return: special and/or continuation tokens (None = no filter).
+
+    ``special`` also drops rows without a token (ids the tokenizer never produces).
+
+    Raises:
+        FailedPreconditionError: the table carries no tokenizer.
+    """
     if not special and not subword:
         return None
     tt = _tokenizer_table(table, "skipping special/sub-word tokens")
-    if special and subword:
-        return tt.special | tt.continuation
-    return tt.special if special else tt.continuation
+    mask = np.zeros(table.count, dtype=bool)
+    if special:
+        mask |= tt.special | tt.unused
+    if subword:
+        mask |= tt.continuation
+    return mask

@@ -3,6 +3,8 @@ loaded with the Hugging Face ``tokenizers`` library, plus masks of special and c
 
 Registered as the ``tokenizer`` extra of :mod:`embserve_server.tables`; a table without
 ``tokenizer.json`` simply has no such extra and tokenizer calls answer FAILED_PRECONDITION.
+The manifest's ``extras["tokenizer"]`` (written by ``embserve_trainer.transformer``) names the
+special ids, ids without a token, and how sub-word continuations are marked.
 """
 
 from __future__ import annotations
@@ -24,13 +26,29 @@ EXTRA = "tokenizer"
 
 @dataclass(frozen=True)
 class TokenizerTable:
-    tokenizer: Any  # tokenizers.Tokenizer
+    tokenizer: Any  # tokenizers.Tokenizer, padding and truncation off
     special: np.ndarray  # (count,) bool: special tokens ([CLS], [PAD], ...)
     continuation: np.ndarray  # (count,) bool: sub-word continuation tokens ("##ing")
-    continuation_prefix: str
+    unused: np.ndarray  # (count,) bool: rows no text can produce (ids without a token)
+    continuation_prefix: str  # "" when continuations are marked by a missing word-start prefix
+
+
+def _mask(count: int, ids: Any, what: str, path: object) -> np.ndarray:
+    arr = np.asarray(ids or [], dtype=np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= count):
+        raise bfmt.BundleError(f"{path}: manifest extras tokenizer.{what} has ids outside [0, {count})")
+    mask = np.zeros(count, dtype=bool)
+    mask[arr] = True
+    return mask
 
 
 def load(b: bfmt.Bundle) -> TokenizerTable | None:
+    """The bundle's tokenizer and token masks, or None for tables without ``tokenizer.json``.
+
+    Raises:
+        BundleError: the tokenizer cannot be read, or its tokens do not match the table's keys
+            (a tokenizer from another model would silently map text to the wrong rows).
+    """
     path = b.file(TOKENIZER_FILE)
     if path is None:
         return None
@@ -42,15 +60,47 @@ def load(b: bfmt.Bundle) -> TokenizerTable | None:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises its own Exception type for malformed files
         raise bfmt.BundleError(f"{path}: not a valid tokenizer.json ({exc})") from exc
-    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    if vocab_size > b.count:
-        raise bfmt.BundleError(f"{path}: tokenizer has {vocab_size} tokens, table has only {b.count} rows")
-    info = b.extras.get("tokenizer") or {}
-    special = np.zeros(b.count, dtype=bool)
-    special[np.asarray(info.get("special_ids") or [], dtype=np.int64)] = True
-    prefix = str(info.get("continuation_prefix") or "##")
-    continuation = np.fromiter((k.startswith(prefix) for k in b.keys), dtype=bool, count=b.count)
-    return TokenizerTable(tokenizer, special, continuation, prefix)
+    # Model files often pad to a fixed length (MiniLM: 128) and truncate: a lookup service returns
+    # the tokens of the text itself, all of them (texts are bounded by Limits.max_text_chars).
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    info = b.extras.get(EXTRA) or {}
+    unused = _mask(b.count, info.get("unused_ids"), "unused_ids", path)
+    renamed = _mask(b.count, info.get("renamed_ids"), "renamed_ids", path)
+    _check_vocab(tokenizer, b, unused | renamed, path)
+    special = _mask(b.count, info.get("special_ids"), "special_ids", path)
+    keys = np.array(b.keys, dtype=object)
+    prefix = str(info.get("continuation_prefix") or "")
+    start = str(info.get("word_start_prefix") or "")
+    if prefix:
+        continuation = np.fromiter((k.startswith(prefix) for k in b.keys), dtype=bool, count=b.count)
+    elif start:
+        # BPE/Unigram vocabularies mark word starts ("Ġcat", "▁cat"); the rest continue a word.
+        starts = np.fromiter((k.startswith(start) for k in keys), dtype=bool, count=b.count)
+        continuation = ~starts & ~special & ~unused
+    else:
+        continuation = np.zeros(b.count, dtype=bool)
+    continuation &= ~renamed  # stand-in keys say nothing about the token
+    logger.info(
+        "table %s: tokenizer with %d special, %d continuation, %d unused rows", b.name, int(special.sum()),
+        int(continuation.sum()), int(unused.sum()),
+    )
+    return TokenizerTable(tokenizer, special, continuation, unused, prefix)
+
+
+def _check_vocab(tokenizer: Any, b: bfmt.Bundle, stand_in: np.ndarray, path: object) -> None:
+    vocab = tokenizer.get_vocab(with_added_tokens=True)  # token -> id
+    ids = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
+    if ids.size and ids.max() >= b.count:
+        raise bfmt.BundleError(f"{path}: tokenizer has token id {int(ids.max())}, table has only {b.count} rows")
+    # Every token whose key was not replaced by a stand-in must sit on the row of its id.
+    wrong = [(t, i) for t, i in vocab.items() if not stand_in[i] and b.keys[i] != t]
+    if wrong:
+        t, i = wrong[0]
+        raise bfmt.BundleError(
+            f"{path}: token {t!r} has id {i} but row {i} is key {b.keys[i]!r} "
+            f"({len(wrong)} mismatches): the tokenizer does not belong to this table"
+        )
 
 
 EXTRA_LOADERS[EXTRA] = load

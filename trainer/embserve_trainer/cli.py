@@ -21,7 +21,9 @@ logger = logging.getLogger("embserve_trainer")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    imported = import_table(args.format, args.input, vocab=args.vocab, limit=args.limit)
+    imported = import_table(
+        args.format, args.input, vocab=args.vocab, limit=args.limit, tokenizer=args.tokenizer, tensor=args.tensor
+    )
     path = export_table(
         args.tables,
         args.name,
@@ -89,9 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     imp = sub.add_parser("import", help="import a pretrained table and export it as a bundle")
-    imp.add_argument("input", nargs="?", type=Path, help="input file (not needed for glove-6b-50d)")
+    imp.add_argument("input", nargs="?", type=Path, help="input file (not needed for glove-6b-50d and minilm-sample)")
     imp.add_argument("--format", default="auto", choices=FORMATS)
     imp.add_argument("--vocab", type=Path, help="key file for --format npy (line i = row i)")
+    imp.add_argument("--tokenizer", type=Path, help="tokenizer.json for --format safetensors (default: next to the model)")
+    imp.add_argument("--tensor", help="--format safetensors: embedding tensor name (default: *.word_embeddings.weight, "
+                     "*.embed_tokens.weight or *.wte.weight)")
     imp.add_argument("--tables", type=Path, required=True, help="tables root directory")
     imp.add_argument("--name", required=True, help="table name")
     imp.add_argument("--limit", type=int, help="keep only the first N rows")

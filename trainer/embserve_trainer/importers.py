@@ -17,7 +17,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "fasttext-vec", "npy", "glove-6b-50d")
+FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "fasttext-vec", "npy", "glove-6b-50d", "safetensors", "minilm-sample")
+# Transformer input embedding layers (module ``transformer``): rows stay the model's token ids.
+TRANSFORMER_FORMATS = ("safetensors", "minilm-sample")
 
 
 @dataclass
@@ -137,7 +139,15 @@ def read_glove_6b_50d(limit: int | None) -> Imported:
     )
 
 
-def import_table(fmt: str, path: Path | None, *, vocab: Path | None = None, limit: int | None = None) -> Imported:
+def import_table(
+    fmt: str,
+    path: Path | None,
+    *,
+    vocab: Path | None = None,
+    limit: int | None = None,
+    tokenizer: Path | None = None,
+    tensor: str | None = None,
+) -> Imported:
     """Read a pretrained table.
 
     Args:
@@ -145,6 +155,8 @@ def import_table(fmt: str, path: Path | None, *, vocab: Path | None = None, limi
         path: the input file (not needed for "glove-6b-50d").
         vocab: key file for "npy".
         limit: keep only the first N rows (most frequent first in all these formats).
+        tokenizer: ``tokenizer.json`` for "safetensors" (default: the one next to the model).
+        tensor: embedding tensor name for "safetensors" (default: found by its usual name).
 
     Returns:
         The imported table with provenance.
@@ -154,6 +166,13 @@ def import_table(fmt: str, path: Path | None, *, vocab: Path | None = None, limi
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt == "auto" and path is not None and path.suffix.lower() == ".safetensors":
+        fmt = "safetensors"
+    if fmt in TRANSFORMER_FORMATS:
+        # Returned as is: key cleaning or de-duplication would shift rows away from the token ids.
+        from embserve_trainer.transformer import import_transformer
+
+        return import_transformer(fmt, path, tokenizer=tokenizer, tensor=tensor, limit=limit)
     if fmt == "glove-6b-50d":
         imported = read_glove_6b_50d(limit)
     else:

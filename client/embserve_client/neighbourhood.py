@@ -1,0 +1,267 @@
+"""A key's neighbourhood as a 2-D map: the key, its neighbours and their neighbours, laid out flat.
+
+The one implementation of the map, shared by ``embserve map`` (which feeds it gRPC calls) and the
+server's web explorer (which feeds it the query core directly)::
+
+    nmap = build_map("cat", search, vectors, topn=10, second=5)   # search/vectors: callables
+    nmap.points[0]   # MapPoint(key='cat', x=0.0, y=0.0, role='centre', ...)
+
+Layout: PCA (numpy SVD) of the unit-normalised vectors, translated so the centre key sits at
+(0, 0) and scaled so the farthest point is at distance 1. t-SNE (scikit-learn) and UMAP (umap-learn)
+are offered only where those packages are installed. Only numpy is imported at module level;
+:func:`draw_map` imports matplotlib (the client's ``map`` extra) when called.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from embserve_client.client import Client
+
+__all__ = ["MapPoint", "NeighbourhoodMap", "available_methods", "build_map", "draw_map", "fetch_map", "pca_2d"]
+
+DEFAULT_TOPN = 10  # neighbours of the key
+DEFAULT_SECOND = 5  # neighbours of each neighbour (0 = none)
+METHODS = ("pca", "tsne", "umap")
+_OPTIONAL = {"tsne": "sklearn", "umap": "umap"}  # method -> module that provides it
+MAP_EXTRA_HINT = "pip install 'embserve-client[map]'"
+
+# search(keys, topn) -> per key, its (neighbour, score) list, best first, the key itself excluded.
+SearchFn = Callable[[Sequence[str], int], list[list[tuple[str, float]]]]
+# vectors(keys) -> (len(keys), dim) float32 rows, in order.
+VectorsFn = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class MapPoint:
+    key: str
+    x: float
+    y: float
+    role: str  # "centre", "neighbour" (of the key) or "second" (neighbour of a neighbour)
+    similarity: float  # cosine similarity to the centre key
+    rank: int = 0  # 1-based rank among the key's neighbours; 0 for other points
+    score: float | None = None  # the search score of a neighbour (the table's metric)
+    via: str = ""  # for "second" points: the neighbour that brought it in
+
+
+@dataclass(frozen=True)
+class NeighbourhoodMap:
+    key: str
+    method: str
+    points: list[MapPoint]
+    edges: list[tuple[str, str, float]]  # (from, to, search score): key->neighbour, neighbour->its own
+    explained: list[float] = field(default_factory=list)  # PCA: variance ratio of x and y
+    table: str = ""
+    version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the explorer's ``/api/map`` answer)."""
+        out = asdict(self)
+        out["edges"] = [{"source": a, "target": b, "score": s} for a, b, s in self.edges]
+        return out
+
+
+def available_methods() -> list[str]:
+    """Layout methods usable here: "pca" always, "tsne"/"umap" when their package is installed."""
+    return ["pca"] + [m for m, mod in _OPTIONAL.items() if importlib.util.find_spec(mod) is not None]
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """Project rows onto their first two principal components.
+
+    Args:
+        x: (n, d) array.
+
+    Returns:
+        ((n, 2) float64 coordinates, [variance ratio of component 1, of component 2]). Components a
+        degenerate input lacks (n < 3, d < 2) are zeros. Signs are fixed (largest loading positive)
+        so the same input always gives the same picture.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    out = np.zeros((n, 2))
+    if n < 2:
+        return out, [0.0, 0.0]
+    centred = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)  # vt: (min(n, d), d)
+    k = min(2, vt.shape[0])
+    comps = vt[:k]
+    signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
+    comps = comps * np.where(signs == 0, 1.0, signs)[:, None]
+    out[:, :k] = centred @ comps.T
+    var = s**2
+    total = float(var.sum())
+    ratios = [float(var[i] / total) if total > 0 and i < k else 0.0 for i in range(2)]
+    return out, ratios
+
+
+def _layout(unit_rows: np.ndarray, method: str) -> tuple[np.ndarray, list[float]]:
+    n = len(unit_rows)
+    if method == "pca" or n < 5:  # t-SNE/UMAP need a handful of points; PCA is exact for few
+        return pca_2d(unit_rows)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        tsne = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", metric="cosine", random_state=0)
+        return np.asarray(tsne.fit_transform(unit_rows), dtype=np.float64), []
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), metric="cosine", random_state=0)
+    return np.asarray(reducer.fit_transform(unit_rows), dtype=np.float64), []
+
+
+def build_map(
+    key: str,
+    search: SearchFn,
+    vectors: VectorsFn,
+    *,
+    topn: int = DEFAULT_TOPN,
+    second: int = DEFAULT_SECOND,
+    method: str = "pca",
+    table: str = "",
+    version: int = 0,
+) -> NeighbourhoodMap:
+    """The map of ``key``: its ``topn`` neighbours and each neighbour's ``second`` neighbours.
+
+    Two searches (the key; then all neighbours in one batch) and one vector lookup.
+
+    Raises:
+        ValueError: ``method`` unknown or not installed, ``topn`` < 1 or ``second`` < 0. Errors of
+        ``search``/``vectors`` (unknown key, limits) pass through unchanged.
+    """
+    if method not in available_methods():
+        raise ValueError(f"method: {method!r} is not available here (available: {', '.join(available_methods())})")
+    if topn < 1:
+        raise ValueError(f"topn: {topn} must be positive")
+    if second < 0:
+        raise ValueError(f"second: {second} must not be negative")
+    first = search([key], topn)[0]
+    ring2 = search([k for k, _ in first], second) if (second and first) else [[] for _ in first]
+    keys: dict[str, None] = dict.fromkeys([key, *(k for k, _ in first)])  # ordered set
+    via: dict[str, str] = {}
+    for (parent, _), row in zip(first, ring2):
+        for k, _ in row:
+            if k not in keys:
+                keys[k] = None
+                via[k] = parent
+    order = list(keys)
+    rows = np.asarray(vectors(order), dtype=np.float64)  # (n, dim)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+    xy, explained = _layout(unit, method)
+    xy = xy - xy[0]  # the key at the origin
+    radius = float(np.linalg.norm(xy, axis=1).max())
+    if radius > 0:
+        xy /= radius
+    sims = unit @ unit[0]
+    rank = {k: i for i, (k, _) in enumerate(first, 1)}
+    scores = dict(first)
+    points = [
+        MapPoint(
+            key=k,
+            x=round(float(xy[i, 0]), 6),
+            y=round(float(xy[i, 1]), 6),
+            role="centre" if i == 0 else ("neighbour" if k in rank else "second"),
+            similarity=round(float(sims[i]), 6),
+            rank=rank.get(k, 0),
+            score=None if k not in scores else float(scores[k]),
+            via=via.get(k, ""),
+        )
+        for i, k in enumerate(order)
+    ]
+    edges = [(key, k, float(s)) for k, s in first]
+    edges += [(parent, k, float(s)) for (parent, _), row in zip(first, ring2) for k, s in row if k != parent]
+    return NeighbourhoodMap(key=key, method=method, points=points, edges=edges, explained=explained, table=table, version=version)
+
+
+def fetch_map(
+    client: Client,
+    key: str,
+    *,
+    table: str | None = None,
+    topn: int = DEFAULT_TOPN,
+    second: int = DEFAULT_SECOND,
+    method: str = "pca",
+) -> NeighbourhoodMap:
+    """:func:`build_map` over gRPC: Search for the neighbours, Lookup (normalised) for the vectors.
+
+    Raises:
+        UnknownKeyError, UnknownTableError, InvalidArgumentError: as the server answers.
+    """
+    seen: dict[str, Any] = {}
+
+    def search(keys: Sequence[str], n: int) -> list[list[tuple[str, float]]]:
+        result = client.search([client.query(k) for k in keys], table=table, topn=n)
+        seen.update(table=result.table, version=result.version)
+        return [[(nb.key, nb.score) for nb in row] for row in result.neighbors()]
+
+    def vectors(keys: Sequence[str]) -> np.ndarray:
+        return client.get_vectors(list(keys), table=table, normalize=True)
+
+    nmap = build_map(key, search, vectors, topn=topn, second=second, method=method)
+    return replace(nmap, table=seen.get("table", ""), version=seen.get("version", 0))
+
+
+# Colours shared in spirit with the explorer's CSS: centre, neighbours, second ring.
+COLOURS = {"centre": "#d62728", "neighbour": "#1f77b4", "second": "#9aa5b1"}
+
+
+def draw_map(nmap: NeighbourhoodMap, out: str | Path, *, size: tuple[float, float] = (9.0, 7.0), dpi: int = 120) -> Path:
+    """Draw ``nmap`` to an image file (format from the suffix: .png, .svg, .pdf) with matplotlib.
+
+    Raises:
+        ImportError: matplotlib is not installed (message says which extra to install).
+        ValueError: unsupported file suffix.
+    """
+    path = Path(out)
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ValueError(f"out: {str(path)!r} should end in .png, .svg or .pdf")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; never open a window
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(f"drawing a map needs matplotlib: {MAP_EXTRA_HINT}") from exc
+
+    by_key = {p.key: p for p in nmap.points}
+    with plt.rc_context({"svg.fonttype": "none"}):  # SVG keeps text as text
+        fig, ax = plt.subplots(figsize=size, dpi=dpi)
+        try:
+            for a, b, _ in nmap.edges:
+                pa, pb = by_key[a], by_key[b]
+                strong = a == nmap.key
+                ax.plot([pa.x, pb.x], [pa.y, pb.y], color="#1f77b4" if strong else "#c9d1d9", lw=1.0 if strong else 0.6, zorder=1)
+            for role, size_pt, font in (("second", 18, 7), ("neighbour", 46, 9), ("centre", 110, 12)):
+                pts = [p for p in nmap.points if p.role == role]
+                if not pts:
+                    continue
+                ax.scatter([p.x for p in pts], [p.y for p in pts], s=size_pt, color=COLOURS[role], zorder=2, edgecolors="white", linewidths=0.6)
+                for p in pts:
+                    label = p.key if role != "neighbour" else f"{p.key} {p.similarity:.2f}"
+                    ax.annotate(
+                        label, (p.x, p.y), xytext=(4, 3), textcoords="offset points", fontsize=font,
+                        color="#111111" if role != "second" else "#6b7785", weight="bold" if role == "centre" else "normal", zorder=3,
+                    )
+            where = f"{nmap.table} v{nmap.version}" if nmap.table else ""
+            var = f" ({nmap.explained[0]:.0%} + {nmap.explained[1]:.0%} of variance)" if nmap.explained else ""
+            ax.set_title(f"neighbourhood of {nmap.key!r}  {where}  {nmap.method.upper()}{var}", fontsize=11)
+            ax.set_xlim(-1.15, 1.25)
+            ax.set_ylim(-1.15, 1.15)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_color("#d0d7de")
+            fig.tight_layout()
+            fig.savefig(path, dpi=dpi, facecolor="white")
+        finally:
+            plt.close(fig)
+    return path

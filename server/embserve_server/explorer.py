@@ -1,0 +1,267 @@
+"""The web explorer ("map of meaning"): a small JSON API over the query core, plus its static page.
+
+Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_server.metrics_http`)::
+
+    /api/tables                                   tables, default table, layout methods, limits
+    /api/neighbors?key=cat[&table=&topn=&exact=]  nearest neighbours (same as gRPC Search)
+    /api/analogy?a=king&b=man&c=woman[&table=&topn=&exact=]   a - b + c
+    /api/map?key=cat[&table=&topn=&second=&method=]           2-D neighbourhood map
+
+Every answer goes through the code the gRPC servicer uses: ``TableRegistry.get``, then
+:func:`embserve_server.query.search` / :func:`~embserve_server.query.lookup` with the server's
+:class:`Limits`. The map itself is :func:`embserve_client.neighbourhood.build_map`, the same code
+``embserve map`` runs on gRPC results. Errors become JSON ``{"error": message, "code": name}``
+with an HTTP status derived, in :func:`error_answer` only, from :func:`embserve_server.errors.status_for`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import grpc
+import numpy as np
+from embserve_client import neighbourhood
+
+from embserve_server import query
+from embserve_server.config import Limits
+from embserve_server.errors import status_for
+from embserve_server.tables import Table, TableRegistry
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+INDEX_PAGE = "index.html"
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+DEFAULT_MAP_TOPN = neighbourhood.DEFAULT_TOPN
+DEFAULT_MAP_SECOND = neighbourhood.DEFAULT_SECOND
+MAX_MAP_TOPN = 100  # neighbours on a map; with MAX_MAP_SECOND at most 100 * 21 points
+MAX_MAP_SECOND = 20
+
+# gRPC status -> HTTP status, as Google's APIs map them (google/rpc/code.proto).
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+Params = dict[str, list[str]]
+Answer = tuple[int, dict[str, Any]]  # (HTTP status, JSON body)
+
+
+class EndpointNotFoundError(LookupError):
+    """A path under /api/ that names no endpoint (maps to 404 through status_for's NOT_FOUND)."""
+
+
+def error_answer(exc: BaseException) -> Answer:
+    """The ONE place explorer errors become HTTP: core exception -> gRPC code -> HTTP status."""
+    if isinstance(exc, EndpointNotFoundError):
+        return 404, {"error": str(exc), "code": grpc.StatusCode.NOT_FOUND.name}
+    code = status_for(exc)
+    message = str(exc)
+    if code == grpc.StatusCode.INTERNAL:
+        logger.error("internal error in the explorer API", exc_info=exc)
+        message = f"internal error: {type(exc).__name__}"
+    return HTTP_STATUS.get(code, 500), {"error": message, "code": code.name}
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    body: bytes
+    content_type: str
+
+
+class Explorer:
+    """The explorer's API and static files over a :class:`TableRegistry`.
+
+    Args:
+        registry: the tables the gRPC server serves.
+        limits: the gRPC server's request limits (topn, key length, queries per search...).
+        max_map_topn / max_map_second: how large a map may be (its points cost a PCA).
+    """
+
+    def __init__(
+        self,
+        registry: TableRegistry,
+        limits: Limits,
+        *,
+        max_map_topn: int = MAX_MAP_TOPN,
+        max_map_second: int = MAX_MAP_SECOND,
+        static_dir: Path = STATIC_DIR,
+    ) -> None:
+        self.registry = registry
+        self.limits = limits
+        self.max_map_topn = max_map_topn
+        self.max_map_second = max_map_second
+        # Read once: only these names are ever served (no path from a request touches the disk).
+        self.static = {
+            p.name: StaticFile(p.read_bytes(), CONTENT_TYPES.get(p.suffix, "application/octet-stream"))
+            for p in sorted(static_dir.iterdir())
+            if p.is_file() and not p.name.startswith(".")
+        }
+        self.routes: dict[str, Callable[[Params], dict[str, Any]]] = {
+            "tables": self.tables,
+            "neighbors": self.neighbors,
+            "analogy": self.analogy,
+            "map": self.map,
+        }
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def api(self, endpoint: str, query_string: str) -> Answer:
+        """Answer ``/api/<endpoint>?<query_string>``: (HTTP status, JSON-ready dict)."""
+        try:
+            route = self.routes.get(endpoint)
+            if route is None:
+                raise EndpointNotFoundError(f"no API endpoint {endpoint!r}; endpoints: {', '.join(self.routes)}")
+            params = parse_qs(query_string, keep_blank_values=True, strict_parsing=False, max_num_fields=32)
+            return 200, route(params)
+        except Exception as exc:  # noqa: BLE001 - the one exception -> status boundary of the explorer
+            return error_answer(exc)
+
+    def page(self, name: str) -> StaticFile | None:
+        """A static file by bare name (``index.html``, ``explorer.js``...), None if there is none."""
+        return self.static.get(name)
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    def tables(self, params: Params) -> dict[str, Any]:
+        _check_names(params, ())
+        return {
+            "tables": [
+                {
+                    "name": t.name,
+                    "version": t.version,
+                    "count": t.count,
+                    "dim": t.dim,
+                    "metric": t.metric,
+                    "index": str(t.bundle.index_info.get("factory") or "Flat"),
+                }
+                for t in self.registry.all()
+            ],
+            "default": self.registry.default_name(),
+            "methods": neighbourhood.available_methods(),
+            "limits": {"topn": self.limits.max_topn, "map_topn": self.max_map_topn, "map_second": self.max_map_second},
+        }
+
+    def neighbors(self, params: Params) -> dict[str, Any]:
+        _check_names(params, ("table", "key", "topn", "exact"))
+        table = self.registry.get(_text(params, "table", ""))
+        key = self._key(params, "key")
+        q = query.Query(positive=[key])
+        return self._search_answer(table, key, q, params)
+
+    def analogy(self, params: Params) -> dict[str, Any]:
+        """gensim's analogy: nearest to a - b + c (king - man + woman ~ queen)."""
+        _check_names(params, ("table", "a", "b", "c", "topn", "exact"))
+        table = self.registry.get(_text(params, "table", ""))
+        a, b, c = (self._key(params, name) for name in ("a", "b", "c"))
+        q = query.Query(positive=[a, c], negative=[b])
+        return self._search_answer(table, f"{a} - {b} + {c}", q, params)
+
+    def map(self, params: Params) -> dict[str, Any]:
+        _check_names(params, ("table", "key", "topn", "second", "method"))
+        table = self.registry.get(_text(params, "table", ""))
+        key = self._key(params, "key")
+        topn = _int(params, "topn", DEFAULT_MAP_TOPN)
+        query.check_limit("topn", topn, self.max_map_topn)
+        second = _int(params, "second", DEFAULT_MAP_SECOND, minimum=0)
+        query.check_limit("second", second, self.max_map_second)
+        method = _text(params, "method", "pca")
+
+        def search(keys: Sequence[str], n: int) -> list[list[tuple[str, float]]]:
+            result = query.search(table, [query.Query(positive=[k]) for k in keys], query.SearchOptions(topn=n), self.limits)
+            return _rows(table, result)
+
+        def vectors(keys: Sequence[str]) -> np.ndarray:
+            return query.lookup(table, self.limits, keys=list(keys), normalize=True).vectors
+
+        nmap = neighbourhood.build_map(
+            key, search, vectors, topn=topn, second=second, method=method, table=table.name, version=table.version
+        )
+        return nmap.to_dict()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _key(self, params: Params, name: str) -> str:
+        key = _text(params, name, "")
+        if not key:
+            raise ValueError(f"{name}: required (a key of the table, e.g. {name}=cat)")
+        query.check_keys(name, [key], self.limits)
+        return key
+
+    def _search_answer(self, table: Table, label: str, q: query.Query, params: Params) -> dict[str, Any]:
+        options = query.SearchOptions(topn=_int(params, "topn", query.DEFAULT_TOPN), exact=_bool(params, "exact"))
+        (row,) = _rows(table, query.search(table, [q], options, self.limits), with_ids=True)
+        return {
+            "table": table.name,
+            "version": table.version,
+            "query": label,
+            "neighbors": [{"key": k, "id": i, "score": s} for k, s, i in row],
+        }
+
+
+def _rows(table: Table, result: query.SearchResult, *, with_ids: bool = False) -> list[list[Any]]:
+    """Per query, its (key, score[, id]) results in order, "none" (-1) slots dropped."""
+    keys = result.keys(table)
+    out = []
+    for krow, srow, irow in zip(keys, result.scores.tolist(), result.ids.tolist()):
+        out.append([(k, s, i) if with_ids else (k, s) for k, s, i in zip(krow, srow, irow) if i >= 0])
+    return out
+
+
+def _check_names(params: Params, allowed: Sequence[str]) -> None:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown parameter (expected: {', '.join(allowed) or 'none'})")
+
+
+def _text(params: Params, name: str, default: str) -> str:
+    values = params.get(name)
+    if not values:
+        return default
+    if len(values) > 1:
+        raise ValueError(f"{name}: given {len(values)} times, expected once")
+    return values[0]
+
+
+def _int(params: Params, name: str, default: int, *, minimum: int = 1) -> int:
+    raw = _text(params, name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw[:40]!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}: {value} must be at least {minimum}")
+    return value
+
+
+def _bool(params: Params, name: str) -> bool:
+    raw = _text(params, name, "0").lower()
+    if raw not in ("0", "1", "true", "false"):
+        raise ValueError(f"{name}: {raw[:40]!r} is not a boolean (0/1/true/false)")
+    return raw in ("1", "true")

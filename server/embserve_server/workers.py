@@ -1,0 +1,118 @@
+"""``--workers N``: N serving processes on one port (the grpc multiprocessing pattern).
+
+Python serves more than one core only with processes. The parent forks every worker before any
+gRPC object exists (gRPC's threads do not survive fork), each worker binds the same port with
+SO_REUSEPORT and loads the tables itself (memory-mapped, so pages are shared), and the parent
+serves one ``/metrics`` aggregating all workers through prometheus-client's multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+
+from embserve_server.config import ServerConfig
+from embserve_server.metrics_http import split_address
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def reserve_port(address: str) -> tuple[socket.socket, str]:
+    """Pick the port once (port 0 allowed) with SO_REUSEPORT so every worker binds the same one."""
+    host, port = split_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    return sock, f"{shown}:{bound}"
+
+
+def _clear(directory: Path) -> None:
+    for f in directory.glob("*.db"):
+        f.unlink(missing_ok=True)
+
+
+def serve_workers(config: ServerConfig) -> int:
+    """Fork ``config.workers`` serving processes, aggregate their metrics, forward signals.
+
+    Returns 0 when every worker exited cleanly, 1 otherwise.
+
+    Raises:
+        RuntimeError: ``PROMETHEUS_MULTIPROC_DIR`` was not set before prometheus_client was
+            imported (the CLI sets it).
+    """
+    mp_dir = os.environ.get(MULTIPROC_ENV)
+    if not mp_dir:
+        raise RuntimeError(f"--workers needs {MULTIPROC_ENV} set before start-up (embserve-server sets it)")
+    _clear(Path(mp_dir))
+    reservation, address = reserve_port(config.address)
+    worker_config = replace(config, address=address, workers=1)
+    children: dict[int, int] = {}
+    for n in range(config.workers):
+        pid = os.fork()
+        if pid == 0:  # child: nothing gRPC exists yet in this process
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                from embserve_server.app import run_worker
+
+                code = run_worker(worker_config, worker=n)
+            except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
+                logger.exception("worker %d failed", n)
+            finally:
+                os._exit(code)
+        children[pid] = n
+    reservation.close()
+    logger.info("listening on %s with %d workers (pids %s)", address, config.workers, ", ".join(map(str, children)))
+
+    if config.metrics_address:
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        from embserve_server.metrics_http import start_metrics_http
+
+        aggregate = CollectorRegistry()
+        MultiProcessCollector(aggregate, path=mp_dir)
+        start_metrics_http(config.metrics_address, aggregate)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s: stopping %d workers", signal.Signals(signum).name, len(children))
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    from prometheus_client import multiprocess
+
+    failed = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        n = children.pop(pid, None)
+        if n is None:
+            continue
+        multiprocess.mark_process_dead(pid, mp_dir)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            failed += 1
+            logger.error("worker %d (pid %d) exited with %d; stopping the others", n, pid, code)
+            forward(signal.SIGTERM, None)
+    time.sleep(0)  # let the metrics thread finish a scrape in progress
+    _clear(Path(mp_dir))
+    return 1 if failed else 0
