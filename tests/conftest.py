@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embserve_client import Client
-from embserve_server.app import Server, configure_faiss, create_server
+from embserve_server.app import METHODS, Server, configure_faiss, create_server
 from embserve_server.config import Limits, ServerConfig
+from embserve_server.metrics import ServerMetrics
 from embserve_server.tables import TableRegistry
+from prometheus_client import CollectorRegistry
 from embserve_trainer.export import export_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,8 +47,9 @@ def running_server(tables: Path, *, limits: Limits | None = None, **config: obje
     cfg = ServerConfig(tables_dir=tables, address="127.0.0.1:0", **config)  # type: ignore[arg-type]
     if limits is not None:
         cfg = replace(cfg, limits=limits)
-    registry = TableRegistry(tables, default_table=cfg.default_table)
-    server = create_server(cfg, registry)
+    metrics = ServerMetrics(CollectorRegistry(), METHODS)
+    registry = TableRegistry(tables, default_table=cfg.default_table, on_change=metrics.table_changed)
+    server = create_server(cfg, registry, metrics=metrics)
     server.grpc_server.start()
     registry.reload()
     server.set_serving(True)

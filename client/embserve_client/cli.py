@@ -66,7 +66,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     id_width = max((len(str(i)) for i in tok.ids), default=2)
     tok_width = max((len(t) for t in tok.tokens), default=5)
     print(f"{len(tok.ids)} tokens" + (f"; nearest {args.topn} tokens of each" if args.topn > 0 else ""))
-    for i, token, near in zip(tok.ids, tok.tokens, neighbors):
+    for i, token, near in zip(tok.ids, tok.tokens, neighbors, strict=True):
         shown = "  ".join(f"{n.key} {n.score:.3f}" for n in near)
         print(f"{i:>{id_width}}  {token:<{tok_width}}  {shown}".rstrip())
     return 0
@@ -96,6 +96,22 @@ def health_check(channel: grpc.Channel, service: str, timeout: float) -> str:
     # HealthCheckResponse{status = 1 (enum)}: b"\x08<status>"; an absent field means 0 (UNKNOWN).
     status = response[1] if len(response) >= 2 and response[0] == 0x08 else 0
     return HEALTH_STATUSES.get(status, f"STATUS_{status}")
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    """Draw the key's neighbourhood (key, neighbours, their neighbours; PCA) to an image file."""
+    from embserve_client import neighbourhood
+
+    try:
+        neighbourhood.check_drawable(args.out)
+        with _client(args) as c:
+            nmap = neighbourhood.fetch_map(c, args.key, table=args.table, topn=args.topn, second=args.second, method=args.method)
+    except (ImportError, ValueError) as exc:  # bad --out/--method/--topn, or no matplotlib
+        print(f"embserve: {exc}", file=sys.stderr)
+        return 2
+    path = neighbourhood.draw_map(nmap, args.out)
+    print(f"{path}: {len(nmap.points)} points around {args.key!r} ({nmap.table} v{nmap.version}, {nmap.method})")
+    return 0
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -149,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("health", parents=[common], help="exit 0 if the server is SERVING, else 1")
     h.add_argument("--service", default="", help="service name ('' = overall)")
     h.set_defaults(func=cmd_health)
+
+    m = sub.add_parser("map", parents=[common], help="draw a key's neighbourhood to map.png/.svg (needs embserve-client[map])")
+    m.add_argument("key", help="the key at the centre")
+    m.add_argument("-o", "--out", default="map.png", help="image file; format from the suffix: .png, .svg, .pdf (default %(default)s)")
+    m.add_argument("-n", "--topn", type=int, default=10, help="neighbours of the key (default %(default)s)")
+    m.add_argument("--second", type=int, default=5, help="neighbours of each neighbour, 0 = none (default %(default)s)")
+    m.add_argument("--method", default="pca", help="layout: pca, or tsne/umap where installed (default %(default)s)")
+    m.set_defaults(func=cmd_map)
     return p
 
 

@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from embserve_client.client import Client
 
-__all__ = ["MapPoint", "NeighbourhoodMap", "available_methods", "build_map", "draw_map", "fetch_map", "pca_2d"]
+__all__ = ["MapPoint", "NeighbourhoodMap", "available_methods", "build_map", "check_drawable", "draw_map", "fetch_map", "pca_2d"]
 
 DEFAULT_TOPN = 10  # neighbours of the key
 DEFAULT_SECOND = 5  # neighbours of each neighbour (0 = none)
@@ -213,6 +213,21 @@ def fetch_map(
 COLOURS = {"centre": "#d62728", "neighbour": "#1f77b4", "second": "#9aa5b1"}
 
 
+def check_drawable(out: str | Path) -> Path:
+    """Fail early (before any server call) when ``out`` cannot be drawn: bad suffix, no matplotlib.
+
+    Raises:
+        ValueError: unsupported file suffix.
+        ImportError: matplotlib is not installed (the message names the extra to install).
+    """
+    path = Path(out)
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ValueError(f"out: {str(path)!r} should end in .png, .svg or .pdf")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError(f"drawing a map needs matplotlib: {MAP_EXTRA_HINT}")
+    return path
+
+
 def draw_map(nmap: NeighbourhoodMap, out: str | Path, *, size: tuple[float, float] = (9.0, 7.0), dpi: int = 120) -> Path:
     """Draw ``nmap`` to an image file (format from the suffix: .png, .svg, .pdf) with matplotlib.
 
@@ -220,16 +235,11 @@ def draw_map(nmap: NeighbourhoodMap, out: str | Path, *, size: tuple[float, floa
         ImportError: matplotlib is not installed (message says which extra to install).
         ValueError: unsupported file suffix.
     """
-    path = Path(out)
-    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise ValueError(f"out: {str(path)!r} should end in .png, .svg or .pdf")
-    try:
-        import matplotlib
+    path = check_drawable(out)
+    import matplotlib
 
-        matplotlib.use("Agg")  # files only; never open a window
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(f"drawing a map needs matplotlib: {MAP_EXTRA_HINT}") from exc
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
 
     by_key = {p.key: p for p in nmap.points}
     with plt.rc_context({"svg.fonttype": "none"}):  # SVG keeps text as text

@@ -59,6 +59,7 @@ class Server:
     def drain(self, grace: float) -> None:
         """Health to NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace`` s."""
         self.set_serving(False)
+        self.health.enter_graceful_shutdown()  # later set() calls cannot flip it back
         self.grpc_server.stop(grace).wait()
 
 

@@ -1,0 +1,244 @@
+"""Operations: health across start-up and drain, reflection, hot reload under load, metrics,
+graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from embserve_client import Client, UnavailableError
+from embserve_client.bundle import BundleSpec, write_bundle
+from embserve_server.app import run_worker
+from embserve_server.config import ServerConfig
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from conftest import BIN, free_port, make_table, running_server, seeded_table, wait_for_line
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def publish(tables: Path, version: int, n: int = 500, dim: int = 8) -> np.ndarray:
+    """Version v of table 't': rows = base + v, so every answer tells which version made it."""
+    base, keys = seeded_table(n, dim, seed=11)
+    vectors = base + version
+    write_bundle(tables, "t", vectors, keys, BundleSpec(source={"kind": "test"}), version=version)
+    return vectors
+
+
+def test_health_not_serving_then_serving_then_not_serving_on_drain(tmp_path: Path) -> None:
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    port = free_port()
+    stop = threading.Event()
+    cfg = ServerConfig(tables_dir=tables, address=f"127.0.0.1:{port}", poll_interval=0.1, grace_period=1.0)
+    thread = threading.Thread(target=run_worker, args=(cfg,), kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    seen: list[int] = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = health_pb2_grpc.HealthStub(channel)
+        assert stub.Check(health_pb2.HealthCheckRequest(service="")).status == NOT_SERVING
+        with Client(f"127.0.0.1:{port}") as c, pytest.raises(UnavailableError, match="no table is loaded"):
+            c.get_vector("w1", table="")
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service="embserve.v1.EmbeddingService"))
+        publish(tables, 1)
+        for response in watch:
+            seen.append(response.status)
+            if response.status == SERVING:
+                stop.set()  # drain, as on SIGTERM
+            if seen[-1] == NOT_SERVING and SERVING in seen:
+                break
+        watch.cancel()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    statuses = [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]]
+    assert statuses == [NOT_SERVING, SERVING, NOT_SERVING]
+
+
+def test_reflection_lists_services_and_methods(server: object, client: Client) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+    responses = list(stub.ServerReflectionInfo(iter([
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="embserve.v1.EmbeddingService"),
+    ])))
+    services = {s.name for s in responses[0].list_services_response.service}
+    assert {"embserve.v1.EmbeddingService", "embserve.v1.AdminService", "grpc.health.v1.Health"} <= services
+    from google.protobuf import descriptor_pb2
+
+    fd = descriptor_pb2.FileDescriptorProto.FromString(responses[1].file_descriptor_response.file_descriptor_proto[0])
+    methods = {m.name for s in fd.service if s.name == "EmbeddingService" for m in s.method}
+    assert {"ListTables", "Lookup", "Search", "Similarity"} <= methods
+
+
+def test_reflection_can_be_switched_off(tables: Path) -> None:
+    with running_server(tables, reflection=False) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_hot_reload_under_load(tmp_path: Path) -> None:
+    tables = tmp_path / "tables"
+    versions = {1: publish(tables, 1)}
+    errors: list[BaseException] = []
+    seen_versions: set[int] = set()
+    stop = threading.Event()
+    with running_server(tables) as server:
+
+        def hammer(seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            with Client(f"127.0.0.1:{server.port}") as c:
+                while not stop.is_set():
+                    try:
+                        keys = [f"w{i}" for i in rng.integers(0, 500, size=8)]
+                        res = c.lookup(keys)
+                        expected = versions.get(res.version)
+                        if expected is None or not np.array_equal(res.vectors, expected[res.ids]):
+                            raise AssertionError(f"answer does not match version {res.version}")
+                        seen_versions.add(res.version)
+                        c.most_similar(keys[0], topn=5)
+                    except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                        errors.append(exc)
+                        return
+
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        admin = Client(f"127.0.0.1:{server.port}")
+        for v in (2, 3, 4):
+            time.sleep(0.3)
+            if v == 3:  # corrupt: flip bytes in the vectors after the manifest recorded their sha256
+                publish(tables, 3)
+                path = tables / "t" / "3" / "vectors.npy"
+                data = bytearray(path.read_bytes())
+                data[-4:] = b"\xff\xff\xff\x7f"
+                path.write_bytes(bytes(data))
+            else:
+                versions[v] = publish(tables, v)
+            outcome = admin.reload()
+            assert [o[1] for o in outcome] == (["refused"] if v == 3 else ["loaded"])
+            deadline = time.monotonic() + 10
+            while v != 3 and v not in seen_versions and time.monotonic() < deadline and not errors:
+                time.sleep(0.05)
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        admin.close()
+        registry = server.metrics.registry
+        assert registry.get_sample_value("embserve_reloads_total", {"table": "t", "outcome": "refused"}) == 1.0
+        assert registry.get_sample_value("embserve_reloads_total", {"table": "t", "outcome": "loaded"}) == 3.0  # 1, 2 and 4
+        assert registry.get_sample_value("embserve_table_version", {"table": "t"}) == 4.0
+        assert server.registry.get("t").version == 4
+    assert not errors, errors[:3]
+    assert seen_versions == {1, 2, 4}  # never 3, the version that was refused
+
+
+def test_metrics_count_requests_keys_and_missing(server: object, client: Client) -> None:
+    client.get_vectors(["w1", "w2", "w3"])
+    client.lookup(["w1", "nope", "nada"], missing="skip")
+    with pytest.raises(Exception):
+        client.get_vector("nope")
+    client.most_similar_batch(["w1", "w2"])
+    r = server.metrics.registry  # type: ignore[attr-defined]
+    assert r.get_sample_value("embserve_requests_total", {"method": "Lookup", "code": "OK"}) == 2.0
+    assert r.get_sample_value("embserve_requests_total", {"method": "Lookup", "code": "NOT_FOUND"}) == 1.0
+    assert r.get_sample_value("embserve_requests_total", {"method": "Search", "code": "OK"}) == 1.0
+    assert r.get_sample_value("embserve_requests_total", {"method": "Similarity", "code": "OK"}) == 0.0  # initialised
+    assert r.get_sample_value("embserve_lookup_keys_sum") == 6.0
+    assert r.get_sample_value("embserve_search_queries_sum") == 2.0
+    assert r.get_sample_value("embserve_missing_keys_total", {"table": "t"}) == 2.0
+    assert r.get_sample_value("embserve_request_duration_seconds_count", {"method": "Lookup"}) == 3.0
+    assert r.get_sample_value("embserve_in_flight_requests") == 0.0
+    assert r.get_sample_value("embserve_table_rows", {"table": "t"}) == 2000.0
+
+
+@pytest.fixture
+def metrics_server(tables: Path):  # type: ignore[no-untyped-def]
+    mport = free_port()
+    proc = subprocess.Popen(
+        [BIN / "embserve-server", "--tables", str(tables), "--address", "127.0.0.1:0", "--metrics-address", f"127.0.0.1:{mport}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        port = re.search(r":(\d+)$", wait_for_line(proc, "listening on").strip()).group(1)  # type: ignore[union-attr]
+        wait_for_line(proc, "serving t v1")
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{mport}/metrics"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
+def test_promtool_accepts_live_scrape(metrics_server: tuple[str, str]) -> None:
+    target, url = metrics_server
+    with Client(target) as c:
+        c.most_similar("w1")
+        c.lookup(["w1", "zzz"], missing="zero")
+    body = urllib.request.urlopen(url, timeout=10).read()
+    assert b'embserve_requests_total{code="OK",method="Search"} 1.0' in body
+    assert b"_created" not in body
+    check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
+    assert check.returncode == 0 and check.stdout.strip() == b"" and check.stderr.strip() == b"", (check.stdout, check.stderr)
+    for line in body.decode().splitlines():  # labels never carry keys
+        assert "zzz" not in line and "w1" not in line
+
+
+def test_sigterm_during_load_finishes_accepted_calls(tables: Path) -> None:
+    proc = subprocess.Popen(
+        [BIN / "embserve-server", "--tables", str(tables), "--address", "127.0.0.1:0", "--grace-period", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    port = re.search(r":(\d+)$", wait_for_line(proc, "listening on").strip()).group(1)  # type: ignore[union-attr]
+    wait_for_line(proc, "serving t v1")
+    ok, refused, other = [0], [0], []
+    stop = threading.Event()
+
+    def load() -> None:
+        with Client(f"127.0.0.1:{port}", timeout=5, options=[("grpc.enable_retries", 0)]) as c:
+            while not stop.is_set():
+                try:
+                    c.most_similar_batch([f"w{i}" for i in range(64)], topn=10, exact=True)
+                    ok[0] += 1
+                except UnavailableError:
+                    refused[0] += 1  # not accepted: the server had stopped taking calls
+                    time.sleep(0.01)
+                except Exception as exc:  # noqa: BLE001
+                    other.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    before = ok[0]
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=30)
+    elapsed = time.monotonic() - t0
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert code == 0
+    assert before > 0 and not other, other[:3]  # no accepted call was cancelled or failed
+    assert elapsed < 5 + 5  # within the grace period (plus process exit)
+    out = proc.stdout.read() if proc.stdout else ""
+    assert "draining" in out and "stopped" in out
+
+
+def test_manifest_reports_tuned_recall(tmp_path: Path) -> None:
+    path = make_table(tmp_path / "tables", n=3000, dim=8, factory="HNSW16,Flat")
+    index = json.loads((path / "manifest.json").read_text())["index"]
+    assert index["factory"] == "HNSW16,Flat" and index["recall_at_10"] >= 0.98 and index["ef_search"] >= 16
