@@ -34,7 +34,7 @@ tables: install
 	TABLES=$(TABLES) BIN=$(BIN) scripts/default-tables.sh
 
 serve: install tables
-	$(BIN)/embserve-server --tables $(TABLES) --address $(ADDRESS) --metrics-address $(METRICS_ADDRESS)
+	$(BIN)/embserve-server --tables $(TABLES) --address $(ADDRESS) --metrics-address $(METRICS_ADDRESS) --poll-interval 5
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -411,7 +411,7 @@ def test_compose_server_command_is_make_serve_with_flags_the_cli_accepts():
     command = _compose()["services"]["server"]["command"]
     assert command[0] == "embserve-server"
     flags = _flags(command)
-    assert flags == {"--tables": "/tables", "--address": "0.0.0.0:50051", "--metrics-address": "0.0.0.0:9100"}
+    assert flags == {"--tables": "/tables", "--address": "0.0.0.0:50051", "--metrics-address": "0.0.0.0:9100", "--poll-interval": "5"}
 
     serve = shlex.split(next(line for line in _makefile_recipe("serve").splitlines() if "embserve-server" in line))
     assert Path(serve[0]).name == "embserve-server"

@@ -177,7 +177,8 @@ def build_map(
         for i, k in enumerate(order)
     ]
     edges = [(key, k, float(s)) for k, s in first]
-    edges += [(parent, k, float(s)) for (parent, _), row in zip(first, ring2) for k, s in row if k != parent]
+    # Neighbour -> its own neighbours, except back to the key (that edge is already drawn).
+    edges += [(parent, k, float(s)) for (parent, _), row in zip(first, ring2) for k, s in row if k not in (parent, key)]
     return NeighbourhoodMap(key=key, method=method, points=points, edges=edges, explained=explained, table=table, version=version)
 
 
