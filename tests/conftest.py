@@ -19,8 +19,8 @@ from embserve_server.app import METHODS, Server, configure_faiss, create_server
 from embserve_server.config import Limits, ServerConfig
 from embserve_server.metrics import ServerMetrics
 from embserve_server.tables import TableRegistry
-from prometheus_client import CollectorRegistry
 from embserve_trainer.export import export_table
+from prometheus_client import CollectorRegistry
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

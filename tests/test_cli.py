@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from embserve_client import Client, ClientClosedError
-
 from conftest import BIN, wait_for_line
+from embserve_client import Client, ClientClosedError
 
 
 @pytest.fixture

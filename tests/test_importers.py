@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BIN
 from embserve_client.bundle import list_versions, read_bundle
 from embserve_trainer.importers import import_table
-
-from conftest import BIN
 
 
 @pytest.fixture

@@ -16,14 +16,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from embserve_client import Client, UnavailableError
+from conftest import BIN, free_port, make_table, running_server, seeded_table, wait_for_line
+from embserve_client import Client, UnavailableError, UnknownKeyError
 from embserve_client.bundle import BundleSpec, write_bundle
 from embserve_server.app import run_worker
 from embserve_server.config import ServerConfig
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-from conftest import BIN, free_port, make_table, running_server, seeded_table, wait_for_line
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -150,7 +149,7 @@ def test_hot_reload_under_load(tmp_path: Path) -> None:
 def test_metrics_count_requests_keys_and_missing(server: object, client: Client) -> None:
     client.get_vectors(["w1", "w2", "w3"])
     client.lookup(["w1", "nope", "nada"], missing="skip")
-    with pytest.raises(Exception):
+    with pytest.raises(UnknownKeyError):
         client.get_vector("nope")
     client.most_similar_batch(["w1", "w2"])
     r = server.metrics.registry  # type: ignore[attr-defined]

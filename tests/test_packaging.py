@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import embserve_client
-from embserve_client.pb import embserve_pb2 as pb
-
 from conftest import REPO
+from embserve_client.pb import embserve_pb2 as pb
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:

@@ -7,12 +7,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from conftest import make_table, running_server, seeded_table
 from embserve_client import Client, InvalidArgumentError, UnknownKeyError, UnknownTableError
 from embserve_client.bundle import read_bundle
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_server.config import Limits
-
-from conftest import make_table, running_server, seeded_table
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -9,10 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from conftest import BIN, free_port, wait_for_line
 from embserve_client import Client
 from embserve_client.bundle import read_bundle
-
-from conftest import BIN, free_port, wait_for_line
 
 
 def cpu_ticks(pid: int) -> int:

@@ -380,7 +380,7 @@ def write_bundle(
             "count": int(vectors.shape[0]),
             "dtype": "float32",
             "metric": spec.metric,
-            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "source": spec.source,
             "index": spec.index,
             "extras": spec.extras,

@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import threading
-from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
 
@@ -18,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from embserve_server import guard
 from embserve_server.config import ServerConfig
 from embserve_server.metrics import MetricsInterceptor, ServerMetrics
 from embserve_server.service import AdminService, EmbeddingService
@@ -83,11 +83,12 @@ def create_server(
         RuntimeError: the address cannot be bound.
     """
     metrics = metrics or ServerMetrics(CollectorRegistry(), METHODS)
+    executor = guard.AdmissionExecutor(max_workers=config.threads, thread_name_prefix="embserve-rpc")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="embserve-rpc"),
-        interceptors=[MetricsInterceptor(metrics)],
+        executor,
+        interceptors=[MetricsInterceptor(metrics), *guard.interceptors(config, metrics, executor)],
         options=grpc_options(config),
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        maximum_concurrent_rpcs=guard.hard_limit(config),
     )
     pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingService(registry, config.limits), server)
     pb_grpc.add_AdminServiceServicer_to_server(AdminService(registry), server)
@@ -97,7 +98,7 @@ def create_server(
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
         )
-    port = server.add_insecure_port(config.address)
+    port = guard.add_port(server, config)  # TLS when --tls-cert/--tls-key are set
     if port == 0:
         raise RuntimeError(f"cannot bind {config.address}")
     result = Server(server, port, registry, health_servicer, metrics)

@@ -24,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-table", default=None, help="table used when a request names none")
     p.add_argument("--threads", type=int, default=d.threads, help="gRPC handler threads (default %(default)s)")
     p.add_argument("--workers", type=int, default=d.workers, help="server processes sharing the port (default %(default)s)")
-    p.add_argument("--max-concurrent-rpcs", type=int, default=None, help="refuse calls beyond this with RESOURCE_EXHAUSTED")
+    p.add_argument("--max-concurrent-rpcs", type=int, default=None, help="refuse calls beyond this many queued+running with RESOURCE_EXHAUSTED")
+    p.add_argument("--tls-cert", type=Path, default=None, help="PEM server certificate: serve TLS (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=Path, default=None, help="PEM CA: require client certificates signed by it (mTLS)")
+    p.add_argument("--auth-token-file", type=Path, default=None, help="bearer tokens, one 'TOKEN read|admin' per line (default: no auth)")
     p.add_argument("--poll-interval", type=float, default=d.poll_interval, help="seconds between scans for new versions (0 = off)")
     p.add_argument("--grace-period", type=float, default=d.grace_period, help="seconds for in-flight calls on shutdown")
     p.add_argument("--no-reflection", action="store_true", help="disable gRPC server reflection")
@@ -32,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-keys", type=int, default=lim.max_keys, help="keys/ids per Lookup (default %(default)s)")
     p.add_argument("--max-queries", type=int, default=lim.max_queries, help="queries per Search (default %(default)s)")
     p.add_argument("--max-topn", type=int, default=lim.max_topn, help="neighbours per query (default %(default)s)")
+    p.add_argument("--max-ef-search", type=int, default=lim.max_ef_search, help="per-call HNSW efSearch (default %(default)s)")
     p.add_argument("--max-message-bytes", type=int, default=lim.max_message_bytes, help="gRPC message size limit")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
@@ -42,6 +47,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_keys=args.max_keys,
         max_queries=args.max_queries,
         max_topn=args.max_topn,
+        max_ef_search=args.max_ef_search,
         max_message_bytes=args.max_message_bytes,
     )
     return ServerConfig(
@@ -57,6 +63,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         poll_interval=args.poll_interval,
         grace_period=args.grace_period,
         mmap=not args.no_mmap,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        auth_token_file=args.auth_token_file,
         limits=limits,
     )
 

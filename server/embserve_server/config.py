@@ -20,6 +20,8 @@ class Limits:
     max_key_chars: int = 1_024
     max_texts: int = 1_024  # texts per Tokenize
     max_text_chars: int = 100_000
+    max_ef_search: int = 4_096  # per-call HNSW effort (FAISS allocates O(efSearch) per query)
+    max_nprobe: int = 65_536  # per-call IVF lists probed
     max_message_bytes: int = 64 * MiB  # gRPC send and receive
 
 
@@ -32,10 +34,14 @@ class ServerConfig:
     default_table: str | None = None  # used when a request names no table; default: the only/first one
     threads: int = 8  # gRPC handler threads
     workers: int = 1  # serving processes sharing the port (SO_REUSEPORT), forked before any server exists
-    max_concurrent_rpcs: int | None = None  # beyond it gRPC answers RESOURCE_EXHAUSTED
+    max_concurrent_rpcs: int | None = None  # queued + running calls; beyond it RESOURCE_EXHAUSTED (guard.py)
     reflection: bool = True
     poll_interval: float = 0.0  # seconds between scans for new versions; 0 = no polling
     grace_period: float = 10.0  # seconds to finish in-flight calls on SIGTERM
     mmap: bool = True  # memory-map vectors and flat index storage
     verify_checksums: bool = True
+    tls_cert: Path | None = None  # PEM server certificate (chain); with tls_key turns TLS on
+    tls_key: Path | None = None  # PEM private key of tls_cert
+    tls_client_ca: Path | None = None  # PEM CA: require and verify client certificates (mutual TLS)
+    auth_token_file: Path | None = None  # lines "TOKEN read|admin"; None = no auth
     limits: Limits = field(default_factory=Limits)

@@ -69,9 +69,9 @@ def _search_params(index: faiss.Index, ef_search: int = 0, nprobe: int = 0, sel:
     """Per-call search parameters; a shared index is never mutated from request threads."""
     base = faiss.downcast_index(index)
     if isinstance(base, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW(efSearch=ef_search or 64)
+        params = faiss.SearchParametersHNSW(efSearch=ef_search or 64)  # type: ignore[attr-defined]  # missing from faiss stubs
     elif isinstance(base, faiss.IndexIVF):
-        params = faiss.SearchParametersIVF(nprobe=nprobe or 8)
+        params = faiss.SearchParametersIVF(nprobe=nprobe or 8)  # type: ignore[call-arg]
     elif sel is None:
         return None
     else:
@@ -133,7 +133,7 @@ def flat_rows(index: faiss.Index) -> np.ndarray:
 def describe(index: faiss.Index) -> str:
     base = faiss.downcast_index(index)
     if isinstance(base, faiss.IndexHNSW):
-        return f"HNSW{base.hnsw.nb_neighbors(1)},Flat"
+        return f"HNSW{base.hnsw.nb_neighbors(1)},Flat"  # type: ignore[attr-defined]
     if isinstance(base, faiss.IndexFlat):
         return "Flat"
     return type(base).__name__

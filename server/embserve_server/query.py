@@ -95,7 +95,7 @@ def lookup(
     if found.all():
         vectors = source[row_ids]
     elif missing == "error":
-        raise UnknownKeyError(keys[int(np.argmin(found))], table.name)
+        raise UnknownKeyError(str(keys[int(np.argmin(found))]), table.name)
     elif missing == "skip":
         vectors = source[row_ids[found]]
     else:
@@ -103,7 +103,7 @@ def lookup(
         vectors[found] = source[row_ids[found]]
         if missing == "subword":
             absent = np.flatnonzero(~found)
-            vectors[absent] = compose_unknown(table, [keys[i] for i in absent])
+            vectors[absent] = compose_unknown(table, [keys[int(i)] for i in absent])
     if normalize and table.metric != "cosine":
         vectors = unit(vectors)
     return LookupResult(np.ascontiguousarray(vectors, dtype=np.float32), found, row_ids)
@@ -249,7 +249,11 @@ def search(table: Table, queries: Sequence[Query], options: SearchOptions, limit
     if options.restrict_vocab < 0:
         raise ValueError(f"restrict_vocab: {options.restrict_vocab} must be positive (0 = all rows)")
     if options.ef_search < 0 or options.nprobe < 0:
-        raise ValueError("ef_search/nprobe: must not be negative")
+        raise ValueError(f"ef_search/nprobe: {options.ef_search}/{options.nprobe} must not be negative")
+    check_limit("ef_search", options.ef_search, limits.max_ef_search)
+    check_limit("nprobe", options.nprobe, limits.max_nprobe)
+    if options.min_score is not None and np.isnan(options.min_score):
+        raise ValueError("min_score: NaN is not a score")
     matrix, term_ids = query_matrix(table, queries, limits)
     nq = len(queries)
     # Query terms to drop from each row of results, padded with -1 (gensim drops them).

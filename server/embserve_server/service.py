@@ -34,6 +34,7 @@ _POLICIES = {
     pb.MISSING_POLICY_SUBWORD: "subword",
 }
 _LE_F32 = np.dtype("<f4")
+MAX_DETAILS = 1_000  # characters of an error message (grpc's metadata limit is 8 KiB by default)
 _LE_I64 = np.dtype("<i8")
 
 
@@ -49,7 +50,8 @@ def handle(method: F) -> F:
             if code == grpc.StatusCode.INTERNAL:
                 logger.exception("internal error in %s", method.__name__)
                 context.abort(code, f"internal error: {type(exc).__name__}")
-            context.abort(code, str(exc))
+            message = str(exc)  # bounded: a message quotes request values (table names are not length-checked)
+            context.abort(code, message if len(message) <= MAX_DETAILS else message[: MAX_DETAILS - 1] + "…")
 
     return wrapper  # type: ignore[return-value]
 

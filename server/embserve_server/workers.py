@@ -104,9 +104,9 @@ def serve_workers(config: ServerConfig) -> int:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        n = children.pop(pid, None)
-        if n is None:
-            continue
+        n = children.pop(pid, -1)
+        if n < 0:
+            continue  # not one of ours
         multiprocess.mark_process_dead(pid, mp_dir)
         code = os.waitstatus_to_exitcode(status)
         if code != 0:

@@ -1,0 +1,128 @@
+"""Lookup throughput: embserve-server vs a bare grpcio server returning the same response bytes.
+
+    .venv/bin/python bench/bench_lookup.py --tables tables [--table glove] [--quick]
+
+Both servers run as their own processes with the same thread count; the client is one separate
+process running the same loop against each (embserve_client.Client.lookup, plus a raw-stub loop
+with pre-serialized request bytes that isolates the server's cost). The bare server answers with
+the bytes embserve returned for the same request, so payloads are identical. Rounds alternate
+ours/bare; the best round of each is reported (least disturbed by other load on the box).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import harness as h
+import numpy as np
+from embserve_client.pb import embserve_pb2 as pb
+
+SINGLE_KEY_TARGET = 0.9
+BATCH_TARGET = 0.8
+BATCH_KEYS = 1024
+
+
+def pick_keys(bundle: Path, seed: int = 0) -> tuple[str, list[str]]:
+    """A common single key ("cat" when present) and a seeded sample of 1024 distinct keys."""
+    keys = (bundle / "keys.txt").read_text(encoding="utf8").split("\n")
+    keys = keys[:-1] if keys and keys[-1] == "" else keys
+    single = "cat" if "cat" in set(keys[:100_000]) else keys[min(1000, len(keys) - 1)]
+    rng = np.random.default_rng(seed)
+    batch = [keys[i] for i in rng.choice(len(keys), size=min(BATCH_KEYS, len(keys)), replace=False)]
+    return single, batch
+
+
+def best(timings: list[h.Timing]) -> h.Timing:
+    return max(timings, key=lambda t: t.rate)
+
+
+def measure(tables: Path, name: str, *, quick: bool, label: str | None = None) -> dict[str, Any]:
+    """Run the lookup comparison on table ``name``; prints the table and returns the JSON part."""
+    seconds, rounds = (2.0, 1) if quick else (4.0, 2)
+    bundle = h.newest_bundle(tables, name)
+    single, batch = pick_keys(bundle)
+    req_single = pb.LookupRequest(keys=[single]).SerializeToString()
+    req_batch = pb.LookupRequest(keys=batch).SerializeToString()
+    label = label or name
+    out: dict[str, Any] = {"table": name, "bundle": str(bundle), "single_key": single, "batch_keys": len(batch), "rounds": []}
+    with h.tmpdir("embserve-bench-lookup-") as tmp:
+        root = h.isolate_table(tables, name, tmp)
+        with h.EmbserveProcess(root) as ours:
+            ours.wait_serving()
+            resp_single = h.raw_call(ours.target, h.LOOKUP, req_single)
+            resp_batch = h.raw_call(ours.target, h.LOOKUP, req_batch)
+            dim = pb.LookupResponse.FromString(resp_batch).vector_size
+            out.update(dim=dim, response_bytes_single=len(resp_single), response_bytes_batch=len(resp_batch))
+            # Two bare servers (one payload each) so each method is answered with its own bytes.
+            with h.BareServer({"Lookup": resp_single}) as bare1, h.BareServer({"Lookup": resp_batch}) as bareN:
+                cases = {
+                    "client_single": (lambda t: h.LoopSpec("lookup", t, [[single]], seconds=seconds), bare1),
+                    "raw_single": (lambda t: h.LoopSpec("raw", t, [req_single], seconds=seconds), bare1),
+                    "client_batch": (lambda t: h.LoopSpec("lookup", t, [batch], seconds=seconds), bareN),
+                }
+                got: dict[str, dict[str, list[h.Timing]]] = {c: {"ours": [], "bare": []} for c in cases}
+                for _ in range(rounds):
+                    for case, (spec, bare) in cases.items():
+                        t_ours, _ = h.run_clients([spec(ours.target)], [ours.proc.pid])
+                        t_bare, _ = h.run_clients([spec(bare.target)], [bare.pid])
+                        got[case]["ours"].append(t_ours)
+                        got[case]["bare"].append(t_bare)
+                        out["rounds"].append({"case": case, "ours": t_ours.summary(), "bare": t_bare.summary()})
+    res = {c: {side: best(ts) for side, ts in sides.items()} for c, sides in got.items()}
+    rows = lookup_rows(res, len(batch))
+    h.print_table(f"Lookup, table {label} ({dim}-d): embserve-server vs bare grpcio server, same bytes", rows, baseline="bare grpcio")
+    out["best"] = {c: {side: t.summary() for side, t in sides.items()} for c, sides in res.items()}
+    out["rows"] = h.rows_json(rows)
+    return out
+
+
+def lookup_rows(res: dict[str, dict[str, h.Timing]], nkeys: int) -> list[h.Row]:
+    rows = []
+    for case, what, target in (
+        ("client_single", "single-key Lookup, Client.lookup", SINGLE_KEY_TARGET),
+        ("raw_single", "single-key Lookup, raw stub", SINGLE_KEY_TARGET),
+    ):
+        o, b = res[case]["ours"], res[case]["bare"]
+        r = o.rate / b.rate
+        rows += [
+            h.Row(f"{what}: calls/s", o.rate, b.rate, r, f">= {target}x", h.verdict(r, target)),
+            h.Row(f"{what}: p50 ms", o.p50 * 1e3, b.p50 * 1e3, o.p50 / b.p50),
+            h.Row(f"{what}: p99 ms", o.p99 * 1e3, b.p99 * 1e3, o.p99 / b.p99),
+            h.Row(f"{what}: server CPU us/call", _us(o.server_cpu_per_call), _us(b.server_cpu_per_call), _ratio(o.server_cpu_per_call, b.server_cpu_per_call)),
+        ]
+    o, b = res["client_batch"]["ours"], res["client_batch"]["bare"]
+    r = o.rate / b.rate
+    rows += [
+        h.Row(f"{nkeys}-key Lookup: vectors/s", o.rate * nkeys, b.rate * nkeys, r, f">= {BATCH_TARGET}x", h.verdict(r, BATCH_TARGET)),
+        h.Row(f"{nkeys}-key Lookup: p50 ms", o.p50 * 1e3, b.p50 * 1e3, o.p50 / b.p50),
+        h.Row(f"{nkeys}-key Lookup: p99 ms", o.p99 * 1e3, b.p99 * 1e3, o.p99 / b.p99),
+        h.Row(f"{nkeys}-key Lookup: server CPU us/call", _us(o.server_cpu_per_call), _us(b.server_cpu_per_call), _ratio(o.server_cpu_per_call, b.server_cpu_per_call)),
+    ]
+    return rows
+
+
+def _us(v: float | None) -> float | None:
+    return None if v is None else v * 1e6
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else a / b
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tables", type=Path, default=Path("tables"))
+    p.add_argument("--table", default="glove")
+    p.add_argument("--quick", action="store_true", help="shorter runs (one round of 2 s per case)")
+    args = p.parse_args()
+    try:
+        part = measure(args.tables, args.table, quick=args.quick)
+    finally:
+        h.shutdown_pool()
+    print("wrote", h.write_json(f"lookup-{args.table}", {"machine": h.machine(), **part}))
+
+
+if __name__ == "__main__":
+    main()
