@@ -8,3 +8,7 @@ if ! has_version glove; then
   echo "building table 'glove' from the GloVe 6B 50d sample (400k x 50, HNSW index: ~2 min)"
   "$BIN/embserve-train" import --format glove-6b-50d --tables "$TABLES" --name glove
 fi
+if ! has_version minilm; then
+  echo "building table 'minilm' from the MiniLM-L6 token embedding layer (30,522 x 384, ~5 s)"
+  "$BIN/embserve-train" import --format minilm-sample --tables "$TABLES" --name minilm
+fi

@@ -58,9 +58,9 @@ def structured_table(data_dir: Path, seed: int = 0) -> tuple[np.ndarray, list[st
     drop = set(keys[::17])  # ~6% out of vocabulary
     keys = [k for k in keys if k not in drop]
     vectors = [vec[k] for k in keys]
-    for k in keys[:40]:  # upper-case variants ranked after their lower-case form: the first one counts
+    for k in keys[:600]:  # case variants after their lower-case form (the first one counts), close to it
         keys.append(k.capitalize())
-        vectors.append(rng.normal(size=dim))
+        vectors.append(vec[k] + 0.2 * rng.normal(size=dim))
     return np.asarray(vectors, dtype=np.float32), keys
 
 

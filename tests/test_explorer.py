@@ -35,8 +35,8 @@ def make_planted_table(tables: Path, *, n: int = 2000, dim: int = 16, name: str 
     rng = np.random.default_rng(12)
     keys[: len(PLANTED)] = PLANTED
     cat = vectors[0]
-    vectors[1] = cat + 0.08 * np.linalg.norm(cat) * rng.normal(size=dim) / np.sqrt(dim)  # dog
-    vectors[2] = cat + 0.15 * np.linalg.norm(cat) * rng.normal(size=dim) / np.sqrt(dim)  # kitten
+    vectors[1] = cat + 0.3 * np.linalg.norm(cat) * rng.normal(size=dim) / np.sqrt(dim)  # dog
+    vectors[2] = cat + 0.4 * np.linalg.norm(cat) * rng.normal(size=dim) / np.sqrt(dim)  # kitten
     man, gender, royal = (3.0 * rng.normal(size=dim) for _ in range(3))
     vectors[3], vectors[4], vectors[5], vectors[6] = man, man + gender, man + royal, man + gender + royal
     return export_table(tables, name, vectors.astype(np.float32), keys, source={"kind": "test", "seed": 11}, seed=11)

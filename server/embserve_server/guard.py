@@ -230,12 +230,14 @@ class _Undecodable:
         self.error = error
 
 
-def _safe_deserializer(deserialize: Callable[[bytes], Any], name: str) -> Callable[[bytes], Any]:
+def _safe_deserializer(deserialize: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
+    message_type = getattr(getattr(deserialize, "__self__", None), "__name__", f"{method} request")
+
     def safe(raw: bytes) -> Any:
         try:
             return deserialize(raw)
         except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and anything a parser raises
-            return _Undecodable(f"request is not a valid {name} message ({len(raw)} bytes): {exc}")
+            return _Undecodable(f"request: {len(raw)} bytes are not a valid {message_type} ({exc})")
 
     return safe
 

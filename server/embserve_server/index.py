@@ -81,6 +81,39 @@ def _search_params(index: faiss.Index, ef_search: int = 0, nprobe: int = 0, sel:
     return params
 
 
+def _selector(limit: int, n: int, exclude: np.ndarray | None) -> tuple[Any, list[Any]]:
+    """FAISS id selector for rows [0, limit) minus ``exclude``; also returns what must stay alive."""
+    parts: list[Any] = []
+    keep: list[Any] = []
+    if limit < n:
+        parts.append(faiss.IDSelectorRange(0, limit))
+    if exclude is not None:
+        bits = np.packbits(~exclude, bitorder="little")  # bit i set = row i allowed
+        keep.append(bits)
+        parts.append(faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)))
+    keep.extend(parts)
+    if not parts:
+        return None, keep
+    if len(parts) == 1:
+        return parts[0], keep
+    both = faiss.IDSelectorAnd(parts[0], parts[1])
+    keep.append(both)
+    return both, keep
+
+
+def compact(D: np.ndarray, I: np.ndarray, bad: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the ``bad`` entries of each row, keep the rest in order, pad to ``k`` with id -1 / score 0."""
+    order = np.argsort(bad, axis=1, kind="stable")
+    width = min(k, I.shape[1])
+    I = np.take_along_axis(I, order, axis=1)[:, :width]
+    D = np.take_along_axis(D, order, axis=1)[:, :width]
+    bad = np.take_along_axis(bad, order, axis=1)[:, :width]
+    if width < k:
+        pad = ((0, 0), (0, k - width))
+        I, D, bad = np.pad(I, pad, constant_values=-1), np.pad(D, pad), np.pad(bad, pad, constant_values=True)
+    return np.where(bad, 0.0, D).astype(np.float32), np.where(bad, -1, I)
+
+
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     """Mean fraction of each exact top-k row found in the approximate row."""
     k = exact.shape[1]
@@ -186,6 +219,7 @@ class VectorIndex:
         ef_search: int = 0,
         nprobe: int = 0,
         restrict: int = 0,
+        exclude: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by inner product for each query.
 
@@ -195,6 +229,7 @@ class VectorIndex:
             exact: brute force over the flat rows instead of the approximate index.
             ef_search / nprobe: per-call effort, 0 = this index's default.
             restrict: only rows 0..restrict-1 (the most frequent keys); 0 = all rows.
+            exclude: (ntotal,) bool mask of rows never to return (e.g. special tokens).
 
         Returns:
             ``D`` (nq, k) float32 scores and ``I`` (nq, k) int64 row ids, -1 for "none".
@@ -202,15 +237,16 @@ class VectorIndex:
         n = self.ntotal
         limit = n if restrict <= 0 else min(restrict, n)
         if exact or self.is_exact:
-            kk = min(k, limit)
+            # faiss.knn takes no selector: fetch enough extra rows to cover the excluded ones.
+            extra = int(exclude[:limit].sum()) if exclude is not None else 0
+            kk = min(k + extra, limit)
             D, I = faiss.knn(queries, self.rows[:limit], kk, metric=faiss.METRIC_INNER_PRODUCT)
-            if kk < k:
-                D = np.pad(D, ((0, 0), (0, k - kk)), constant_values=-np.inf)
-                I = np.pad(I, ((0, 0), (0, k - kk)), constant_values=-1)
-            return D, I
-        sel = faiss.IDSelectorRange(0, limit) if limit < n else None
+            bad = (I < 0) | (exclude[np.maximum(I, 0)] if exclude is not None else False)
+            return compact(D, I, bad, k)
+        sel, keep_alive = _selector(limit, n, exclude)
         params = _search_params(self.index, ef_search or max(self.ef_search, k), nprobe or self.nprobe, sel)
         D, I = self.index.search(queries, k, params=params)
+        del keep_alive  # the selector's bitmap had to outlive the search
         return D, I
 
     def warm_up(self) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 
 from embserve_server import tokens
 from embserve_server.config import Limits
+from embserve_server.index import compact
 from embserve_server.errors import FailedPreconditionError, LimitExceededError, UnknownKeyError
 from embserve_server.tables import Table
 
@@ -262,30 +263,19 @@ def search(table: Table, queries: Sequence[Query], options: SearchOptions, limit
     if width:
         for n, t in enumerate(term_ids):
             drop[n, : len(t)] = t
-    extra = width
-    if options.exclude is not None:
-        extra += min(int(options.exclude.sum()), 4 * topn + 64)
-    k = min(topn + extra, table.count) if options.exact or table.index.is_exact else topn + extra
     D, I = table.index.search(
-        matrix, max(k, 1), exact=options.exact, ef_search=options.ef_search, nprobe=options.nprobe, restrict=options.restrict_vocab
+        matrix,
+        topn + width,
+        exact=options.exact,
+        ef_search=options.ef_search,
+        nprobe=options.nprobe,
+        restrict=options.restrict_vocab,
+        exclude=options.exclude,
     )
     bad = (I < 0) | (I[:, :, None] == drop[:, None, :]).any(axis=2)
-    if options.exclude is not None:
-        bad |= options.exclude[np.maximum(I, 0)]
     if options.min_score is not None:
         bad |= D < options.min_score
-    # Compact each row: keep the good results in score order, then pad to topn.
-    order = np.argsort(bad, axis=1, kind="stable")
-    I = np.take_along_axis(I, order, axis=1)[:, :topn]
-    D = np.take_along_axis(D, order, axis=1)[:, :topn]
-    bad = np.take_along_axis(bad, order, axis=1)[:, :topn]
-    if I.shape[1] < topn:
-        pad = topn - I.shape[1]
-        I = np.pad(I, ((0, 0), (0, pad)), constant_values=-1)
-        D = np.pad(D, ((0, 0), (0, pad)))
-        bad = np.pad(bad, ((0, 0), (0, pad)), constant_values=True)
-    I = np.where(bad, -1, I)
-    D = np.where(bad, 0.0, D).astype(np.float32)
+    D, I = compact(D, I, bad, topn)
     return SearchResult(scores=D, ids=I)
 
 

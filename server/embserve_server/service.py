@@ -51,7 +51,9 @@ def handle(method: F) -> F:
                 logger.exception("internal error in %s", method.__name__)
                 context.abort(code, f"internal error: {type(exc).__name__}")
             message = str(exc)  # bounded: a message quotes request values (table names are not length-checked)
-            context.abort(code, message if len(message) <= MAX_DETAILS else message[: MAX_DETAILS - 1] + "…")
+            if len(message) > MAX_DETAILS:  # keep both ends: the value quoted first, the reason after it
+                message = message[: MAX_DETAILS // 2] + " … " + message[-(MAX_DETAILS // 2 - 3) :]
+            context.abort(code, message)
 
     return wrapper  # type: ignore[return-value]
 

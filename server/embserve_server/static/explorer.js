@@ -3,7 +3,8 @@
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const W = 1000, H = 720, MARGIN = 56;
+const PAD = { left: 40, right: 110, top: 36, bottom: 36 };  // room for labels around the points
+let W = 1000, H = 720;
 const $ = (id) => document.getElementById(id);
 const state = { map: null, request: 0 };
 
@@ -52,10 +53,19 @@ function renderList(list, items) {
 
 // ---- the map --------------------------------------------------------------------------------
 
-function project(p) {
-  // Points lie in the unit disc with the key at (0, 0); keep the aspect so distances stay honest.
-  const r = Math.min(W, H) / 2 - MARGIN;
-  return [W / 2 + p.x * r * 1.25, H / 2 - p.y * r];
+function fit(points) {
+  // Fill the drawing area with the points' bounding box, one scale for x and y so that
+  // distances on screen stay proportional to distances in the projection.
+  const svg = $("map");
+  W = Math.max(320, svg.clientWidth || 1000);
+  H = Math.max(240, svg.clientHeight || 720);
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const scale = Math.min((W - PAD.left - PAD.right) / Math.max(x1 - x0, 1e-9), (H - PAD.top - PAD.bottom) / Math.max(y1 - y0, 1e-9));
+  const ox = PAD.left + (W - PAD.left - PAD.right - scale * (x1 - x0)) / 2;
+  const oy = PAD.top + (H - PAD.top - PAD.bottom - scale * (y1 - y0)) / 2;
+  return (p) => [ox + (p.x - x0) * scale, oy + (y1 - p.y) * scale];
 }
 
 function placeLabels(points) {
@@ -88,6 +98,7 @@ function renderMap(m) {
   const svg = $("map");
   svg.replaceChildren();
   const byKey = new Map();
+  const project = fit(m.points);
   for (const p of m.points) {
     [p.sx, p.sy] = project(p);
     byKey.set(p.key, p);
@@ -206,6 +217,11 @@ async function init() {
   $("analogy").addEventListener("submit", analogy);
   $("table").addEventListener("change", () => { if ($("key").value.trim()) recentre($("key").value.trim()); });
   window.addEventListener("hashchange", fromHash);
+  let resizing = 0;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(() => state.map && renderMap(state.map), 150);
+  });
   try {
     const info = await api("tables", {});
     for (const t of info.tables) {
