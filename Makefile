@@ -46,6 +46,12 @@ lint: install
 proto: install
 	PYTHON=$(BIN)/python proto/generate.sh
 
+# A trained table from Debian's GCIDE dictionary (no internet needed): skip-gram 100d, 5 epochs, ~3 min.
+GCIDE ?= /usr/share/dictd/gcide.dict.dz
+.PHONY: train
+train: install system-deps
+	$(BIN)/embserve-train train --corpus $(GCIDE) --tables $(TABLES) --name gcide --model skipgram --dim 100 --epochs 5
+
 bench: install tables
 	$(BIN)/python bench/bench_serving.py --tables $(TABLES)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from embserve_client.bundle import read_bundle
+from embserve_server.index import prepare_rows
 from embserve_trainer.evaluate import (
     ANALOGY_SET,
     PAIR_SETS,
@@ -29,7 +30,6 @@ from embserve_trainer.evaluate import (
     resolve_bundle,
     vocab_index,
 )
-from embserve_server.index import prepare_rows
 from gensim.models import KeyedVectors
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -50,7 +50,7 @@ def measure(tables: Path, name: str, *, quick: bool, label: str | None = None) -
     with h.tmpdir("embserve-bench-lookup-") as tmp:
         root = h.isolate_table(tables, name, tmp)
         with h.EmbserveProcess(root) as ours:
-            ours.wait_serving()
+            out["ready_seconds"] = ours.wait_serving(timeout=600)
             resp_single = h.raw_call(ours.target, h.LOOKUP, req_single)
             resp_batch = h.raw_call(ours.target, h.LOOKUP, req_batch)
             dim = pb.LookupResponse.FromString(resp_batch).vector_size

@@ -12,3 +12,9 @@ if ! has_version minilm; then
   echo "building table 'minilm' from the MiniLM-L6 token embedding layer (30,522 x 384, ~5 s)"
   "$BIN/embserve-train" import --format minilm-sample --tables "$TABLES" --name minilm
 fi
+GCIDE="${GCIDE:-/usr/share/dictd/gcide.dict.dz}"
+if ! has_version gcide; then
+  [ -f "$GCIDE" ] || "$(dirname "$0")/system-deps.sh"
+  echo "training table 'gcide' on $GCIDE (skip-gram 100d, 5 epochs: ~3 min on 2 cores)"
+  "$BIN/embserve-train" train --corpus "$GCIDE" --tables "$TABLES" --name gcide --model skipgram --dim 100 --epochs 5
+fi

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-
 from conftest import BIN, free_port, wait_for_line
 from test_explorer import make_planted_table
 
@@ -192,7 +191,6 @@ def test_search_cat_shows_dog_in_list_and_map(tmp_path: Path) -> None:
         assert "dog" in tip and "#1 neighbour" in tip and "cosine to cat" in tip
 
         png = b.screenshot(tmp_path / "explorer-cat.png")
-        shutil.copy(tmp_path / "explorer-cat.png", "/tmp/explorer-cat.png")
         viewport = b.js("return [innerWidth * devicePixelRatio, innerHeight * devicePixelRatio]")
         assert_real_png(png, (int(viewport[0]), int(viewport[1])))
 

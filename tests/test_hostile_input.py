@@ -15,13 +15,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from conftest import make_table, running_server
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_server.app import Server
 from embserve_server.config import Limits
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-from conftest import make_table, running_server
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

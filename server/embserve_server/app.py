@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from embserve_server import guard
 from embserve_server.config import ServerConfig
+from embserve_server.index import CORES
 from embserve_server.metrics import MetricsInterceptor, ServerMetrics
 from embserve_server.service import AdminService, EmbeddingService
 from embserve_server.tables import TableRegistry
@@ -34,11 +35,10 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def configure_faiss(threads: int = 1) -> None:
-    """Request threads each run FAISS single-threaded (one OpenMP pool per Python thread is a
-    pile-up); let BLAS take over from micro-batches on (faiss 1.15 otherwise waits for nq*d >= 128k)."""
-    faiss.omp_set_num_threads(threads)
-    faiss.cvar.distance_compute_blas_threshold = 20
+def configure_faiss() -> None:
+    """BLAS from micro-batches on: faiss 1.15 otherwise waits for nq * d >= 128000 (the per-call
+    OpenMP thread count is set in index.VectorIndex.search)."""
+    faiss.cvar.distance_compute_blas_threshold = 800 * CORES
 
 
 @dataclass

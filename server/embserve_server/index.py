@@ -29,6 +29,12 @@ TARGET_RECALL = 0.98  # margin over the 0.97 promised for key queries (which dro
 RECALL_SAMPLE = 2000  # rows drawn for tuning; half tunes efSearch, the other half is held out
 ADD_CHUNK = 20_000
 
+# OpenMP threads per search: one for small batches (many request threads, each with its own
+# OpenMP pool, would pile up), every core for big batches. omp_set_num_threads is per thread in
+# libgomp, so it is set on every call, from whichever thread searches.
+CORES = os.cpu_count() or 1
+PARALLEL_MIN_QUERIES = 32
+
 ProgressFactory = Callable[[int, str], Any]  # (total, description) -> object with update(n)/close()
 
 
@@ -236,6 +242,7 @@ class VectorIndex:
         """
         n = self.ntotal
         limit = n if restrict <= 0 else min(restrict, n)
+        faiss.omp_set_num_threads(CORES if len(queries) >= PARALLEL_MIN_QUERIES else 1)
         if exact or self.is_exact:
             # faiss.knn takes no selector: fetch enough extra rows to cover the excluded ones.
             extra = int(exclude[:limit].sum()) if exclude is not None else 0

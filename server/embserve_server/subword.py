@@ -36,7 +36,7 @@ def ngrams_bytes(word: str, minn: int, maxn: int) -> list[bytes]:
     """
     if minn < 1 or maxn < minn:
         raise ValueError(f"invalid n-gram range minn={minn!r}, maxn={maxn!r}: need 1 <= minn <= maxn")
-    b = f"<{word}>".encode("utf-8")
+    b = f"<{word}>".encode()
     size = len(b)
     out = []
     for i in range(size):

@@ -217,7 +217,8 @@ class TableRegistry:
         refused version is not retried until its manifest changes.
         """
         with self._lock:
-            names = bfmt.list_tables(self.tables_dir) if only is None else [bfmt.validate_name(only)]
+            # Served tables too: a table directory that vanished must be noticed (and kept), not skipped.
+            names = sorted({*bfmt.list_tables(self.tables_dir), *self._tables}) if only is None else [bfmt.validate_name(only)]
             outcomes = []
             new_tables = dict(self._tables)
             for name in names:
@@ -240,6 +241,10 @@ class TableRegistry:
         if name in self._pinned:
             versions = [v for v in versions if v == self._pinned[name]]
         outcomes: list[ReloadOutcome] = []
+        if current is not None and current.version not in versions and self._refused.get((name, current.version)) != _VANISHED:
+            self._refused[(name, current.version)] = _VANISHED  # log and count it once
+            logger.error("table %s version %d vanished from %s; still serving the loaded copy", name, current.version, self.tables_dir)
+            outcomes.append(ReloadOutcome(name, "refused", current.version, "bundle directory vanished; still serving the loaded copy"))
         # Newest first; fall back to older versions only while nothing is serving yet.
         for version in reversed(versions):
             if current is not None and version <= current.version:
@@ -262,6 +267,9 @@ class TableRegistry:
             outcomes.append(ReloadOutcome(name, "loaded", version))
             return outcomes, table
         return outcomes, None
+
+
+_VANISHED = -2.0  # marks a served version whose directory disappeared (real mtimes are >= 0, missing -1)
 
 
 def _mtime(path: Path) -> float:

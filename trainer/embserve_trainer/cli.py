@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from embserve_trainer import __version__
+from embserve_trainer.evaluate import RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
 from embserve_trainer.export import export_table
 from embserve_trainer.importers import FORMATS, import_table
-from embserve_trainer.evaluate import RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
 from embserve_trainer.tokenize import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
 from embserve_trainer.train import MODELS, TrainConfig, default_workers, train_table
 

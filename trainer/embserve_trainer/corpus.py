@@ -17,15 +17,15 @@ import io
 import logging
 import lzma
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 logger = logging.getLogger(__name__)
 
 # Suffix -> opener. dictd's ".dz" is dictzip: gzip with random-access chunks, readable as plain gzip.
-OPENERS = {".gz": gzip.open, ".dz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+OPENERS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".dz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # Formats people hand us that we cannot stream as text; named in the error so the fix is obvious.
 UNSUPPORTED = (".zip", ".7z", ".rar", ".zst", ".lz4", ".lz", ".tar", ".tgz", ".npy", ".npz", ".pdf", ".bin")
 DOCUMENTS = ("auto", "line", "paragraph")

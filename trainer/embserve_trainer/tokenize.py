@@ -98,7 +98,7 @@ class Tokenizer:
         """Tokens of ``text`` (deterministic: same text and settings, same tokens)."""
         text = self._clean(text)  # type: ignore[attr-defined]
         if self.normalization != "none":
-            text = unicodedata.normalize(self.normalization, text)
+            text = unicodedata.normalize(self.normalization, text)  # type: ignore[arg-type]
         if self.lowercase:
             text = text.lower()
         return self._regex.findall(text)  # type: ignore[attr-defined,no-any-return]

@@ -71,7 +71,10 @@ function fit(points) {
 function placeLabels(points) {
   // Greedy: centre, then neighbours by rank, then the rest; a label that would overlap one
   // already placed tries the other sides of its point, else stays hidden until hovered.
-  const placed = [];
+  const placed = points.map((p) => {  // the dots themselves are obstacles too
+    const r = radius(p);
+    return [p.sx - r, p.sy - r, p.sx + r, p.sy + r, p];
+  });
   const order = [...points].sort((a, b) => prio(a) - prio(b));
   const spots = [[9, 5, "start"], [-9, 5, "end"], [0, -11, "middle"], [0, 20, "middle"]];
   for (const p of order) {
@@ -82,12 +85,16 @@ function placeLabels(points) {
       const x0 = anchor === "start" ? p.sx + dx : anchor === "end" ? p.sx + dx - w : p.sx - w / 2;
       const box = [x0, p.sy + dy - h * 0.85, x0 + w, p.sy + dy + h * 0.2];
       if (box[0] < 0 || box[2] > W || box[1] < 0 || box[3] > H) continue;
-      if (placed.some((b) => box[0] < b[2] && box[2] > b[0] && box[1] < b[3] && box[3] > b[1])) continue;
+      if (placed.some((b) => b[4] !== p && box[0] < b[2] && box[2] > b[0] && box[1] < b[3] && box[3] > b[1])) continue;
       placed.push(box);
       p.label = { dx, dy, anchor };
       break;
     }
   }
+}
+
+function radius(p) {
+  return p.role === "centre" ? 9 : p.role === "neighbour" ? 6 : 3.8;
 }
 
 function prio(p) {
@@ -117,8 +124,7 @@ function renderMap(m) {
   const order = [...m.points].sort((a, b) => prio(b) - prio(a));  // centre drawn last (on top)
   for (const p of order) {
     const g = el("svg:g", { class: `pt ${p.role}`, "data-key": p.key, transform: `translate(${p.sx.toFixed(1)},${p.sy.toFixed(1)})` });
-    const r = p.role === "centre" ? 9 : p.role === "neighbour" ? 6 : 3.8;
-    g.append(el("svg:circle", { r }));
+    g.append(el("svg:circle", { r: radius(p) }));
     const lab = p.label || { dx: 8, dy: 5, anchor: "start" };
     const text = el("svg:text", { x: lab.dx, y: lab.dy, "text-anchor": lab.anchor }, p.key);
     if (!p.label) text.setAttribute("class", "hidden");
