@@ -15,8 +15,8 @@ import numpy as np
 
 from embserve_server import tokens
 from embserve_server.config import Limits
-from embserve_server.index import compact
 from embserve_server.errors import FailedPreconditionError, LimitExceededError, UnknownKeyError
+from embserve_server.index import compact
 from embserve_server.tables import Table
 
 MISSING_POLICIES = ("error", "skip", "zero", "subword")
