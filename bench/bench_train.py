@@ -49,8 +49,9 @@ def run_gensim(tokens: Path, config: TrainConfig, n_docs: int) -> tuple[Word2Vec
     )
     model.build_vocab(corpus_iterable=LineSentence(str(tokens)))
     t0 = time.perf_counter()
+    # The same call Word2Vec(sentences=...) makes from its constructor.
     _, raw = model.train(corpus_iterable=LineSentence(str(tokens)), total_examples=model.corpus_count,
-                         epochs=config.epochs)
+                         total_words=model.corpus_total_words, epochs=config.epochs)
     return model, time.perf_counter() - t0, raw
 
 

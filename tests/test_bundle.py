@@ -139,3 +139,12 @@ def test_pickled_arrays_are_refused(tmp_path: Path) -> None:
     np.save(path / b.VECTORS, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(b.BundleError, match="not a readable .npy"):
         b.read_bundle(path, verify_checksums=False)
+
+
+def test_non_finite_vectors_are_refused_on_load(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    v = np.load(path / b.VECTORS)
+    v[7, 3] = np.inf
+    np.save(path / b.VECTORS, v)
+    with pytest.raises(b.BundleError, match="row 7 contains NaN or Inf"):
+        b.read_bundle(path, verify_checksums=False)

@@ -140,6 +140,8 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str | None]] = [
     ("search-vector-inf", "Search", S(queries=[Q(vector=vec(1.0, float("inf")))]), INVALID, "NaN or Inf"),
     ("search-vector-neg-inf", "Search", S(queries=[Q(vector=vec(float("-inf")))]), INVALID, "NaN or Inf"),
     ("search-vector-zero-ok", "Search", S(queries=[Q(vector=vec())]), OK, None),
+    ("search-vector-norm-overflow", "Search", S(queries=[Q(vector=vec(*[3e38] * DIM))]), INVALID, "norm overflows float32"),
+    ("search-weights-overflow", "Search", S(queries=[Q(positive=["w1", "w2"], positive_weights=[3e38, 3e38])]), INVALID, "norm overflows"),
     ("search-vector-and-keys", "Search", S(queries=[Q(vector=vec(1.0), positive=["w1"])]), INVALID, "not both"),
     ("search-negative-id", "Search", S(queries=[Q(positive_ids=[-3])]), INVALID, "id -3 is out of range"),
     ("search-id-out-of-range", "Search", S(queries=[Q(negative_ids=[COUNT])]), INVALID, "out of range"),

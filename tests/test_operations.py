@@ -241,3 +241,15 @@ def test_manifest_reports_tuned_recall(tmp_path: Path) -> None:
     path = make_table(tmp_path / "tables", n=3000, dim=8, factory="HNSW16,Flat")
     index = json.loads((path / "manifest.json").read_text())["index"]
     assert index["factory"] == "HNSW16,Flat" and index["recall_at_10"] >= 0.98 and index["ef_search"] >= 16
+
+
+def test_refused_newest_falls_back_to_a_newer_valid_version(tmp_path: Path) -> None:
+    tables = tmp_path / "tables"
+    publish(tables, 1)
+    with running_server(tables) as server:
+        publish(tables, 2)
+        publish(tables, 3)
+        (tables / "t" / "3" / "keys.txt").write_text("broken\n")
+        outcomes = {(o.version, o.outcome) for o in server.registry.reload()}
+        assert outcomes == {(3, "refused"), (2, "loaded")}
+        assert server.registry.get("t").version == 2

@@ -260,6 +260,9 @@ def read_bundle(
         raise BundleError(
             f"{path / VECTORS}: is {vectors.dtype} {vectors.shape}, manifest says float32 ({count}, {dim})"
         )
+    if not np.isfinite(vectors).all():  # one pass over the mapping; loading warms it anyway
+        bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+        raise BundleError(f"{path / VECTORS}: row {bad} contains NaN or Inf")
     keys = read_keys(path / KEYS, count)
     counts = None
     if COUNTS in manifest["files"]:

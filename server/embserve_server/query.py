@@ -231,6 +231,11 @@ def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tupl
     if all_ids:
         qi, ids, w = np.concatenate(all_q), np.concatenate(all_ids), np.concatenate(all_w)
         np.add.at(matrix, qi, table.index_rows(ids) * w[:, None])
+    with np.errstate(over="ignore", invalid="ignore"):  # finite but huge values (1e38) overflow the norm
+        norms = np.linalg.norm(matrix, axis=1)
+    if not np.isfinite(norms).all():
+        n = int(np.flatnonzero(~np.isfinite(norms))[0])
+        raise ValueError(f"queries[{n}]: values too large, the query vector's norm overflows float32")
     if table.metric == "cosine":
         matrix = unit(matrix)
     return np.ascontiguousarray(matrix, dtype=np.float32), term_ids

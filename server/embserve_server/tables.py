@@ -245,7 +245,7 @@ class TableRegistry:
             self._refused[(name, current.version)] = _VANISHED  # log and count it once
             logger.error("table %s version %d vanished from %s; still serving the loaded copy", name, current.version, self.tables_dir)
             outcomes.append(ReloadOutcome(name, "refused", current.version, "bundle directory vanished; still serving the loaded copy"))
-        # Newest first; fall back to older versions only while nothing is serving yet.
+        # Newest first, down to (not past) the version being served.
         for version in reversed(versions):
             if current is not None and version <= current.version:
                 if version == current.version and not outcomes:
@@ -261,9 +261,7 @@ class TableRegistry:
                 self._refused[(name, version)] = stamp
                 logger.error("refused table %s version %d: %s", name, version, exc)
                 outcomes.append(ReloadOutcome(name, "refused", version, str(exc)))
-                if current is not None:
-                    break  # keep serving the current version; older ones are not better
-                continue
+                continue  # an older version may still be newer than the one being served
             outcomes.append(ReloadOutcome(name, "loaded", version))
             return outcomes, table
         return outcomes, None
