@@ -41,6 +41,8 @@ MILVUS_TARGET = 100.0
 GENSIM_TARGET = 10.0
 EXACT_TARGET = 0.8
 BATCH = 256
+RECALL_TARGET = 0.97
+EF_CANDIDATES = (64, 80, 96, 128, 160, 192, 256, 384, 512)
 
 
 def fresh(fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
@@ -82,6 +84,27 @@ def _timed_loop(n_queries: int, one: Callable[[int], list[int]], seconds: float,
 
 
 # -- in-process baselines (each runs in a fresh process) ---------------------------------------
+
+
+def ef_recalls(index_path: str, qrows: np.ndarray, truth: np.ndarray, default_ef: int) -> dict[int, float]:
+    """recall@10 of key queries (k+1, the key dropped) for the default and larger efSearch values."""
+    import faiss
+
+    index = faiss.read_index(index_path, faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    if not isinstance(faiss.downcast_index(index), faiss.IndexHNSW):
+        return {default_ef: 1.0}
+    base = faiss.downcast_index(index)
+    storage = faiss.downcast_index(base.storage)
+    rows = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
+    q = np.ascontiguousarray(rows[qrows])
+    out = {}
+    for ef in sorted({default_ef, *(e for e in EF_CANDIDATES if e > default_ef)}):
+        _, I = index.search(q, K + 1, params=faiss.SearchParametersHNSW(efSearch=ef))
+        found = [[int(x) for x in I[n] if x != qrows[n]][:K] for n in range(len(qrows))]
+        out[ef] = round(_recall(found, truth), 4)
+        if out[ef] >= RECALL_TARGET:
+            break
+    return out
 
 
 def faiss_inproc(index_path: str, qrows: np.ndarray, ef: int, seconds: float) -> dict[str, Any]:
@@ -225,8 +248,15 @@ def measure(tables: Path, name: str, *, quick: bool, chroma: bool = True, milvus
     qrows = rng.choice(len(rows), size=nq, replace=False)
     truth = h.exact_neighbours(rows, qrows, K)
     qkeys = [keys[int(q)] for q in qrows]
-    server_ef = max(ef, K + 1)  # the server searches topn + the query key with efSearch >= k
-    out: dict[str, Any] = {"table": name, "bundle": str(bundle), "queries": nq, "ef_search": server_ef, "index": manifest.get("index")}
+    default_ef = max(ef, K + 1)  # the server searches topn + the query key with efSearch >= k
+    # The targets hold "at recall@10 >= 0.97": run at the table's default efSearch when it gets
+    # there on this query sample, else at the smallest efSearch that does (same for FAISS).
+    recalls = ef_recalls(str(bundle / "index.faiss"), qrows, truth, default_ef)
+    server_ef = next((e for e, r in recalls.items() if r >= RECALL_TARGET), max(recalls))
+    print(f"  recall@10 by efSearch (in-process FAISS, {nq} key queries): "
+          + ", ".join(f"{e}: {r:.4f}" for e, r in recalls.items()) + f"; measuring at efSearch {server_ef}", flush=True)
+    out: dict[str, Any] = {"table": name, "bundle": str(bundle), "queries": nq, "ef_search": server_ef, "default_ef_search": default_ef,
+                           "recall_by_ef_search": recalls, "index": manifest.get("index")}
 
     with h.tmpdir("embserve-bench-nn-") as tmp:
         root = h.isolate_table(tables, name, tmp)
@@ -235,9 +265,10 @@ def measure(tables: Path, name: str, *, quick: bool, chroma: bool = True, milvus
             req = pb.SearchRequest(queries=[pb.Query(positive=[qkeys[0]])], topn=K).SerializeToString()
             payload = h.raw_call(ours.target, h.SEARCH, req)
             with h.BareServer({"Search": payload}) as bare:
-                spec = h.LoopSpec("nn", ours.target, qkeys, seconds=max(seconds, 1.0), keep_answers=True, topn=K)
+                ef_arg = 0 if server_ef == default_ef else server_ef
+                spec = h.LoopSpec("nn", ours.target, qkeys, seconds=max(seconds, 1.0), keep_answers=True, topn=K, ef_search=ef_arg)
                 t_ours, res = h.run_clients([spec], [ours.proc.pid])
-                t_bare, _ = h.run_clients([h.LoopSpec("nn", bare.target, qkeys, seconds=seconds, topn=K)], [bare.pid])
+                t_bare, _ = h.run_clients([h.LoopSpec("nn", bare.target, qkeys, seconds=seconds, topn=K, ef_search=ef_arg)], [bare.pid])
                 answers = res[0]["answers"]
                 recall_ours = h.recall_at_k(answers, truth, K)
                 # Exact batches of 256 key queries on the same server.
@@ -288,11 +319,15 @@ def measure(tables: Path, name: str, *, quick: bool, chroma: bool = True, milvus
     rows_nn = nn_rows(t_ours, recall_ours, t_bare, t_faiss, out["faiss_inproc"]["recall_at_10"], t_gensim, out["gensim"]["recall_at_10"], third)
     h.print_table(f"Nearest neighbours by key, {name} {len(rows)}x{rows.shape[1]}, one query per call, topn {K}, efSearch {server_ef}", rows_nn,
                   baseline="baseline")
+    # The baseline is the better of faiss's default threads and 1 thread (on a loaded 2-core box
+    # OpenMP's second thread can cost more than it gives).
+    t_best, best_threads = (t_ex, ex["threads"]) if t_ex.rate >= t_ex1.rate else (t_ex1, 1)
     rows_ex = [
-        h.Row(f"exact, {BATCH} queries/call: queries/s (vs FAISS BLAS, {ex['threads']} threads)", t_exact.rate * BATCH, t_ex.rate * BATCH,
-              t_exact.rate / t_ex.rate, f">= {EXACT_TARGET}x", h.verdict(t_exact.rate / t_ex.rate, EXACT_TARGET)),
-        h.Row(f"exact, {BATCH} queries/call: p50 ms per call", t_exact.p50 * 1e3, t_ex.p50 * 1e3, t_exact.p50 / t_ex.p50),
-        h.Row(f"exact, {BATCH} queries/call: queries/s vs FAISS BLAS 1 thread", t_exact.rate * BATCH, t_ex1.rate * BATCH, t_exact.rate / t_ex1.rate),
+        h.Row(f"exact, {BATCH} queries/call: queries/s (vs FAISS BLAS, best: {best_threads} thread(s))", t_exact.rate * BATCH, t_best.rate * BATCH,
+              t_exact.rate / t_best.rate, f">= {EXACT_TARGET}x", h.verdict(t_exact.rate / t_best.rate, EXACT_TARGET)),
+        h.Row(f"exact, {BATCH} queries/call: p50 ms per call", t_exact.p50 * 1e3, t_best.p50 * 1e3, t_exact.p50 / t_best.p50),
+        h.Row(f"  FAISS BLAS with {ex['threads']} threads: queries/s", t_exact.rate * BATCH, t_ex.rate * BATCH, t_exact.rate / t_ex.rate),
+        h.Row("  FAISS BLAS with 1 thread: queries/s", t_exact.rate * BATCH, t_ex1.rate * BATCH, t_exact.rate / t_ex1.rate),
         h.Row("exact: agreement of ids with in-process faiss.knn", exact_recall, 1.0),
     ]
     h.print_table(f"Exact search, batches of {BATCH}, {name}", rows_ex, baseline="faiss in-proc")
@@ -313,8 +348,8 @@ def nn_rows(t_ours: h.Timing, recall_ours: float | None, t_bare: h.Timing, t_fai
               h.verdict(ratio, NN_P50_TARGET, higher_is_better=False),
               f"({t_bare.p50 * 1e3:.3f} + {t_faiss.p50 * 1e3:.3f})"),
         h.Row("p99 ms vs bare RTT p99 + in-process FAISS p99", t_ours.p99 * 1e3, (t_bare.p99 + t_faiss.p99) * 1e3, t_ours.p99 / (t_bare.p99 + t_faiss.p99)),
-        h.Row("recall@10 vs exact (in-process FAISS, same index/efSearch)", recall_ours, recall_faiss, None, ">= 0.97",
-              h.verdict(recall_ours, 0.97)),
+        h.Row("recall@10 vs exact (in-process FAISS, same index/efSearch)", recall_ours, recall_faiss, None, f">= {RECALL_TARGET}",
+              h.verdict(recall_ours, RECALL_TARGET)),
         h.Row("server CPU us/call (ours vs bare)", (t_ours.server_cpu_per_call or 0) * 1e6, (t_bare.server_cpu_per_call or 0) * 1e6,
               (t_ours.server_cpu_per_call or 0) / (t_bare.server_cpu_per_call or 1)),
         h.Row("calls/s vs gensim most_similar in-process", t_ours.rate, t_gensim.rate, t_ours.rate / t_gensim.rate, f">= {GENSIM_TARGET:g}x",

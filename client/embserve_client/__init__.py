@@ -7,6 +7,7 @@
 Everything public is listed in ``__all__``; other modules are private.
 """
 
+from embserve_client.aio import AsyncClient
 from embserve_client.client import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TARGET,
@@ -38,6 +39,7 @@ from embserve_client.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_TARGET",
     "DEFAULT_TIMEOUT",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -155,21 +155,15 @@ def _terms(items: KeyTerm | Sequence[KeyTerm] | None) -> tuple[list[str], list[f
     return keys, (weights if weighted else [])
 
 
-class Client:
-    """Blocking client for an embserve server.
+Plan = Generator[tuple[str, Any], Any, T]  # yields (method, request), receives the response, returns T
 
-    Args:
-        target: ``HOST:PORT`` of the server.
-        timeout: default deadline of every call, in seconds.
-        channels: open this many channels and spread calls over them round-robin (lets load
-            reach several worker processes behind one port).
-        max_message_bytes: gRPC message size limit; large batches are split under it.
-        token: bearer token sent with every call (servers with auth on).
-        root_certificates: PEM CA bundle; setting it (or ``tls=True``) makes the channel TLS.
-        private_key / certificate_chain: PEM client key and certificate for mutual TLS.
-        options: extra gRPC channel options.
 
-    A client is a context manager; once closed it refuses further calls.
+class _ClientCore:
+    """What the blocking and the asyncio client share: channel set-up and every call's *plan*.
+
+    A plan is a generator that yields ``(method, request)`` and receives the response, so the
+    request building and response parsing exist once; ``Client`` and ``AsyncClient`` only differ in
+    how they run a plan (blocking calls or ``await``).
     """
 
     def __init__(
@@ -200,15 +194,12 @@ class Client:
             *options,
         ]
         secure = tls or root_certificates is not None or certificate_chain is not None
-        credentials = (
-            grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if secure else None
-        )
-        self._channels: list[grpc.Channel] = []
+        credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if secure else None
+        self._channels = []
         for n in range(channels):
             # A distinct arg + local subchannel pool gives each channel its own TCP connection.
             opts = [*base_options, ("grpc.use_local_subchannel_pool", 1), ("embserve.channel", n)]
-            ch = grpc.secure_channel(target, credentials, opts) if credentials else grpc.insecure_channel(target, opts)
-            self._channels.append(ch)
+            self._channels.append(self._open_channel(target, credentials, opts))
         self._stubs = [pb_grpc.EmbeddingServiceStub(ch) for ch in self._channels]
         self._admin = pb_grpc.AdminServiceStub(self._channels[0])
         self._next = itertools.cycle(range(channels))
@@ -216,7 +207,8 @@ class Client:
         self._closed = False
         self._dims: dict[str, int] = {}
 
-    # -- plumbing -------------------------------------------------------------------------------
+    def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> Any:
+        raise NotImplementedError
 
     @property
     def stub(self) -> pb_grpc.EmbeddingServiceStub:
@@ -225,21 +217,201 @@ class Client:
         return self._stubs[0]
 
     @property
-    def channel(self) -> grpc.Channel:
+    def channel(self) -> Any:
         return self._channels[0]
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ClientClosedError("this client is closed; create a new Client")
+            raise ClientClosedError("this client is closed; create a new client")
 
-    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+    def _method(self, method: str) -> tuple[Any, float | None]:
+        """The stub method to call next (round-robin over channels) and its deadline."""
         self._check_open()
+        if method == "Reload":
+            return self._admin.Reload, max(self.timeout or 0, 300)  # loading a big table takes a while
         with self._lock:
             stub = self._stubs[next(self._next)]
+        return getattr(stub, method), self.timeout
+
+    # -- plans ----------------------------------------------------------------------------------
+
+    def _plan_table_info(self, name: str | None) -> Plan[TableInfo]:
+        from embserve_client.errors import UnknownTableError
+
+        resp = yield "ListTables", pb.ListTablesRequest()
+        want = name or resp.default_table
+        for t in resp.tables:
+            if t.name == want:
+                return _table_info(t)
+        raise UnknownTableError(f"table {want!r} not served; served: {', '.join(t.name for t in resp.tables) or 'none'}")
+
+    def _plan_list_tables(self) -> Plan[list[TableInfo]]:
+        resp = yield "ListTables", pb.ListTablesRequest()
+        return [_table_info(t) for t in resp.tables]
+
+    def _plan_lookup(
+        self,
+        keys: Sequence[str] = (),
+        *,
+        ids: Sequence[int] = (),
+        table: str | None = None,
+        missing: str = "error",
+        normalize: bool = False,
+        max_keys_per_call: int = DEFAULT_MAX_KEYS_PER_CALL,
+    ) -> Plan[LookupResult]:
+        if missing not in MISSING_POLICIES:
+            raise InvalidArgumentError(f"missing: {missing!r} is not one of {sorted(MISSING_POLICIES)}")
+        if isinstance(keys, str):
+            raise InvalidArgumentError("keys: pass a list of keys (use get_vector for one key)")
+        items: Sequence[Any] = keys if len(keys) else list(ids)
+        per_call = max_keys_per_call
+        if len(items) > 1024:
+            # Stay well under the message limit: dim * 4 bytes per row plus framing.
+            key = table or ""
+            if key not in self._dims:
+                self._dims[key] = (yield from self._plan_table_info(table)).vector_size
+            per_call = max(1, min(per_call, int(self.max_message_bytes * 0.8) // (self._dims[key] * 4 + 16)))
+        parts = []
+        for chunk in _chunks(items, per_call) if len(items) else [items]:
+            req = pb.LookupRequest(table=table or "", missing=MISSING_POLICIES[missing], normalize=normalize)
+            if len(keys):
+                req.keys.extend(chunk)
+            else:
+                req.ids.extend(chunk)
+            parts.append((yield "Lookup", req))
+        last = parts[-1]
+        dim = last.vector_size
+        vectors = [np.frombuffer(p.vectors, dtype=_F32).reshape(p.rows, dim) for p in parts]
+        found = [np.frombuffer(p.found, dtype=np.uint8).astype(bool) for p in parts]
+        row_ids = [np.frombuffer(p.ids, dtype=_I64) for p in parts]
+        if len(parts) == 1:
+            v, f, i = vectors[0], found[0], row_ids[0]
+        else:
+            v, f, i = np.concatenate(vectors), np.concatenate(found), np.concatenate(row_ids)
+            v.flags.writeable = False  # like gensim: results are read-only views
+        return LookupResult(vectors=v, found=f, ids=i.astype(np.int64), table=last.table, version=last.version)
+
+    def _plan_search(
+        self,
+        queries: Sequence[pb.Query],
+        *,
+        table: str | None = None,
+        topn: int = 10,
+        exact: bool = False,
+        ef_search: int = 0,
+        nprobe: int = 0,
+        restrict_vocab: int = 0,
+        min_score: float | None = None,
+        include_query_keys: bool = False,
+        skip_special_tokens: bool = False,
+        skip_subword_tokens: bool = False,
+        max_queries_per_call: int = DEFAULT_MAX_QUERIES_PER_CALL,
+    ) -> Plan[SearchResult]:
+        parts = []
+        for chunk in _chunks(list(queries), max_queries_per_call):
+            req = pb.SearchRequest(
+                table=table or "",
+                queries=chunk,
+                topn=topn,
+                exact=exact,
+                ef_search=ef_search,
+                nprobe=nprobe,
+                restrict_vocab=restrict_vocab,
+                include_query_keys=include_query_keys,
+                skip_special_tokens=skip_special_tokens,
+                skip_subword_tokens=skip_subword_tokens,
+            )
+            if min_score is not None:
+                req.min_score = min_score
+            parts.append((yield "Search", req))
+        if not parts:
+            raise InvalidArgumentError("queries: no query given")
+        ids = np.concatenate([np.frombuffer(p.ids, dtype=_I64).reshape(p.queries, p.topn) for p in parts])
+        scores = np.concatenate([np.frombuffer(p.scores, dtype=_F32).reshape(p.queries, p.topn) for p in parts])
+        keys = [list(p.keys[i : i + p.topn]) for p in parts for i in range(0, p.queries * p.topn, p.topn)]
+        return SearchResult(ids=ids, scores=scores, keys=keys, table=parts[-1].table, version=parts[-1].version)
+
+    def _plan_similarities(self, pairs: Sequence[tuple[str, str]], *, table: str | None = None) -> Plan[np.ndarray]:
+        req = pb.SimilarityRequest(table=table or "", a=[a for a, _ in pairs], b=[b for _, b in pairs])
+        resp = yield "Similarity", req
+        return np.frombuffer(resp.scores, dtype=_F32)
+
+    def _plan_tokenize(self, texts: str | Sequence[str], *, table: str | None = None, add_special_tokens: bool = False) -> Plan[list[Tokenized]]:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        resp = yield "Tokenize", pb.TokenizeRequest(table=table or "", texts=texts, add_special_tokens=add_special_tokens)
+        return [Tokenized(ids=list(t.ids), tokens=list(t.tokens)) for t in resp.texts]
+
+    def _plan_lookup_text(
+        self, text: str, *, table: str | None = None, add_special_tokens: bool = False, mean: bool = False
+    ) -> Plan[tuple[Tokenized, np.ndarray, np.ndarray | None]]:
+        resp = yield "LookupText", pb.LookupTextRequest(table=table or "", text=text, add_special_tokens=add_special_tokens, mean=mean)
+        vectors = np.frombuffer(resp.vectors, dtype=_F32).reshape(len(resp.ids), resp.vector_size)
+        mean_vec = np.frombuffer(resp.mean, dtype=_F32) if resp.mean else None
+        return Tokenized(list(resp.ids), list(resp.tokens)), vectors, mean_vec
+
+    def _plan_reload(self, table: str | None = None) -> Plan[list[tuple[str, str, int, str]]]:
+        resp = yield "Reload", pb.ReloadRequest(table=table or "")
+        self._dims.clear()
+        return [(o.table, o.outcome, o.version, o.message) for o in resp.outcomes]
+
+    @staticmethod
+    def query(
+        positive: KeyTerm | Sequence[KeyTerm] | None = None,
+        negative: KeyTerm | Sequence[KeyTerm] | None = None,
+        *,
+        vector: np.ndarray | None = None,
+        positive_ids: Sequence[int] = (),
+        negative_ids: Sequence[int] = (),
+    ) -> pb.Query:
+        """Build one query message: gensim-style positive/negative keys, ids, or a raw vector."""
+        pk, pw = _terms(positive)
+        nk, nw = _terms(negative)
+        q = pb.Query(positive=pk, negative=nk, positive_ids=positive_ids, negative_ids=negative_ids)
+        if pw or nw:
+            q.positive_weights.extend(pw or [1.0] * (len(pk) + len(positive_ids)))
+            q.negative_weights.extend(nw or [1.0] * (len(nk) + len(negative_ids)))
+        if vector is not None:
+            q.vector = np.ascontiguousarray(vector, dtype=_F32).tobytes()
+        return q
+
+    def _batch_queries(self, queries: Sequence[str | pb.Query]) -> list[pb.Query]:
+        return [self.query(q) if isinstance(q, str) else q for q in queries]
+
+
+class Client(_ClientCore):
+    """Blocking client for an embserve server.
+
+    Args:
+        target: ``HOST:PORT`` of the server.
+        timeout: default deadline of every call, in seconds.
+        channels: open this many channels and spread calls over them round-robin (lets load
+            reach several worker processes behind one port).
+        max_message_bytes: gRPC message size limit; large batches are split under it.
+        token: bearer token sent with every call (servers with auth on).
+        tls: use TLS with the system's CAs.
+        root_certificates: PEM CA bundle; setting it (or ``tls=True``) makes the channel TLS.
+        private_key / certificate_chain: PEM client key and certificate for mutual TLS.
+        options: extra gRPC channel options.
+
+    A client is a context manager; once closed it refuses further calls.
+    """
+
+    def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> grpc.Channel:
+        return grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
+
+    def _run(self, plan: Plan[T]) -> T:
+        """Drive a plan with blocking calls; every grpc.RpcError becomes a client exception."""
         try:
-            return getattr(stub, method)(request, timeout=timeout or self.timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
+            method, request = next(plan)
+            while True:
+                call, timeout = self._method(method)
+                try:
+                    response = call(request, timeout=timeout, metadata=self._metadata)
+                except grpc.RpcError as exc:
+                    raise from_rpc_error(exc) from exc
+                method, request = plan.send(response)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     def close(self) -> None:
         if not self._closed:
@@ -257,7 +429,7 @@ class Client:
 
     def list_tables(self) -> list[TableInfo]:
         """Metadata of every served table."""
-        return [_table_info(t) for t in self._call("ListTables", pb.ListTablesRequest()).tables]
+        return self._run(self._plan_list_tables())
 
     def table_info(self, name: str | None = None) -> TableInfo:
         """Metadata of table ``name`` (None: the server's default table).
@@ -265,20 +437,7 @@ class Client:
         Raises:
             UnknownTableError: the server does not serve ``name``.
         """
-        from embserve_client.errors import UnknownTableError
-
-        resp = self._call("ListTables", pb.ListTablesRequest())
-        want = name or resp.default_table
-        for t in resp.tables:
-            if t.name == want:
-                return _table_info(t)
-        raise UnknownTableError(f"table {want!r} not served; served: {', '.join(t.name for t in resp.tables) or 'none'}")
-
-    def _dim(self, table: str | None) -> int:
-        key = table or ""
-        if key not in self._dims:
-            self._dims[key] = self.table_info(table).vector_size
-        return self._dims[key]
+        return self._run(self._plan_table_info(name))
 
     # -- lookups --------------------------------------------------------------------------------
 
@@ -300,38 +459,14 @@ class Client:
             table: table name; None = the server's default table.
             missing: "error" (raise), "skip" (leave out), "zero" (zero rows), "subword" (fastText).
             normalize: unit-length vectors.
+            max_keys_per_call: split bigger batches into several calls.
 
         Raises:
             UnknownKeyError: a missing key under "error". InvalidArgumentError: bad arguments.
         """
-        if missing not in MISSING_POLICIES:
-            raise InvalidArgumentError(f"missing: {missing!r} is not one of {sorted(MISSING_POLICIES)}")
-        if isinstance(keys, str):
-            raise InvalidArgumentError("keys: pass a list of keys (use get_vector for one key)")
-        items: Sequence[Any] = keys if len(keys) else list(ids)
-        per_call = max_keys_per_call
-        if len(items) > 1024:
-            # Stay well under the message limit: dim * 4 bytes per row plus framing.
-            per_call = max(1, min(per_call, int(self.max_message_bytes * 0.8) // (self._dim(table) * 4 + 16)))
-        parts = []
-        for chunk in _chunks(items, per_call) if len(items) else [items]:
-            req = pb.LookupRequest(table=table or "", missing=MISSING_POLICIES[missing], normalize=normalize)
-            if len(keys):
-                req.keys.extend(chunk)
-            else:
-                req.ids.extend(chunk)
-            parts.append(self._call("Lookup", req))
-        last = parts[-1]
-        dim = last.vector_size
-        vectors = [np.frombuffer(p.vectors, dtype=_F32).reshape(p.rows, dim) for p in parts]
-        found = [np.frombuffer(p.found, dtype=np.uint8).astype(bool) for p in parts]
-        row_ids = [np.frombuffer(p.ids, dtype=_I64) for p in parts]
-        if len(parts) == 1:
-            v, f, i = vectors[0], found[0], row_ids[0]
-        else:
-            v, f, i = np.concatenate(vectors), np.concatenate(found), np.concatenate(row_ids)
-            v.flags.writeable = False  # like gensim: results are read-only views
-        return LookupResult(vectors=v, found=f, ids=i.astype(np.int64), table=last.table, version=last.version)
+        return self._run(
+            self._plan_lookup(keys, ids=ids, table=table, missing=missing, normalize=normalize, max_keys_per_call=max_keys_per_call)
+        )
 
     def get_vectors(
         self, keys: Sequence[str], *, table: str | None = None, missing: str = "error", normalize: bool = False
@@ -349,66 +484,12 @@ class Client:
 
     # -- nearest neighbours ---------------------------------------------------------------------
 
-    def search(
-        self,
-        queries: Sequence[pb.Query],
-        *,
-        table: str | None = None,
-        topn: int = 10,
-        exact: bool = False,
-        ef_search: int = 0,
-        nprobe: int = 0,
-        restrict_vocab: int = 0,
-        min_score: float | None = None,
-        include_query_keys: bool = False,
-        skip_special_tokens: bool = False,
-        skip_subword_tokens: bool = False,
-        max_queries_per_call: int = DEFAULT_MAX_QUERIES_PER_CALL,
-    ) -> SearchResult:
-        """Run a batch of ``embserve_pb2.Query`` messages; see :meth:`most_similar` for options."""
-        parts = []
-        for chunk in _chunks(list(queries), max_queries_per_call):
-            req = pb.SearchRequest(
-                table=table or "",
-                queries=chunk,
-                topn=topn,
-                exact=exact,
-                ef_search=ef_search,
-                nprobe=nprobe,
-                restrict_vocab=restrict_vocab,
-                include_query_keys=include_query_keys,
-                skip_special_tokens=skip_special_tokens,
-                skip_subword_tokens=skip_subword_tokens,
-            )
-            if min_score is not None:
-                req.min_score = min_score
-            parts.append(self._call("Search", req))
-        if not parts:
-            raise InvalidArgumentError("queries: no query given")
-        ids = np.concatenate([np.frombuffer(p.ids, dtype=_I64).reshape(p.queries, p.topn) for p in parts])
-        scores = np.concatenate([np.frombuffer(p.scores, dtype=_F32).reshape(p.queries, p.topn) for p in parts])
-        keys = [list(p.keys[i : i + p.topn]) for p in parts for i in range(0, p.queries * p.topn, p.topn)]
-        return SearchResult(ids=ids, scores=scores, keys=keys, table=parts[-1].table, version=parts[-1].version)
+    def search(self, queries: Sequence[pb.Query], **options: Any) -> SearchResult:
+        """Run a batch of ``embserve_pb2.Query`` messages (see :meth:`query`) as arrays.
 
-    @staticmethod
-    def query(
-        positive: KeyTerm | Sequence[KeyTerm] | None = None,
-        negative: KeyTerm | Sequence[KeyTerm] | None = None,
-        *,
-        vector: np.ndarray | None = None,
-        positive_ids: Sequence[int] = (),
-        negative_ids: Sequence[int] = (),
-    ) -> pb.Query:
-        """Build one query message: gensim-style positive/negative keys, ids, or a raw vector."""
-        pk, pw = _terms(positive)
-        nk, nw = _terms(negative)
-        q = pb.Query(positive=pk, negative=nk, positive_ids=positive_ids, negative_ids=negative_ids)
-        if pw or nw:
-            q.positive_weights.extend(pw or [1.0] * (len(pk) + len(positive_ids)))
-            q.negative_weights.extend(nw or [1.0] * (len(nk) + len(negative_ids)))
-        if vector is not None:
-            q.vector = np.ascontiguousarray(vector, dtype=_F32).tobytes()
-        return q
+        Options are those of :meth:`most_similar`, plus ``nprobe`` and ``max_queries_per_call``.
+        """
+        return self._run(self._plan_search(queries, **options))
 
     def most_similar(
         self,
@@ -447,7 +528,7 @@ class Client:
             UnknownKeyError: a query key is not in the table.
             FailedPreconditionError: a skip flag on a table without tokenizer.
         """
-        return self.most_similar_batch(
+        return self.search(
             [self.query(positive, negative)],
             topn=topn,
             table=table,
@@ -458,14 +539,11 @@ class Client:
             include_query_keys=include_query_keys,
             skip_special_tokens=skip_special_tokens,
             skip_subword_tokens=skip_subword_tokens,
-        )[0]
+        ).neighbors()[0]
 
-    def most_similar_batch(
-        self, queries: Sequence[str | pb.Query], **options: Any
-    ) -> list[list[Neighbor]]:
-        """:meth:`most_similar` for many queries in one call; a query is a key or a ``query()``."""
-        msgs = [self.query(q) if isinstance(q, str) else q for q in queries]
-        return self.search(msgs, **options).neighbors()
+    def most_similar_batch(self, queries: Sequence[str | pb.Query], **options: Any) -> list[list[Neighbor]]:
+        """:meth:`most_similar` for many queries in one call; a query is a key or a :meth:`query`."""
+        return self.search(self._batch_queries(queries), **options).neighbors()
 
     def similar_by_vector(self, vector: np.ndarray, *, topn: int = 10, table: str | None = None, **options: Any) -> list[Neighbor]:
         """Nearest keys to a raw vector (gensim's ``similar_by_vector``)."""
@@ -475,8 +553,7 @@ class Client:
 
     def similarities(self, pairs: Sequence[tuple[str, str]], *, table: str | None = None) -> np.ndarray:
         """Cosine similarity of each (a, b) pair, float32 (n,)."""
-        req = pb.SimilarityRequest(table=table or "", a=[a for a, _ in pairs], b=[b for _, b in pairs])
-        return np.frombuffer(self._call("Similarity", req).scores, dtype=_F32)
+        return self._run(self._plan_similarities(pairs, table=table))
 
     def similarity(self, a: str, b: str, *, table: str | None = None) -> float:
         """Cosine similarity of two keys (gensim's ``similarity``)."""
@@ -490,29 +567,16 @@ class Client:
         Raises:
             FailedPreconditionError: the table carries no tokenizer.
         """
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        resp = self._call("Tokenize", pb.TokenizeRequest(table=table or "", texts=texts, add_special_tokens=add_special_tokens))
-        return [Tokenized(ids=list(t.ids), tokens=list(t.tokens)) for t in resp.texts]
+        return self._run(self._plan_tokenize(texts, table=table, add_special_tokens=add_special_tokens))
 
     def lookup_text(
         self, text: str, *, table: str | None = None, add_special_tokens: bool = False, mean: bool = False
     ) -> tuple[Tokenized, np.ndarray, np.ndarray | None]:
         """Per-token vectors of ``text``: (tokens, (n, dim) vectors, mean vector or None)."""
-        resp = self._call(
-            "LookupText", pb.LookupTextRequest(table=table or "", text=text, add_special_tokens=add_special_tokens, mean=mean)
-        )
-        vectors = np.frombuffer(resp.vectors, dtype=_F32).reshape(len(resp.ids), resp.vector_size)
-        mean_vec = np.frombuffer(resp.mean, dtype=_F32) if resp.mean else None
-        return Tokenized(list(resp.ids), list(resp.tokens)), vectors, mean_vec
+        return self._run(self._plan_lookup_text(text, table=table, add_special_tokens=add_special_tokens, mean=mean))
 
     # -- admin ----------------------------------------------------------------------------------
 
     def reload(self, table: str | None = None) -> list[tuple[str, str, int, str]]:
         """Ask the server to load new versions now; returns (table, outcome, version, message)."""
-        self._check_open()
-        try:
-            resp = self._admin.Reload(pb.ReloadRequest(table=table or ""), timeout=max(self.timeout or 0, 300), metadata=self._metadata)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
-        self._dims.clear()
-        return [(o.table, o.outcome, o.version, o.message) for o in resp.outcomes]
+        return self._run(self._plan_reload(table))
