@@ -253,3 +253,19 @@ def test_refused_newest_falls_back_to_a_newer_valid_version(tmp_path: Path) -> N
         outcomes = {(o.version, o.outcome) for o in server.registry.reload()}
         assert outcomes == {(3, "refused"), (2, "loaded")}
         assert server.registry.get("t").version == 2
+
+
+def test_pinned_version_is_served_even_when_newer_ones_exist(tmp_path: Path) -> None:
+    tables = tmp_path / "tables"
+    publish(tables, 1)
+    publish(tables, 2)
+    with running_server(tables, pinned=(("t", 1),)) as server, Client(f"127.0.0.1:{server.port}") as c:
+        assert c.table_info("t").version == 1
+        publish(tables, 3)
+        c.reload()
+        assert c.lookup(["w1"]).version == 1
+
+
+def test_bad_pin_is_refused_by_the_cli(tables: Path) -> None:
+    out = subprocess.run([BIN / "embserve-server", "--tables", str(tables), "--pin", "t=latest"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--pin 't=latest': expected TABLE=VERSION" in out.stderr

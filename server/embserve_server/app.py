@@ -129,6 +129,7 @@ def run_worker(config: ServerConfig, *, stop: threading.Event | None = None, wor
     registry = TableRegistry(
         config.tables_dir,
         default_table=config.default_table,
+        pinned=dict(config.pinned),
         mmap=config.mmap,
         verify_checksums=config.verify_checksums,
         on_change=metrics.table_changed,

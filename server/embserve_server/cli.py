@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-address", default=None, help="HOST:PORT for Prometheus /metrics (default: off)")
     p.add_argument("--explorer", action="store_true", help="serve the web explorer on the --metrics-address port")
     p.add_argument("--default-table", default=None, help="table used when a request names none")
+    p.add_argument("--pin", action="append", default=[], metavar="TABLE=VERSION", help="serve exactly this version of a table (repeatable)")
     p.add_argument("--threads", type=int, default=d.threads, help="gRPC handler threads (default %(default)s)")
     p.add_argument("--workers", type=int, default=d.workers, help="server processes sharing the port (default %(default)s)")
     p.add_argument("--max-concurrent-rpcs", type=int, default=None, help="refuse calls beyond this many queued+running with RESOURCE_EXHAUSTED")
@@ -42,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_pin(text: str) -> tuple[str, int]:
+    name, sep, version = text.partition("=")
+    if not sep or not version.isdigit() or int(version) <= 0:
+        raise ValueError(f"--pin {text!r}: expected TABLE=VERSION with a positive version, e.g. glove=3")
+    return name, int(version)
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     limits = Limits(
         max_keys=args.max_keys,
@@ -56,6 +64,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         metrics_address=args.metrics_address,
         explorer=args.explorer,
         default_table=args.default_table,
+        pinned=tuple(parse_pin(p) for p in args.pin),
         threads=args.threads,
         workers=args.workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
