@@ -44,4 +44,4 @@ VOLUME ["/tables"]
 EXPOSE 50051 9100
 
 # Exec form: the server is PID 1 and receives SIGTERM itself (graceful drain, exit 0).
-CMD ["embserve-server", "--tables", "/tables", "--address", "0.0.0.0:50051", "--metrics-address", "0.0.0.0:9100", "--poll-interval", "5"]
+CMD ["embserve-server", "--tables", "/tables", "--address", "0.0.0.0:50051", "--metrics-address", "0.0.0.0:9100", "--poll-interval", "5", "--default-table", "glove", "--explorer"]

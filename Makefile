@@ -16,7 +16,7 @@ help:
 	@echo "make bench   run the benchmarks in bench/ (prints ours vs baseline)"
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: apt-get install python3-venv (Python >= 3.11 needed)"; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Re-install when any packaging input changes; the stamp makes repeat runs instant.
@@ -28,13 +28,14 @@ $(VENV)/.installed: $(BIN)/python constraints.txt requirements-dev.txt client/py
 install: $(VENV)/.installed
 
 system-deps:
-	scripts/system-deps.sh
+	scripts/system-deps.sh test
 
 tables: install
+	scripts/system-deps.sh serve
 	TABLES=$(TABLES) BIN=$(BIN) scripts/default-tables.sh
 
 serve: install tables
-	$(BIN)/embserve-server --tables $(TABLES) --address $(ADDRESS) --metrics-address $(METRICS_ADDRESS) --poll-interval 5
+	$(BIN)/embserve-server --tables $(TABLES) --address $(ADDRESS) --metrics-address $(METRICS_ADDRESS) --poll-interval 5 --default-table glove --explorer
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -118,10 +118,17 @@ def _compose() -> dict[str, Any]:
 
 
 def _flags(argv: list[str]) -> dict[str, str]:
-    """{"--flag": value} of an argv made of `--flag value` pairs after the program name."""
+    """{"--flag": value} of an argv of `--flag value` pairs and bare `--switch`es (value "")."""
+    flags: dict[str, str] = {}
     args = argv[1:]
-    assert len(args) % 2 == 0 and all(a.startswith("--") for a in args[::2]), argv
-    return dict(zip(args[::2], args[1::2], strict=True))
+    i = 0
+    while i < len(args):
+        assert args[i].startswith("--"), argv
+        if i + 1 < len(args) and not args[i + 1].startswith("--"):
+            flags[args[i]], i = args[i + 1], i + 2
+        else:
+            flags[args[i]], i = "", i + 1
+    return flags
 
 
 def _port(address: str) -> int:
@@ -411,7 +418,10 @@ def test_compose_server_command_is_make_serve_with_flags_the_cli_accepts():
     command = _compose()["services"]["server"]["command"]
     assert command[0] == "embserve-server"
     flags = _flags(command)
-    assert flags == {"--tables": "/tables", "--address": "0.0.0.0:50051", "--metrics-address": "0.0.0.0:9100", "--poll-interval": "5"}
+    assert flags == {
+        "--tables": "/tables", "--address": "0.0.0.0:50051", "--metrics-address": "0.0.0.0:9100",
+        "--poll-interval": "5", "--default-table": "glove", "--explorer": "",
+    }
 
     serve = shlex.split(next(line for line in _makefile_recipe("serve").splitlines() if "embserve-server" in line))
     assert Path(serve[0]).name == "embserve-server"
@@ -570,7 +580,7 @@ def live_server(tmp_path_factory) -> Iterator[dict[str, str]]:
     # Same program and flags as the container; only paths and addresses are local ones.
     local = {"--tables": str(tables), "--address": grpc_address, "--metrics-address": metrics_address}
     argv = [_console_script(command[0])] + [x for flag, value in _flags(command).items()
-                                            for x in (flag, local.get(flag, value))]
+                                            for x in ((flag, local.get(flag, value)) if value else (flag,))]
     health = [_console_script(HEALTHCHECK[1]), *HEALTHCHECK[2:-1], grpc_address]
 
     log = tmp / "server.log"
