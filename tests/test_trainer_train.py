@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embserve_client.bundle import read_bundle
+from embserve_server import subword
 from embserve_server.subword import compose
 from embserve_trainer.cli import main
 from embserve_trainer.export import export_table
+from embserve_trainer.tokenize import Tokenizer
 from embserve_trainer.train import TrainConfig, train_table
 
 
@@ -61,6 +63,23 @@ def test_training_is_reproducible_with_one_worker(tmp_path: Path) -> None:
     b = train_table([corpus], TrainConfig(**SMALL))
     assert a.keys == b.keys
     np.testing.assert_array_equal(a.vectors, b.vectors)
+
+
+def test_single_worker_training_equals_plain_gensim_on_the_same_tokens(tmp_path: Path) -> None:
+    """Our pipeline adds streaming, tokenisation and progress, not different training: with one worker
+    (deterministic) it gives gensim's Word2Vec(LineSentence(...)) bit for bit."""
+    from gensim.models import Word2Vec
+    from gensim.models.word2vec import LineSentence
+
+    corpus = planted_corpus(tmp_path / "c.txt")
+    config = TrainConfig(**SMALL)
+    ours = train_table([corpus], config)
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("".join(" ".join(Tokenizer()(line)) + "\n" for line in corpus.read_text().splitlines()))
+    plain = Word2Vec(sentences=LineSentence(str(tokens)), vector_size=16, window=3, min_count=2, epochs=10,
+                     workers=1, seed=7, sg=1, negative=5, hs=0, sample=1e-3)
+    assert ours.keys == list(plain.wv.index_to_key)
+    np.testing.assert_array_equal(ours.vectors, plain.wv.vectors)
 
 
 def test_round_trip_bundle_holds_the_trainers_vectors_exactly(tmp_path: Path) -> None:
@@ -124,6 +143,28 @@ def test_cli_train_writes_a_complete_bundle(tmp_path: Path, capsys: pytest.Captu
     assert set(report["word_pairs"]) == {"wordsim353", "simlex999"} and "analogies" in report
     ngrams = np.load(path / "ngrams.npy")
     assert ngrams.shape == (3000, 16) and bundle.extras["subword"]["bucket"] == 3000
+    # the server-side loader reads the bundle's n-grams and composes unseen words from them
+    sub = subword.load(bundle)
+    assert sub is not None and (sub.minn, sub.maxn, sub.bucket) == (3, 6, 3000)
+    np.testing.assert_array_equal(sub.ngrams, ngrams)
+    vec = sub.compose(["kittens"])
+    assert vec.shape == (1, 16) and np.linalg.norm(vec) > 0
+    assert subword.EXTRA_LOADERS[subword.EXTRA] is subword.load
+
+
+def test_subword_loader_ignores_plain_tables_and_refuses_broken_ones(tmp_path: Path) -> None:
+    vectors = np.eye(4, dtype=np.float32)
+    plain = read_bundle(export_table(tmp_path, "plain", vectors, list("abcd"), source={}))
+    assert subword.load(plain) is None
+    broken = read_bundle(export_table(tmp_path, "broken", vectors, list("abcd"), source={},
+                                      extras={"subword": {"minn": 3, "maxn": 6, "bucket": 10}}))
+    with pytest.raises(ValueError, match="ngrams.npy is not listed"):
+        subword.load(broken)
+    wrong = read_bundle(export_table(tmp_path, "wrong", vectors, list("abcd"), source={},
+                                     extras={"subword": {"minn": 3, "maxn": 6, "bucket": 10}},
+                                     files={"ngrams.npy": lambda p: np.save(p, np.zeros((9, 4), np.float32))}))
+    with pytest.raises(ValueError, match=r"expected float32 \(10, 4\)"):
+        subword.load(wrong)
 
 
 def _no_bundle(tables: Path) -> bool:

@@ -12,18 +12,32 @@ the bucket vectors of its character n-grams, exactly as gensim's ``FastTextKeyed
 - vector = sum of bucket rows / number of n-grams (duplicates count twice); no n-gram -> zeros.
 
     vecs = compose(["dogg"], ngrams, minn=3, maxn=6, bucket=200_000)   # (1, dim) float32
+
+Importing this module registers :func:`load` as the ``"subwords"`` extra of
+:data:`embserve_server.tables.EXTRA_LOADERS`, so fastText bundles load their n-gram matrix
+(memory-mapped, checksummed like every bundle file); :func:`compose_for_table` is the composer
+for ``embserve_server.query.COMPOSERS["subwords"]``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from embserve_client import bundle as bfmt
+
+from embserve_server.tables import EXTRA_LOADERS
+
+if TYPE_CHECKING:
+    from embserve_server.tables import Table
 
 logger = logging.getLogger(__name__)
 
+EXTRA = "subwords"  # Table.extras entry (== embserve_server.query.SUBWORD_EXTRA)
+NGRAMS_FILE = "ngrams.npy"
 FNV_OFFSET = 2166136261
 FNV_PRIME = 16777619
 
@@ -138,3 +152,53 @@ def subword_spec(extras: Mapping[str, Any]) -> dict[str, int] | None:
     if out["minn"] < 1 or out["maxn"] < out["minn"] or out["bucket"] < 1:
         raise ValueError(f"manifest extras.subword {spec!r} is invalid: need 1 <= minn <= maxn and bucket >= 1")
     return out
+
+
+@dataclass(frozen=True)
+class SubwordTable:
+    """A fastText table's n-gram side: (bucket, dim) float32 rows and the n-gram settings."""
+
+    ngrams: np.ndarray  # (bucket, dim) float32, read-only (memory-mapped)
+    minn: int
+    maxn: int
+    bucket: int
+
+    def compose(self, words: Sequence[str]) -> np.ndarray:
+        """(len(words), dim) float32 subword vectors; see :func:`compose`."""
+        return compose(words, self.ngrams, self.minn, self.maxn, self.bucket)
+
+
+def load(b: bfmt.Bundle) -> SubwordTable | None:
+    """The n-gram matrix of a fastText bundle, or None for tables without ``extras.subword``.
+
+    Raises:
+        BundleError: the manifest promises subwords but the file is missing, unreadable or mis-shaped.
+    """
+    try:
+        spec = subword_spec(b.extras)
+    except ValueError as exc:
+        raise bfmt.BundleError(f"{b.path / bfmt.MANIFEST}: {exc}") from exc
+    if spec is None:
+        return None
+    fname = str((b.extras.get("subword") or {}).get("file") or NGRAMS_FILE)
+    path = b.file(fname)
+    if path is None:
+        raise bfmt.BundleError(f"{b.path}: extras.subword is set but {fname} is not listed in the manifest files")
+    try:
+        ngrams = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise bfmt.BundleError(f"{path}: not a readable .npy array ({exc})") from exc
+    if ngrams.dtype != np.float32 or ngrams.shape != (spec["bucket"], b.vector_size):
+        raise bfmt.BundleError(
+            f"{path}: is {ngrams.dtype} {ngrams.shape}, expected float32 ({spec['bucket']}, {b.vector_size})"
+        )
+    return SubwordTable(ngrams, spec["minn"], spec["maxn"], spec["bucket"])
+
+
+def compose_for_table(table: Table, keys: list[str]) -> np.ndarray:
+    """Composer for ``query.COMPOSERS[EXTRA]``: subword vectors of ``keys`` in ``table``."""
+    sub: SubwordTable = table.extras[EXTRA]
+    return sub.compose(keys)
+
+
+EXTRA_LOADERS[EXTRA] = load

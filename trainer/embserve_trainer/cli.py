@@ -45,6 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=args.model, dim=args.dim, window=args.window, min_count=args.min_count, max_vocab=args.max_vocab,
         epochs=args.epochs, negative=args.negative, sample=args.sample, alpha=args.alpha,
         workers=args.workers, seed=args.seed, minn=args.minn, maxn=args.maxn, bucket=args.bucket,
+        compute_loss=not args.no_loss,
     )
     tokenizer = None
     if args.cleaner != "auto" or args.normalization != "NFKC" or args.keep_case or args.pattern != "words":
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--seed", type=int, default=0, help="seed of the recall-tuning sample")
     imp.set_defaults(func=cmd_import)
 
-    tr = sub.add_parser("train", help="learn a table from a corpus (gensim) and export it as a bundle")
+    tr = sub.add_parser("train", help="learn a table from a corpus (gensim) and export it as a bundle",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     tr.add_argument("--corpus", nargs="+", type=Path, required=True,
                     help="text files or directories: plain, .gz, .bz2, .xz, dictd .dict/.dict.dz")
     tr.add_argument("--tables", type=Path, required=True, help="tables root directory")
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--minn", type=int, default=TrainConfig.minn, help="fastText: shortest character n-gram")
     tr.add_argument("--maxn", type=int, default=TrainConfig.maxn, help="fastText: longest character n-gram")
     tr.add_argument("--bucket", type=int, default=TrainConfig.bucket, help="fastText: n-gram hash buckets")
+    tr.add_argument("--no-loss", action="store_true",
+                    help="skip gensim's loss computation (word2vec reports it; costs a few %% of speed)")
     tr.add_argument("--documents", default="auto", choices=("auto", "line", "paragraph"),
                     help="document unit (auto: paragraphs for dictd files, lines otherwise)")
     tr.add_argument("--cleaner", default="auto", choices=("auto", *CLEANERS),
@@ -140,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--work-dir", type=Path, default=None, help="directory for the temporary token file")
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="WordSim-353, SimLex-999 and analogies of a bundle (read-only)")
+    ev = sub.add_parser("evaluate", help="WordSim-353, SimLex-999 and analogies of a bundle (read-only)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ev.add_argument("bundle", type=Path, help="a bundle directory, or a table directory (newest version)")
     ev.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="only the N most frequent rows")
     ev.add_argument("--case-sensitive", action="store_true", help="do not upper-case words (gensim default: do)")
