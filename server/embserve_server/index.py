@@ -73,7 +73,7 @@ def build_index(
 
 def _search_params(index: faiss.Index, ef_search: int = 0, nprobe: int = 0, sel: Any = None) -> Any:
     """Per-call search parameters; a shared index is never mutated from request threads."""
-    base = faiss.downcast_index(index)
+    base = index if isinstance(index, (faiss.IndexHNSW, faiss.IndexIVF, faiss.IndexFlat)) else faiss.downcast_index(index)
     if isinstance(base, faiss.IndexHNSW):
         params = faiss.SearchParametersHNSW(efSearch=ef_search or 64)  # type: ignore[attr-defined]  # missing from faiss stubs
     elif isinstance(base, faiss.IndexIVF):
@@ -109,15 +109,17 @@ def _selector(limit: int, n: int, exclude: np.ndarray | None) -> tuple[Any, list
 
 def compact(D: np.ndarray, I: np.ndarray, bad: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Drop the ``bad`` entries of each row, keep the rest in order, pad to ``k`` with id -1 / score 0."""
-    order = np.argsort(bad, axis=1, kind="stable")
     width = min(k, I.shape[1])
-    I = np.take_along_axis(I, order, axis=1)[:, :width]
-    D = np.take_along_axis(D, order, axis=1)[:, :width]
-    bad = np.take_along_axis(bad, order, axis=1)[:, :width]
+    if bad.any():
+        order = np.argsort(bad, axis=1, kind="stable")[:, :width]
+        rows = np.arange(len(I))[:, None]
+        I, D, bad = I[rows, order], D[rows, order], bad[rows, order]
+    else:
+        I, D, bad = I[:, :width], D[:, :width], bad[:, :width]
     if width < k:
         pad = ((0, 0), (0, k - width))
         I, D, bad = np.pad(I, pad, constant_values=-1), np.pad(D, pad), np.pad(bad, pad, constant_values=True)
-    return np.where(bad, 0.0, D).astype(np.float32), np.where(bad, -1, I)
+    return np.where(bad, 0.0, D).astype(np.float32, copy=False), np.where(bad, -1, I)
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
@@ -195,26 +197,27 @@ def load_index(path: str | os.PathLike[str], *, mmap: bool = True) -> faiss.Inde
 class VectorIndex:
     """The search side of one table: an approximate index plus an exact (flat) view of its rows."""
 
-    index: faiss.Index
+    index: faiss.Index  # downcast to its concrete class once, not per call
     rows: np.ndarray  # (n, d) prepared rows (unit-norm for cosine), zero-copy from the index
     ef_search: int = 64
     nprobe: int = 8
+    is_exact: bool = False  # a Flat index: every search is brute force
+    owner: Any = None  # the wrapper that owns the C++ index: the downcast one does not keep it alive
 
     @classmethod
     def from_index(cls, index: faiss.Index, *, ef_search: int = 64, nprobe: int = 8) -> VectorIndex:
-        return cls(index=index, rows=flat_rows(index), ef_search=ef_search, nprobe=nprobe)
+        base = faiss.downcast_index(index)
+        return cls(
+            index=base, rows=flat_rows(base), ef_search=ef_search, nprobe=nprobe, is_exact=isinstance(base, faiss.IndexFlat), owner=index
+        )
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return len(self.rows)
 
     @property
     def d(self) -> int:
-        return int(self.index.d)
-
-    @property
-    def is_exact(self) -> bool:
-        return isinstance(faiss.downcast_index(self.index), faiss.IndexFlat)
+        return int(self.rows.shape[1])
 
     def search(
         self,

@@ -94,7 +94,7 @@ def lookup(
     found = row_ids >= 0
     source = table.index.rows if (normalize and table.metric == "cosine") else table.vectors
     if found.all():
-        vectors = source[row_ids]
+        vectors = source.take(row_ids, axis=0)  # one C-contiguous float32 copy
     elif missing == "error":
         raise UnknownKeyError(str(keys[int(np.argmin(found))]), table.name)
     elif missing == "skip":
@@ -107,7 +107,7 @@ def lookup(
             vectors[absent] = compose_unknown(table, [keys[int(i)] for i in absent])
     if normalize and table.metric != "cosine":
         vectors = unit(vectors)
-    return LookupResult(np.ascontiguousarray(vectors, dtype=np.float32), found, row_ids)
+    return LookupResult(vectors if vectors.flags.c_contiguous else np.ascontiguousarray(vectors), found, row_ids)
 
 
 def compose_unknown(table: Table, keys: list[str]) -> np.ndarray:
@@ -213,10 +213,8 @@ def _single_key_matrix(table: Table, queries: Sequence[Query], limits: Limits) -
     ids = table.ids_for(keys)
     if (ids < 0).any():
         return None
-    matrix = table.index_rows(ids)  # (nq, dim) float32 copy: rows as the index sees them
-    if table.metric == "cosine":
-        matrix = unit(matrix)
-    return np.ascontiguousarray(matrix, dtype=np.float32), list(ids[:, None])
+    # (nq, dim) float32 copy of the rows as the index sees them: already unit-norm for cosine tables.
+    return table.index_rows(ids), list(ids[:, None])
 
 
 def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tuple[np.ndarray, list[np.ndarray]]:

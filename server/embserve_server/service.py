@@ -126,7 +126,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             vector_size=table.dim,
             rows=len(result.vectors),
             vectors=result.vectors.astype(_LE_F32, copy=False).tobytes(),
-            found=result.found.astype(np.uint8).tobytes(),
+            found=result.found.view(np.uint8).tobytes(),
             ids=result.ids.astype(_LE_I64, copy=False).tobytes(),
         )
 

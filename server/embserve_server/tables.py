@@ -35,6 +35,9 @@ class Table:
     keys: np.ndarray  # (count,) object array of str, for vectorised id -> key
     load_seconds: float
     extras: dict[str, Any] = field(default_factory=dict)  # loaded optional parts (subwords, tokenizer)
+    # The raw rows as a plain ndarray over the same mapping: np.memmap's Python-level __getitem__
+    # and __array_finalize__ would run on every lookup.
+    raw: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
 
     @property
     def name(self) -> str:
@@ -47,7 +50,7 @@ class Table:
     @property
     def vectors(self) -> np.ndarray:
         """Raw rows, (count, dim) float32, read-only and memory-mapped."""
-        return self.bundle.vectors
+        return self.raw
 
     @property
     def count(self) -> int:
@@ -108,6 +111,7 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True) 
         keys=np.array(keys, dtype=object),
         load_seconds=0.0,
         extras=_load_extras(b),
+        raw=np.asarray(b.vectors),
     )
     idx.warm_up()
     seconds = time.perf_counter() - t0
