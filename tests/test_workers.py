@@ -31,7 +31,7 @@ def test_two_workers_share_the_port_and_metrics(tables: Path) -> None:
         assert m, line
         port, pids = m.group(1), [int(m.group(2)), int(m.group(3))]
         wait_for_line(proc, "serving t v1")
-        wait_for_line(proc, "serving t v1")
+        wait_for_line(proc, "serving t v1")  # both workers, with the tables the parent loaded
         stored = read_bundle(tables / "t" / "1")
         before = [cpu_ticks(p) for p in pids]
         rng = np.random.default_rng(0)
@@ -44,6 +44,9 @@ def test_two_workers_share_the_port_and_metrics(tables: Path) -> None:
                     got = c.lookup([f"w{i}" for i in ids])
                     assert np.array_equal(got.vectors, stored.vectors[ids])
                     calls += 1
+                # an exact batch: BLAS and OpenMP in a forked worker
+                near = c.most_similar_batch([f"w{i}" for i in range(64)], topn=3, exact=True)
+                assert len(near) == 64 and all(len(n) == 3 for n in near)
         after = [cpu_ticks(p) for p in pids]
         assert all(a > b for a, b in zip(after, before)), (before, after)  # both workers did work
         body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()

@@ -260,9 +260,7 @@ def read_bundle(
         raise BundleError(
             f"{path / VECTORS}: is {vectors.dtype} {vectors.shape}, manifest says float32 ({count}, {dim})"
         )
-    if not np.isfinite(vectors).all():  # one pass over the mapping; loading warms it anyway
-        bad = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-        raise BundleError(f"{path / VECTORS}: row {bad} contains NaN or Inf")
+    _check_finite(path / VECTORS, vectors)
     keys = read_keys(path / KEYS, count)
     counts = None
     if COUNTS in manifest["files"]:
@@ -271,6 +269,14 @@ def read_bundle(
             raise BundleError(f"{path / COUNTS}: is {counts.dtype} {counts.shape}, expected int64 ({count},)")
     checksum = hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
     return Bundle(path=path, manifest=manifest, vectors=vectors, keys=keys, counts=counts, checksum=checksum)
+
+
+def _check_finite(path: Path, vectors: np.ndarray, chunk: int = 1 << 16) -> None:
+    """Refuse NaN/Inf rows; in chunks, so no (count, dim) temporary doubles the peak memory."""
+    for start in range(0, len(vectors), chunk):
+        ok = np.isfinite(vectors[start : start + chunk]).all(axis=1)
+        if not ok.all():
+            raise BundleError(f"{path}: row {start + int(np.argmin(ok))} contains NaN or Inf")
 
 
 def _load_array(path: Path, mmap: bool) -> np.ndarray:

@@ -120,20 +120,32 @@ def serve(config: ServerConfig, *, stop: threading.Event | None = None) -> int:
     return run_worker(config, stop=stop)
 
 
-def run_worker(config: ServerConfig, *, stop: threading.Event | None = None, worker: int | None = None) -> int:
-    """One serving process: load tables, serve gRPC (and /metrics unless a parent does)."""
-    configure_faiss()
-    disable_created_metrics()
-    prom = CollectorRegistry()
-    metrics = ServerMetrics(prom, METHODS)
-    registry = TableRegistry(
+def table_registry(config: ServerConfig) -> TableRegistry:
+    return TableRegistry(
         config.tables_dir,
         default_table=config.default_table,
         pinned=dict(config.pinned),
         mmap=config.mmap,
         verify_checksums=config.verify_checksums,
-        on_change=metrics.table_changed,
     )
+
+
+def run_worker(
+    config: ServerConfig, *, stop: threading.Event | None = None, worker: int | None = None, registry: TableRegistry | None = None
+) -> int:
+    """One serving process: load tables, serve gRPC (and /metrics unless a parent does).
+
+    ``registry``: tables a parent process loaded before forking (shared copy-on-write).
+    """
+    configure_faiss()
+    disable_created_metrics()
+    prom = CollectorRegistry()
+    metrics = ServerMetrics(prom, METHODS)
+    if registry is None:
+        registry = table_registry(config)
+    registry.on_change = metrics.table_changed
+    for table in registry.all():
+        metrics.publish_table(table)
     if config.metrics_address and worker is None:
         from embserve_server.metrics_http import start_metrics_http
 

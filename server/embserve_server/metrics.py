@@ -76,11 +76,15 @@ class ServerMetrics:
         self.reloads.labels(outcome.table, outcome.outcome).inc()
         self.missing_keys.labels(outcome.table)
         if table is not None:
-            self.table_version.labels(table.name).set(table.version)
-            self.table_rows.labels(table.name).set(table.count)
-            self.table_dims.labels(table.name).set(table.dim)
-            self.table_bytes.labels(table.name).set(table.nbytes)
-            self.table_load.labels(table.name).set(table.load_seconds)
+            self.publish_table(table)
+
+    def publish_table(self, table: Table) -> None:
+        """Set the gauges of the version now serving ``table.name``."""
+        self.table_version.labels(table.name).set(table.version)
+        self.table_rows.labels(table.name).set(table.count)
+        self.table_dims.labels(table.name).set(table.dim)
+        self.table_bytes.labels(table.name).set(table.nbytes)
+        self.table_load.labels(table.name).set(table.load_seconds)
 
 
 def _payload_recorder(metrics: ServerMetrics, method: str) -> Callable[[Any, Any], None] | None:

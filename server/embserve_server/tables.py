@@ -176,7 +176,7 @@ class TableRegistry:
         self._mmap = mmap
         self._verify = verify_checksums
         self._pinned = dict(pinned or {})
-        self._on_change = on_change
+        self.on_change = on_change  # settable: a forked worker points it at its own metrics
         self._tables: dict[str, Table] = {}  # replaced whole on every change, never mutated
         self._refused: dict[tuple[str, int], float] = {}  # (name, version) -> manifest mtime refused
         self._lock = threading.Lock()  # serialises reloads, never held by readers
@@ -230,8 +230,8 @@ class TableRegistry:
                 if table is not None:
                     new_tables[name] = table
                 for outcome in found:
-                    if self._on_change:
-                        self._on_change(table if outcome.outcome == "loaded" else None, outcome)
+                    if self.on_change:
+                        self.on_change(table if outcome.outcome == "loaded" else None, outcome)
                 outcomes.extend(found)
             self._tables = new_tables  # one assignment: readers see the old or the new mapping
             return outcomes

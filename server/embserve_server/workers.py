@@ -2,12 +2,14 @@
 
 Python serves more than one core only with processes. The parent forks every worker before any
 gRPC object exists (gRPC's threads do not survive fork), each worker binds the same port with
-SO_REUSEPORT and loads the tables itself (memory-mapped, so pages are shared), and the parent
-serves one ``/metrics`` aggregating all workers through prometheus-client's multiprocess mode.
+SO_REUSEPORT and serves the tables the parent loaded before forking (shared copy-on-write; the files
+are memory-mapped; later reloads happen in each worker), and the parent serves one ``/metrics``
+aggregating all workers through prometheus-client's multiprocess mode.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -55,6 +57,15 @@ def serve_workers(config: ServerConfig) -> int:
     if not mp_dir:
         raise RuntimeError(f"--workers needs {MULTIPROC_ENV} set before start-up (embserve-server sets it)")
     _clear(Path(mp_dir))
+    from embserve_server.app import configure_faiss, table_registry
+
+    # Load every table once, here, before forking: the workers share the key dictionaries and
+    # index structures copy-on-write instead of building one copy each. gc.freeze() keeps the
+    # workers' garbage collector from writing to (and so copying) every one of those objects.
+    configure_faiss()
+    registry = table_registry(config)
+    registry.reload()
+    gc.freeze()
     reservation, address = reserve_port(config.address)
     worker_config = replace(config, address=address, workers=1)
     children: dict[int, int] = {}
@@ -67,7 +78,7 @@ def serve_workers(config: ServerConfig) -> int:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 from embserve_server.app import run_worker
 
-                code = run_worker(worker_config, worker=n)
+                code = run_worker(worker_config, worker=n, registry=registry)
             except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
                 logger.exception("worker %d failed", n)
             finally:
