@@ -8,12 +8,12 @@ by the servicer and to JSON by the explorer. Inputs are validated here, raising 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from embserve_server import tokens
+from embserve_server import subword, tokens
 from embserve_server.config import Limits
 from embserve_server.errors import FailedPreconditionError, LimitExceededError, UnknownKeyError
 from embserve_server.index import compact
@@ -22,11 +22,7 @@ from embserve_server.tables import Table
 MISSING_POLICIES = ("error", "skip", "zero", "subword")
 DEFAULT_TOPN = 10
 
-# Vector composers for unknown keys, registered by feature modules (fastText subwords):
-# name of the Table.extras entry -> compose(table, keys) -> (len(keys), dim) float32.
-SUBWORD_EXTRA = "subwords"
-Composer = Callable[[Table, list[str]], np.ndarray]
-COMPOSERS: dict[str, Composer] = {}
+SUBWORD_EXTRA = subword.EXTRA  # Table.extras entry of fastText tables (n-gram buckets)
 
 
 def check_limit(field_name: str, value: int, limit: int) -> None:
@@ -85,7 +81,6 @@ def lookup(
         raise ValueError("keys/ids: the request names no key and no id")
     if len(keys):
         check_limit("keys", len(keys), limits.max_keys)
-        check_keys("keys", keys, limits)
         row_ids = table.ids_for(keys)
     else:
         check_limit("ids", len(ids), limits.max_keys)
@@ -95,6 +90,8 @@ def lookup(
     source = table.index.rows if (normalize and table.metric == "cosine") else table.vectors
     if found.all():
         vectors = source.take(row_ids, axis=0)  # one C-contiguous float32 copy
+    elif len(keys) and (check_keys("keys", keys, limits) or False):
+        pass  # unreachable: check_keys raises for an empty or over-long key, which is never found
     elif missing == "error":
         raise UnknownKeyError(str(keys[int(np.argmin(found))]), table.name)
     elif missing == "skip":
@@ -111,12 +108,12 @@ def lookup(
 
 
 def compose_unknown(table: Table, keys: list[str]) -> np.ndarray:
-    composer = COMPOSERS.get(SUBWORD_EXTRA)
-    if composer is None or SUBWORD_EXTRA not in table.extras:
+    """fastText-style vectors for keys not in the table, from their character n-grams."""
+    if SUBWORD_EXTRA not in table.extras:
         raise FailedPreconditionError(
-            f"table {table.name!r} has no subword n-grams: missing policy 'subword' needs a fastText table"
+            f"table {table.name!r} has no subword n-grams: missing policy 'subword' needs a fastText table (embserve-train train --model fasttext)"
         )
-    return composer(table, keys)
+    return subword.compose_for_table(table, keys)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
