@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import embserve_client.neighbourhood as neighbourhood
 import grpc
 import numpy as np
-from embserve_client import neighbourhood
 
 from embserve_server import query
 from embserve_server.config import Limits

@@ -90,18 +90,19 @@ def lookup(
     source = table.index.rows if (normalize and table.metric == "cosine") else table.vectors
     if found.all():
         vectors = source.take(row_ids, axis=0)  # one C-contiguous float32 copy
-    elif len(keys) and (check_keys("keys", keys, limits) or False):
-        pass  # unreachable: check_keys raises for an empty or over-long key, which is never found
-    elif missing == "error":
-        raise UnknownKeyError(str(keys[int(np.argmin(found))]), table.name)
-    elif missing == "skip":
-        vectors = source[row_ids[found]]
     else:
-        vectors = np.zeros((len(row_ids), table.dim), dtype=np.float32)
-        vectors[found] = source[row_ids[found]]
-        if missing == "subword":
-            absent = np.flatnonzero(~found)
-            vectors[absent] = compose_unknown(table, [keys[int(i)] for i in absent])
+        if len(keys):
+            check_keys("keys", keys, limits)  # an empty or over-long key is refused, not reported missing
+        if missing == "error":
+            raise UnknownKeyError(str(keys[int(np.argmin(found))]), table.name)
+        if missing == "skip":
+            vectors = source[row_ids[found]]
+        else:
+            vectors = np.zeros((len(row_ids), table.dim), dtype=np.float32)
+            vectors[found] = source[row_ids[found]]
+            if missing == "subword":
+                absent = np.flatnonzero(~found)
+                vectors[absent] = compose_unknown(table, [keys[int(i)] for i in absent])
     if normalize and table.metric != "cosine":
         vectors = unit(vectors)
     return LookupResult(vectors if vectors.flags.c_contiguous else np.ascontiguousarray(vectors), found, row_ids)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXTRA = "subwords"  # Table.extras entry 
+EXTRA = "subwords"  # Table.extras entry
 NGRAMS_FILE = "ngrams.npy"
 FNV_OFFSET = 2166136261
 FNV_PRIME = 16777619
