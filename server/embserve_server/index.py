@@ -154,18 +154,25 @@ def tune_ef_search(
 ) -> dict[str, Any]:
     """Smallest efSearch reaching ``target`` recall@k on a tuning sample, verified on a held-out one.
 
+    Queries are rows of the table asked the way users ask ("neighbours of this key"): the row
+    itself is dropped from both the exact and the approximate answer before comparing.
+
     Returns the manifest's search defaults: ``ef_search``, ``recall_at_10`` (held-out sample),
     ``recall_sample`` (size) and ``target_recall``.
     """
     rng = np.random.default_rng(seed)
     n = rows.shape[0]
     pick = rng.choice(n, size=min(RECALL_SAMPLE, n), replace=False)
-    tune, held = rows[pick[: len(pick) // 2]], rows[pick[len(pick) // 2 :]]
+    tune, held = pick[: len(pick) // 2], pick[len(pick) // 2 :]
     flat = flat_rows(index)
 
-    def recall(queries: np.ndarray, ef: int) -> float:
-        _, truth = faiss.knn(queries, flat, k, metric=faiss.METRIC_INNER_PRODUCT)
-        _, got = index.search(queries, k, params=_search_params(index, ef_search=ef))
+    def without_self(D: np.ndarray, I: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return compact(D, I, I == ids[:, None], k)[1]
+
+    def recall(ids: np.ndarray, ef: int) -> float:
+        queries = np.ascontiguousarray(rows[ids])
+        truth = without_self(*faiss.knn(queries, flat, k + 1, metric=faiss.METRIC_INNER_PRODUCT), ids)
+        got = without_self(*index.search(queries, k + 1, params=_search_params(index, ef_search=ef)), ids)
         return recall_at_k(got, truth)
 
     chosen = EF_SEARCH_CANDIDATES[-1]
