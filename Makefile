@@ -54,6 +54,7 @@ train: install system-deps
 	$(BIN)/embserve-train train --corpus $(GCIDE) --tables $(TABLES) --name gcide --model skipgram --dim 100 --epochs 5
 
 bench: install tables
+	$(BIN)/pip install --quiet -c constraints.txt -r bench/requirements.txt  # Chroma, Milvus Lite baselines
 	$(BIN)/python bench/bench_serving.py --tables $(TABLES)
 
 clean:
