@@ -50,7 +50,8 @@ proto: install
 # A trained table from Debian's GCIDE dictionary (no internet needed): skip-gram 100d, 5 epochs, ~3 min.
 GCIDE ?= /usr/share/dictd/gcide.dict.dz
 .PHONY: train
-train: install system-deps
+train: install
+	scripts/system-deps.sh serve
 	$(BIN)/embserve-train train --corpus $(GCIDE) --tables $(TABLES) --name gcide --model skipgram --dim 100 --epochs 5
 
 bench: install tables

@@ -14,7 +14,7 @@ if ! has_version minilm; then
 fi
 GCIDE="${GCIDE:-/usr/share/dictd/gcide.dict.dz}"
 if ! has_version gcide; then
-  [ -f "$GCIDE" ] || "$(dirname "$0")/system-deps.sh"
+  [ -f "$GCIDE" ] || "$(dirname "$0")/system-deps.sh" serve
   echo "training table 'gcide' on $GCIDE (skip-gram 100d, 5 epochs: ~3 min on 2 cores)"
   "$BIN/embserve-train" train --corpus "$GCIDE" --tables "$TABLES" --name gcide --model skipgram --dim 100 --epochs 5
 fi

@@ -243,7 +243,7 @@ def test_sigterm_during_load_finishes_accepted_calls(tables: Path) -> None:
 def test_manifest_reports_tuned_recall(tmp_path: Path) -> None:
     path = make_table(tmp_path / "tables", n=3000, dim=8, factory="HNSW16,Flat")
     index = json.loads((path / "manifest.json").read_text())["index"]
-    assert index["factory"] == "HNSW16,Flat" and index["recall_at_10"] >= 0.98 and index["ef_search"] >= 16
+    assert index["factory"] == "HNSW16,Flat" and index["recall_at_10"] >= 0.975 and index["ef_search"] >= 16
 
 
 def test_refused_newest_falls_back_to_a_newer_valid_version(tmp_path: Path) -> None:

@@ -25,12 +25,12 @@ FLAT_MAX_ROWS = 50_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 EF_SEARCH_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-TARGET_RECALL = 0.98  # margin over the 0.97 promised for key queries (which drop the key itself)
+TARGET_RECALL = 0.975  # a margin over the 0.97 promised (measured on key queries, key left out)
 RECALL_SAMPLE = 2000  # rows drawn for tuning; half tunes efSearch, the other half is held out
 ADD_CHUNK = 20_000
 
 # OpenMP threads per search: one for small batches (many request threads, each with its own
-# OpenMP pool, would pile up), every core for big batches. omp_set_num_threads is per thread in
+# OpenMP pool, would pile up and spin), every core for big batches. omp_set_num_threads is per thread in
 # libgomp, so it is set on every call, from whichever thread searches.
 CORES = os.cpu_count() or 1
 PARALLEL_MIN_QUERIES = 32

@@ -15,8 +15,8 @@ the bucket vectors of its character n-grams, exactly as gensim's ``FastTextKeyed
 
 Importing this module registers :func:`load` as the ``"subwords"`` extra of
 :data:`embserve_server.tables.EXTRA_LOADERS`, so fastText bundles load their n-gram matrix
-(memory-mapped, checksummed like every bundle file); :func:`compose_for_table` is the composer
-for ``embserve_server.query.COMPOSERS["subwords"]``.
+(memory-mapped, checksummed like every bundle file); :func:`compose_for_table` answers
+``embserve_server.query.compose_unknown`` (missing-key policy "subword").
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def load(b: bfmt.Bundle) -> SubwordTable | None:
 
 
 def compose_for_table(table: Table, keys: list[str]) -> np.ndarray:
-    """Composer for ``query.COMPOSERS[EXTRA]``: subword vectors of ``keys`` in ``table``."""
+    """Subword vectors of ``keys`` in a fastText ``table`` (missing-key policy "subword")."""
     sub: SubwordTable = table.extras[EXTRA]
     return sub.compose(keys)
 
