@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from concurrent import futures
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +272,10 @@ class VectorIndex:
         Returns:
             ``D`` (nq, k) float32 scores and ``I`` (nq, k) int64 row ids, -1 for "none".
         """
+        if len(queries) >= PARALLEL_MIN_QUERIES and CORES > 1 and not threading.current_thread().name.startswith(_PARALLEL_THREAD):
+            # Big batches use every core, always from the same thread: one OpenMP pool, kept warm,
+            # instead of one per request thread spinning against the others.
+            return _parallel().submit(self.search, queries, k, exact=exact, ef_search=ef_search, nprobe=nprobe, restrict=restrict, exclude=exclude).result()
         n = self.ntotal
         limit = n if restrict <= 0 else min(restrict, n)
         faiss.omp_set_num_threads(CORES if len(queries) >= PARALLEL_MIN_QUERIES else 1)
@@ -295,6 +301,20 @@ class VectorIndex:
             self.search(probe, 10)
             self.search(probe, 10, exact=True)
         return time.perf_counter() - t0
+
+
+_PARALLEL_THREAD = "faiss-parallel"
+_parallel_executor: futures.ThreadPoolExecutor | None = None
+_parallel_lock = threading.Lock()
+
+
+def _parallel() -> futures.ThreadPoolExecutor:
+    """The one thread that runs multi-threaded searches; created on first use (after any fork)."""
+    global _parallel_executor
+    with _parallel_lock:
+        if _parallel_executor is None:
+            _parallel_executor = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=_PARALLEL_THREAD)
+        return _parallel_executor
 
 
 def path_size(path: Path) -> int:
