@@ -11,8 +11,8 @@ import logging
 import os
 import threading
 import time
-from concurrent import futures
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,13 +168,14 @@ def tune_ef_search(
     tune, held = pick[: len(pick) // 2], pick[len(pick) // 2 :]
     flat = flat_rows(index)
 
-    def without_self(D: np.ndarray, I: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    def without_self(result: tuple[np.ndarray, np.ndarray], ids: np.ndarray) -> np.ndarray:
+        D, I = result
         return compact(D, I, I == ids[:, None], k)[1]
 
     def recall(ids: np.ndarray, ef: int) -> float:
         queries = np.ascontiguousarray(rows[ids])
-        truth = without_self(*faiss.knn(queries, flat, k + 1, metric=faiss.METRIC_INNER_PRODUCT), ids)
-        got = without_self(*index.search(queries, k + 1, params=_search_params(index, ef_search=ef)), ids)
+        truth = without_self(faiss.knn(queries, flat, k + 1, metric=faiss.METRIC_INNER_PRODUCT), ids)
+        got = without_self(index.search(queries, k + 1, params=_search_params(index, ef_search=ef)), ids)
         return recall_at_k(got, truth)
 
     chosen = EF_SEARCH_CANDIDATES[-1]
