@@ -42,7 +42,7 @@ test: install system-deps
 
 lint: install
 	$(BIN)/ruff check client server trainer tests bench
-	$(BIN)/mypy client/embserve_client server/embserve_server
+	$(BIN)/mypy client/embserve_client server/embserve_server trainer/embserve_trainer
 
 proto: install
 	PYTHON=$(BIN)/python proto/generate.sh
