@@ -20,7 +20,6 @@ product over unit rows) instead of one ``most_similar`` call each.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import time
@@ -30,7 +29,7 @@ from typing import Any
 
 import faiss
 import numpy as np
-from embserve_client.bundle import Bundle, list_versions, read_bundle
+from embserve_client.bundle import Bundle, list_versions, read_bundle, sha256_file
 from embserve_server.index import prepare_rows
 from scipy import stats
 
@@ -49,10 +48,6 @@ def gensim_test_data() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ValueError("the evaluation sets ship with gensim, which is not installed: pip install gensim")
     return Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def vocab_index(keys: Sequence[str], restrict_vocab: int, case_insensitive: bool) -> dict[str, int]:
@@ -242,7 +237,7 @@ def evaluate_table(
         "case_insensitive": case_insensitive,
         "count": len(keys),
         "vector_size": int(vectors.shape[1]),
-        "datasets": {name: {"file": p.name, "sha256": _sha256(p)} for name, p in files.items()},
+        "datasets": {name: {"file": p.name, "sha256": sha256_file(p)} for name, p in files.items()},
         "word_pairs": {},
     }
     for name in PAIR_SETS:

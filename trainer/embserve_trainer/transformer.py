@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from embserve_client.bundle import sha256_file
 
-from embserve_trainer.importers import Imported, file_sha256
+from embserve_trainer.importers import Imported
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +94,9 @@ def import_transformer(
             "kind": "imported",
             "format": fmt,
             "input": str(path),
-            "input_sha256": file_sha256(path),
+            "input_sha256": sha256_file(path),
             "tokenizer": str(tokenizer),
-            "tokenizer_sha256": file_sha256(tokenizer),
+            "tokenizer_sha256": sha256_file(tokenizer),
             "tensor": name,
             "tensor_dtype": dtype,
         },
