@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import embserve_server.index as vindex
 import numpy as np
 from embserve_client.bundle import INDEX, BundleSpec, FileContent, write_bundle
-from embserve_server import index as vindex
 
 from embserve_trainer.progress import index_progress
 
