@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import faiss
@@ -316,7 +315,3 @@ def _parallel() -> futures.ThreadPoolExecutor:
         if _parallel_executor is None:
             _parallel_executor = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=_PARALLEL_THREAD)
         return _parallel_executor
-
-
-def path_size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0

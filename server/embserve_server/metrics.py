@@ -64,11 +64,6 @@ class ServerMetrics:
             self._children[method] = children
         return children
 
-    def observe(self, method: str, code: str, seconds: float) -> None:
-        counters, latency = self._method(method)
-        counters[code].inc()
-        latency.observe(seconds)
-
     def table_changed(self, table: Table | None, outcome: ReloadOutcome) -> None:
         """Registry callback: count the reload outcome and publish the serving table's gauges."""
         for o in RELOAD_OUTCOMES:

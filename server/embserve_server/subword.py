@@ -92,13 +92,6 @@ def fnv1a_hashes(grams: Sequence[bytes]) -> np.ndarray:
     return h
 
 
-def ngram_buckets(word: str, minn: int, maxn: int, bucket: int) -> np.ndarray:
-    """Bucket ids (int64) of ``word``'s n-grams; equals gensim's ``ft_ngram_hashes``."""
-    if bucket < 1:
-        raise ValueError(f"invalid bucket count {bucket!r}: must be positive")
-    return (fnv1a_hashes(ngrams_bytes(word, minn, maxn)) % np.uint32(bucket)).astype(np.int64)
-
-
 def compose(words: Sequence[str], ngrams: np.ndarray, minn: int, maxn: int, bucket: int) -> np.ndarray:
     """Subword vectors of ``words``: the mean of their n-gram bucket rows (gensim ``wv[word]`` for OOV).
 
