@@ -247,14 +247,22 @@ class DecodeInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, max_message_bytes: int) -> None:
         self.max_message_bytes = max_message_bytes
+        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (inner, wrapped): built once
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
             return handler
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler_call_details.method.rsplit("/", 1)[-1], handler)
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, name: str, handler: Any) -> Any:
         behavior = handler.unary_unary
         limit = self.max_message_bytes
-        name = handler_call_details.method.rsplit("/", 1)[-1]
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             if isinstance(request, _Undecodable):
