@@ -37,6 +37,7 @@ from typing import Any
 import grpc
 
 from embserve_server.config import ServerConfig
+from embserve_server.interceptor import UnaryWrapper
 from embserve_server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -242,25 +243,17 @@ def _safe_deserializer(deserialize: Callable[[bytes], Any], method: str) -> Call
     return safe
 
 
-class DecodeInterceptor(grpc.ServerInterceptor):
+class DecodeInterceptor(UnaryWrapper):
     """INVALID_ARGUMENT for undecodable requests and over-limit responses; skip expired calls."""
 
     def __init__(self, max_message_bytes: int) -> None:
+        super().__init__()
         self.max_message_bytes = max_message_bytes
-        self._wrapped: dict[str, tuple[Any, Any]] = {}  # method -> (inner, wrapped): built once
 
-    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
-            return handler
-        cached = self._wrapped.get(handler_call_details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler_call_details.method.rsplit("/", 1)[-1], handler)
-        self._wrapped[handler_call_details.method] = (handler, wrapped)
-        return wrapped
+    def applies(self, handler: Any) -> bool:
+        return handler.unary_unary is not None and handler.request_deserializer is not None
 
-    def _wrap(self, name: str, handler: Any) -> Any:
+    def wrap(self, name: str, handler: Any) -> Any:
         behavior = handler.unary_unary
         limit = self.max_message_bytes
 

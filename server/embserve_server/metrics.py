@@ -15,6 +15,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from embserve_server import __version__
+from embserve_server.interceptor import UnaryWrapper
 from embserve_server.tables import ReloadOutcome, Table
 
 PREFIX = "embserve"
@@ -98,27 +99,14 @@ def _payload_recorder(metrics: ServerMetrics, method: str) -> Callable[[Any, Any
     return None
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
+class MetricsInterceptor(UnaryWrapper):
     """Times every unary RPC and counts it by method and final status code."""
 
     def __init__(self, metrics: ServerMetrics) -> None:
+        super().__init__()
         self.metrics = metrics
-        # method -> (inner handler, wrapped handler): grpc hands out the same inner handler object
-        # for every call of a method, so the wrapper is built once, not per call.
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
-    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        cached = self._wrapped.get(handler_call_details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler_call_details.method.rsplit("/", 1)[-1], handler)
-        self._wrapped[handler_call_details.method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, method: str, handler: Any) -> Any:
+    def wrap(self, method: str, handler: Any) -> Any:
         behavior = handler.unary_unary
         metrics = self.metrics
         counters, latency = metrics._method(method)
