@@ -9,8 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embserve_client.bundle import read_bundle
+from embserve_server.index import prepare_rows
 from embserve_trainer.cli import main
-from embserve_trainer.evaluate import ANALOGY_SET, PAIR_SETS, evaluate_table, gensim_test_data
+from embserve_trainer.evaluate import (
+    ANALOGY_EF_SEARCH,
+    ANALOGY_SET,
+    PAIR_SETS,
+    bundle_index_search,
+    evaluate_bundle,
+    evaluate_table,
+    exact_search,
+    gensim_test_data,
+)
 from embserve_trainer.export import export_table
 from gensim.models import KeyedVectors
 
@@ -115,3 +125,41 @@ def test_evaluate_cli_reads_bundle_or_table_and_never_writes_into_it(
 def test_evaluate_refuses_a_path_that_is_no_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(tmp_path)]) != 0
     assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_analogies_through_the_bundle_hnsw_index_match_exact_and_gensim(tmp_path: Path, data_dir: Path) -> None:
+    """The default for a bundle with an HNSW index: its index, cut to restrict_vocab by an id selector."""
+    vectors, keys = structured_table(data_dir)
+    restrict_vocab = len(keys) - 400  # some rows (and case variants) fall outside: the selector must hold
+    path = export_table(tmp_path / "tables", "syn", vectors, keys, source={"kind": "test"}, factory="HNSW32,Flat")
+    bundle = read_bundle(path)
+    search = bundle_index_search(bundle, restrict_vocab)
+    assert search is not None and search.name == f"hnsw efSearch={ANALOGY_EF_SEARCH}"
+    rng = np.random.default_rng(1)
+    queries = rng.normal(size=(200, vectors.shape[1])).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    found = search.run(queries, 10)
+    assert found.max() < restrict_vocab  # never a row beyond the cut
+    rows = prepare_rows(np.asarray(vectors[:restrict_vocab]), "cosine")
+    exact = exact_search(rows).run(queries, 10)
+    recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)])
+    assert recall >= 0.97
+
+    _, indexed = evaluate_bundle(path, restrict_vocab=restrict_vocab, data_dir=data_dir)
+    _, brute = evaluate_bundle(path, restrict_vocab=restrict_vocab, data_dir=data_dir, exact=True)
+    assert indexed["analogies"]["search"].startswith("hnsw") and brute["analogies"]["search"] == "exact"
+    score, sections = gensim_kv(vectors, keys).evaluate_word_analogies(
+        str(data_dir / ANALOGY_SET), restrict_vocab=restrict_vocab)
+    assert brute["analogies"]["total"]["correct"] == len(sections[-1]["correct"])
+    total = indexed["analogies"]["total"]
+    assert total["answered"] == brute["analogies"]["total"]["answered"]
+    assert abs(total["accuracy"] - score) <= 0.005  # the issue's tolerance
+
+
+def test_tables_without_an_hnsw_cosine_index_are_evaluated_exactly(tmp_path: Path, data_dir: Path) -> None:
+    vectors, keys = structured_table(data_dir)
+    flat = read_bundle(export_table(tmp_path / "t", "flat", vectors, keys, source={"kind": "test"}, factory="Flat"))
+    dot = read_bundle(export_table(tmp_path / "t", "dot", vectors, keys, source={"kind": "test"},
+                                   metric="dot", factory="HNSW32,Flat"))
+    assert bundle_index_search(flat, len(keys)) is None
+    assert bundle_index_search(dot, len(keys)) is None  # ranks by raw dot product, not cosine

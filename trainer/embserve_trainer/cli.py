@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from embserve_trainer import __version__
-from embserve_trainer.evaluate import RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
+from embserve_trainer.evaluate import ANALOGY_EF_SEARCH, RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
 from embserve_trainer.export import export_table
 from embserve_trainer.importers import FORMATS, import_table
 from embserve_trainer.tokenize import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _, report = evaluate_bundle(
         args.bundle, restrict_vocab=args.restrict_vocab, case_insensitive=not args.case_sensitive,
-        analogies=not args.no_analogies,
+        analogies=not args.no_analogies, exact=args.exact, ef_search=args.ef_search,
     )
     print(format_report(report))
     if args.out is not None:  # a published bundle is immutable: the report goes elsewhere
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="only the N most frequent rows")
     ev.add_argument("--case-sensitive", action="store_true", help="do not upper-case words (gensim default: do)")
     ev.add_argument("--no-analogies", action="store_true", help="word pairs only")
+    ev.add_argument("--exact", action="store_true",
+                    help="answer analogies by brute force (default: the bundle's HNSW index when it has one)")
+    ev.add_argument("--ef-search", type=int, default=ANALOGY_EF_SEARCH, help="HNSW effort for analogy questions")
     ev.add_argument("--out", type=Path, default=None, help="write the JSON report here (the bundle stays untouched)")
     ev.set_defaults(func=cmd_evaluate)
     return p
