@@ -66,7 +66,7 @@ def exact_search(rows: np.ndarray) -> AnalogySearch:
 
 def index_search(index: faiss.Index, n_rows: int, ef_search: int = ANALOGY_EF_SEARCH) -> AnalogySearch:
     """Search an HNSW ``index`` over unit rows, only ids below ``n_rows`` (the ``restrict_vocab`` cut)."""
-    params = faiss.SearchParametersHNSW()
+    params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss stubs
     params.efSearch = ef_search
     selector = faiss.IDSelectorRange(0, n_rows) if n_rows < index.ntotal else None
     if selector is not None:
