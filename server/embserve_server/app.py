@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from embserve_server import guard
 from embserve_server.config import ServerConfig
 from embserve_server.index import CORES
-from embserve_server.metrics import MetricsInterceptor, ServerMetrics
+from embserve_server.interceptor import add_servicer
+from embserve_server.metrics import MetricsWrapper, ServerMetrics
 from embserve_server.service import AdminService, EmbeddingService
 from embserve_server.tables import TableRegistry
 
@@ -84,16 +85,18 @@ def create_server(
     """
     metrics = metrics or ServerMetrics(CollectorRegistry(), METHODS)
     executor = guard.AdmissionExecutor(max_workers=config.threads, thread_name_prefix="embserve-rpc")
+    timed = MetricsWrapper(metrics)
+    wrappers = [timed, guard.DecodeGuard(config.limits.max_message_bytes)]  # outermost first
     server = grpc.server(
         executor,
-        interceptors=[MetricsInterceptor(metrics), *guard.interceptors(config, metrics, executor)],
+        interceptors=guard.interceptors(config, metrics, executor, counted=timed.refusal),
         options=grpc_options(config),
         maximum_concurrent_rpcs=guard.hard_limit(config),
     )
-    pb_grpc.add_EmbeddingServiceServicer_to_server(EmbeddingService(registry, config.limits), server)
-    pb_grpc.add_AdminServiceServicer_to_server(AdminService(registry), server)
+    add_servicer(server, pb_grpc.add_EmbeddingServiceServicer_to_server, EmbeddingService(registry, config.limits), wrappers)
+    add_servicer(server, pb_grpc.add_AdminServiceServicer_to_server, AdminService(registry), wrappers)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, health_servicer, wrappers)
     if config.reflection:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server

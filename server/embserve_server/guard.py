@@ -1,13 +1,16 @@
 """What stands between the network and the servicers: TLS, bearer tokens, admission, safe decoding.
 
-Interceptors, outermost first (``create_server`` puts the metrics interceptor before them all, so
-every refusal below is also timed and counted by status code)::
+Interceptors (only when configured), outermost first; their refusals of registered methods are
+also timed and counted by status code like any call (``MetricsWrapper.refusal``)::
 
     AuthInterceptor       no/invalid token -> UNAUTHENTICATED, read token on AdminService ->
                           PERMISSION_DENIED; health checks stay open for probes
     AdmissionInterceptor  more than ``max_concurrent_rpcs`` calls queued or running ->
                           RESOURCE_EXHAUSTED (the client retries with backoff)
-    DecodeInterceptor     undecodable request bytes (e.g. invalid UTF-8 in a string field) ->
+
+and a handler wrapper, applied to every unary method at registration (interceptor.py)::
+
+    DecodeGuard           undecodable request bytes (e.g. invalid UTF-8 in a string field) ->
                           INVALID_ARGUMENT instead of grpc's INTERNAL; deadline already passed
                           when a worker picks the call up -> DEADLINE_EXCEEDED without doing the
                           work; a response over the message limit -> INVALID_ARGUMENT (not an
@@ -107,6 +110,13 @@ def _role_of(tokens: dict[bytes, str], token: str) -> str | None:
 # Refusals
 
 
+Counted = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+
+
+def _uncounted(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    return handler
+
+
 def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that only aborts with ``code``."""
 
@@ -126,14 +136,15 @@ def _refusal(handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, detai
 class AuthInterceptor(grpc.ServerInterceptor):
     """Bearer-token auth: read tokens for queries and reflection, admin tokens for AdminService."""
 
-    def __init__(self, tokens: dict[bytes, str], metrics: ServerMetrics | None = None) -> None:
+    def __init__(self, tokens: dict[bytes, str], metrics: ServerMetrics | None = None, counted: Counted = _uncounted) -> None:
         self.tokens = tokens
         self.metrics = metrics
+        self.counted = counted
 
-    def _reject(self, reason: str, handler: Any, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
+    def _reject(self, reason: str, method: str, handler: Any, code: grpc.StatusCode, details: str) -> grpc.RpcMethodHandler:
         if self.metrics is not None:
             self.metrics.rejected.labels(reason).inc()
-        return _refusal(handler, code, details)
+        return self.counted(method, _refusal(handler, code, details))
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         method = handler_call_details.method
@@ -144,10 +155,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if role is None:
             # Do not resolve the handler: unauthenticated callers learn nothing about which methods exist.
             what = "no bearer token" if token is None else "invalid bearer token"
-            return self._reject("unauthenticated", None, grpc.StatusCode.UNAUTHENTICATED, f"{what}: send 'authorization: Bearer <token>'")
+            return self._reject("unauthenticated", method, None, grpc.StatusCode.UNAUTHENTICATED, f"{what}: send 'authorization: Bearer <token>'")
         handler = continuation(handler_call_details)
         if method.startswith(ADMIN_PREFIXES) and role != "admin":
-            return self._reject("permission_denied", handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} needs an admin token; this token is {role!r}")
+            return self._reject("permission_denied", method, handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} needs an admin token; this token is {role!r}")
         return handler
 
 
@@ -190,12 +201,15 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
     count move in step. Health checks are always admitted.
     """
 
-    def __init__(self, limit: int, executor: AdmissionExecutor, metrics: ServerMetrics | None = None) -> None:
+    def __init__(
+        self, limit: int, executor: AdmissionExecutor, metrics: ServerMetrics | None = None, counted: Counted = _uncounted
+    ) -> None:
         if limit < 1:
             raise ValueError(f"max_concurrent_rpcs: {limit} must be at least 1")
         self.limit = limit
         self.executor = executor
         self.metrics = metrics
+        self.counted = counted
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
@@ -205,9 +219,9 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         if pending >= self.limit:
             if self.metrics is not None:
                 self.metrics.rejected.labels("overload").inc()
-            return _refusal(
+            return self.counted(handler_call_details.method, _refusal(
                 handler, grpc.StatusCode.RESOURCE_EXHAUSTED, f"server overloaded: {pending} calls in progress, limit {self.limit}; retry with backoff"
-            )
+            ))
         return handler
 
 
@@ -243,11 +257,10 @@ def _safe_deserializer(deserialize: Callable[[bytes], Any], method: str) -> Call
     return safe
 
 
-class DecodeInterceptor(UnaryWrapper):
+class DecodeGuard(UnaryWrapper):
     """INVALID_ARGUMENT for undecodable requests and over-limit responses; skip expired calls."""
 
     def __init__(self, max_message_bytes: int) -> None:
-        super().__init__()
         self.max_message_bytes = max_message_bytes
 
     def applies(self, handler: Any) -> bool:
@@ -275,7 +288,7 @@ class DecodeInterceptor(UnaryWrapper):
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=_safe_deserializer(handler.request_deserializer, name),
+            request_deserializer=_safe_deserializer(handler.request_deserializer, name.rsplit("/", 1)[-1]),
             response_serializer=handler.response_serializer,
         )
 
@@ -284,18 +297,21 @@ class DecodeInterceptor(UnaryWrapper):
 # Wiring
 
 
-def interceptors(config: ServerConfig, metrics: ServerMetrics | None, executor: AdmissionExecutor) -> list[grpc.ServerInterceptor]:
-    """The guard interceptors for ``config``, outermost first (put them after the metrics one).
+def interceptors(
+    config: ServerConfig, metrics: ServerMetrics | None, executor: AdmissionExecutor, counted: Counted = _uncounted
+) -> list[grpc.ServerInterceptor]:
+    """The guard interceptors ``config`` asks for (none by default), outermost first.
+
+    ``counted(method, refusal)`` wraps each refusal handler (the metrics wrapper's ``refusal``).
 
     Raises:
         ValueError: an unreadable or malformed token file, a limit below 1.
     """
     out: list[grpc.ServerInterceptor] = []
     if config.auth_token_file is not None:
-        out.append(AuthInterceptor(load_tokens(config.auth_token_file), metrics))
+        out.append(AuthInterceptor(load_tokens(config.auth_token_file), metrics, counted))
     if config.max_concurrent_rpcs is not None:
-        out.append(AdmissionInterceptor(config.max_concurrent_rpcs, executor, metrics))
-    out.append(DecodeInterceptor(config.limits.max_message_bytes))
+        out.append(AdmissionInterceptor(config.max_concurrent_rpcs, executor, metrics, counted))
     return out
 
 

@@ -99,18 +99,30 @@ def _payload_recorder(metrics: ServerMetrics, method: str) -> Callable[[Any, Any
     return None
 
 
-class MetricsInterceptor(UnaryWrapper):
+class MetricsWrapper(UnaryWrapper):
     """Times every unary RPC and counts it by method and final status code."""
 
     def __init__(self, metrics: ServerMetrics) -> None:
-        super().__init__()
         self.metrics = metrics
+        self.methods: set[str] = set()  # full names of the wrapped (registered) methods
 
     def wrap(self, method: str, handler: Any) -> Any:
+        self.methods.add(method)
+        return self._timed(method, handler)
+
+    def refusal(self, method: str, handler: Any) -> Any:
+        """An interceptor's refusal of ``method``, counted like its calls if it is a registered method.
+
+        Made-up method names (refused before auth) get no series: label values stay bounded.
+        """
+        return self._timed(method, handler) if method in self.methods else handler
+
+    def _timed(self, method: str, handler: Any) -> Any:
         behavior = handler.unary_unary
         metrics = self.metrics
-        counters, latency = metrics._method(method)
-        record_payload = _payload_recorder(metrics, method)
+        name = method.rsplit("/", 1)[-1]
+        counters, latency = metrics._method(name)
+        record_payload = _payload_recorder(metrics, name)
         in_flight = metrics.in_flight
 
         def timed(request: Any, context: grpc.ServicerContext) -> Any:

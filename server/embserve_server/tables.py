@@ -38,6 +38,9 @@ class Table:
     # The raw rows as a plain ndarray over the same mapping: np.memmap's Python-level __getitem__
     # and __array_finalize__ would run on every lookup.
     raw: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
+    # The same rows as flat bytes: vectors.npy holds little-endian float32, so slices are wire-ready.
+    raw_bytes: memoryview = field(default_factory=lambda: memoryview(b""))
+    row_size: int = 0  # bytes per row
 
     @property
     def name(self) -> str:
@@ -73,6 +76,11 @@ class Table:
         """Row ids of ``keys`` as int64, -1 for keys not in the table (no per-key bytecode)."""
         return np.fromiter(map(self.key_to_id.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
 
+    def row_bytes(self, i: int) -> bytes:
+        """Raw row ``i`` as little-endian float32 bytes straight from the mapping (no numpy call)."""
+        size = self.row_size
+        return self.raw_bytes[i * size : (i + 1) * size].tobytes()
+
     def index_rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows as the index sees them (unit-norm for cosine tables) for valid ``ids``."""
         return self.index.rows[ids]
@@ -104,6 +112,9 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True) 
         )
     _check_index_rows(path, b, idx)
     keys = b.keys
+    raw = np.ascontiguousarray(b.vectors)  # a plain ndarray view of the mapping (no copy)
+    if raw.dtype != np.dtype("<f4"):
+        raise bfmt.BundleError(f"{path}: vectors.npy holds {raw.dtype}, not little-endian float32")
     table = Table(
         bundle=b,
         index=idx,
@@ -111,7 +122,9 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True) 
         keys=np.array(keys, dtype=object),
         load_seconds=0.0,
         extras=_load_extras(b),
-        raw=np.asarray(b.vectors),
+        raw=raw,
+        raw_bytes=memoryview(raw).cast("B"),
+        row_size=raw.shape[1] * raw.itemsize,
     )
     idx.warm_up()
     seconds = time.perf_counter() - t0
