@@ -123,7 +123,7 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True) 
         load_seconds=0.0,
         extras=_load_extras(b),
         raw=raw,
-        raw_bytes=memoryview(raw).cast("B"),
+        raw_bytes=memoryview(raw).cast("B"),  # type: ignore[arg-type]  # ndarray is a buffer
         row_size=raw.shape[1] * raw.itemsize,
     )
     idx.warm_up()
