@@ -215,6 +215,29 @@ def _single_key_matrix(table: Table, queries: Sequence[Query], limits: Limits) -
     return table.index_rows(ids), list(ids[:, None])
 
 
+def nearest_to_key(table: Table, key: str, topn: int, ef_search: int = 0) -> tuple[list[int], list[float]] | None:
+    """``most_similar(key, topn)`` with default options, or None when ``key`` is not in the table.
+
+    The same search and answer as :func:`search` for that one query (the key's own row dropped,
+    padded to ``topn`` with id -1 / score 0), with plain lists instead of the batch bookkeeping:
+    in a busy server each numpy call there costs microseconds, more than the HNSW search itself.
+    The caller has checked ``topn`` and ``ef_search`` against the limits.
+    """
+    row = table.key_to_id.get(key)
+    if row is None:
+        return None
+    rows = table.index.rows
+    D, I = table.index.search(rows[row : row + 1], topn + 1, ef_search=ef_search)
+    ids: list[int] = []
+    scores: list[float] = []
+    for i, d in zip(I[0].tolist(), D[0].tolist()):
+        if i >= 0 and i != row and len(ids) < topn:
+            ids.append(i)
+            scores.append(d)
+    pad = topn - len(ids)
+    return ids + [-1] * pad, scores + [0.0] * pad
+
+
 def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tuple[np.ndarray, list[np.ndarray]]:
     """The (nq, dim) query vectors and, per query, the row ids it was built from.
 

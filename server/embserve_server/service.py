@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -143,6 +144,18 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
     @handle
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         table = self.registry.get(request.table)
+        key = self._plain_single_key(request)
+        if key is not None:
+            topn = request.topn or query.DEFAULT_TOPN
+            hit = query.nearest_to_key(table, key, topn, request.ef_search)
+            if hit is not None:
+                ids, scores = hit
+                keys = table.keys
+                return pb.SearchResponse(
+                    table=table.name, version=table.version, topn=topn, queries=1,
+                    ids=struct.pack(f"<{topn}q", *ids), scores=struct.pack(f"<{topn}f", *scores),
+                    keys=[keys[i] if i >= 0 else "" for i in ids],
+                )
         options = query.SearchOptions(
             topn=request.topn or query.DEFAULT_TOPN,
             include_query_keys=request.include_query_keys,
@@ -163,6 +176,23 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             scores=result.scores.astype(_LE_F32, copy=False).tobytes(),
             keys=result.keys(table).ravel().tolist(),
         )
+
+    def _plain_single_key(self, request: pb.SearchRequest) -> str | None:
+        """The key of ``most_similar("cat")``: one query of one positive key, default options, within limits.
+
+        Anything else (or anything invalid) is None and takes the general path, with its exact errors.
+        """
+        limits = self.limits
+        if len(request.queries) != 1 or limits.max_queries < 1 or not 0 <= request.topn <= limits.max_topn or not 0 <= request.ef_search <= limits.max_ef_search:
+            return None
+        if request.include_query_keys or request.exact or request.nprobe or request.restrict_vocab or request.skip_special_tokens \
+                or request.skip_subword_tokens or request.HasField("min_score") or limits.max_terms < 1:
+            return None
+        q = request.queries[0]
+        if len(q.positive) != 1 or q.negative or q.positive_ids or q.negative_ids or q.positive_weights or q.negative_weights or q.vector:
+            return None
+        key = q.positive[0]
+        return key if 0 < len(key) <= limits.max_key_chars else None
 
     @handle
     def Similarity(self, request: pb.SimilarityRequest, context: grpc.ServicerContext) -> pb.SimilarityResponse:

@@ -1,0 +1,78 @@
+"""The single-key fast paths of Lookup and Search answer exactly what the general (batch) path does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import make_table
+from embserve_client.pb import embserve_pb2 as pb
+from embserve_server import query
+from embserve_server.config import Limits
+from embserve_server.service import EmbeddingService
+from embserve_server.tables import Table, TableRegistry
+
+
+class Context:
+    def abort(self, code: Any, details: str) -> None:
+        raise AssertionError(f"aborted with {code}: {details}")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> TableRegistry:
+    tables = tmp_path_factory.mktemp("tables")
+    make_table(tables, "hnsw", n=3000, factory="HNSW32,Flat")  # approximate: the fast path must use the same search
+    make_table(tables, "small", n=6, factory="Flat")  # fewer rows than topn: padding
+    reg = TableRegistry(tables, default_table="hnsw")
+    reg.reload()
+    return reg
+
+
+def general_search(table: Table, key: str, topn: int, ef_search: int) -> tuple[list[int], list[float], list[str]]:
+    result = query.search(table, [query.Query(positive=[key])], query.SearchOptions(topn=topn, ef_search=ef_search), Limits())
+    return result.ids[0].tolist(), result.scores[0].tolist(), result.keys(table)[0].tolist()
+
+
+@pytest.mark.parametrize(("name", "topn", "ef_search"), [("hnsw", 10, 0), ("hnsw", 1, 0), ("hnsw", 25, 40), ("small", 10, 0)])
+def test_search_fast_path_equals_general_path(registry: TableRegistry, name: str, topn: int, ef_search: int) -> None:
+    service, table = EmbeddingService(registry, Limits()), registry.get(name)
+    for key in table.keys[:: max(1, len(table.keys) // 40)]:
+        assert service._plain_single_key(pb.SearchRequest(queries=[pb.Query(positive=[key])], topn=topn)) == key
+        response = service.Search(
+            pb.SearchRequest(table=name, queries=[pb.Query(positive=[key])], topn=topn, ef_search=ef_search), Context()
+        )
+        ids, scores, keys = general_search(table, key, topn, ef_search)
+        assert np.frombuffer(response.ids, "<i8").tolist() == ids
+        assert np.frombuffer(response.scores, "<f4").tolist() == scores  # bit-identical float32
+        assert list(response.keys) == keys and (response.topn, response.queries) == (topn, 1)
+        if name == "small":
+            assert ids[-5:] == [-1] * 5 and keys[-5:] == [""] * 5  # 5 other rows, then padding
+
+
+@pytest.mark.parametrize("request_", [
+    pb.SearchRequest(queries=[pb.Query(positive=["w1", "w2"])]),
+    pb.SearchRequest(queries=[pb.Query(positive=["w1"], negative=["w2"])]),
+    pb.SearchRequest(queries=[pb.Query(positive=["w1"])], exact=True),
+    pb.SearchRequest(queries=[pb.Query(positive=["w1"])], restrict_vocab=100),
+    pb.SearchRequest(queries=[pb.Query(positive=["w1"])], min_score=0.5),
+    pb.SearchRequest(queries=[pb.Query(positive=["w1"])], include_query_keys=True),
+    pb.SearchRequest(queries=[pb.Query(positive=["w1"])], topn=-1),
+    pb.SearchRequest(queries=[pb.Query(positive=["w1"])], topn=1_001),
+    pb.SearchRequest(queries=[pb.Query(positive=[""])]),
+    pb.SearchRequest(queries=[pb.Query(positive=["w1"])] * 2),
+])
+def test_anything_but_the_plain_query_takes_the_general_path(registry: TableRegistry, request_: pb.SearchRequest) -> None:
+    assert EmbeddingService(registry, Limits())._plain_single_key(request_) is None
+
+
+def test_lookup_fast_path_equals_general_path(registry: TableRegistry) -> None:
+    service, table = EmbeddingService(registry, Limits()), registry.get("hnsw")
+    for key in table.keys[::97]:
+        fast = service.Lookup(pb.LookupRequest(keys=[key]), Context())
+        general = service.Lookup(pb.LookupRequest(keys=[key, key]), Context())  # two keys: the batch path
+        row = table.key_to_id[key]
+        assert fast.vectors == table.vectors[row].astype("<f4").tobytes() == general.vectors[: len(fast.vectors)]
+        assert np.frombuffer(fast.ids, "<i8").tolist() == [row] and fast.found == b"\x01"
+        assert (fast.rows, fast.vector_size, fast.table, fast.version) == (1, general.vector_size, general.table, general.version)
