@@ -84,7 +84,7 @@ def create_server(
         RuntimeError: the address cannot be bound.
     """
     metrics = metrics or ServerMetrics(CollectorRegistry(), METHODS)
-    executor = guard.AdmissionExecutor(max_workers=config.threads, thread_name_prefix="embserve-rpc")
+    executor = guard.rpc_executor(config)
     timed = MetricsWrapper(metrics)
     wrappers = [timed, guard.DecodeGuard(config.limits.max_message_bytes)]  # outermost first
     server = grpc.server(

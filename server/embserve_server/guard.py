@@ -225,6 +225,13 @@ class AdmissionInterceptor(grpc.ServerInterceptor):
         return handler
 
 
+def rpc_executor(config: ServerConfig) -> futures.ThreadPoolExecutor:
+    """grpc's handler threads: counting their work only when admission control needs the count."""
+    if config.max_concurrent_rpcs is None:
+        return futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="embserve-rpc")
+    return AdmissionExecutor(max_workers=config.threads, thread_name_prefix="embserve-rpc")
+
+
 def hard_limit(config: ServerConfig) -> int | None:
     """grpc's own (uncounted) limit: room for the admitted calls plus as many quick refusals."""
     if config.max_concurrent_rpcs is None:
@@ -298,11 +305,12 @@ class DecodeGuard(UnaryWrapper):
 
 
 def interceptors(
-    config: ServerConfig, metrics: ServerMetrics | None, executor: AdmissionExecutor, counted: Counted = _uncounted
+    config: ServerConfig, metrics: ServerMetrics | None, executor: futures.ThreadPoolExecutor, counted: Counted = _uncounted
 ) -> list[grpc.ServerInterceptor]:
     """The guard interceptors ``config`` asks for (none by default), outermost first.
 
-    ``counted(method, refusal)`` wraps each refusal handler (the metrics wrapper's ``refusal``).
+    ``executor``: from :func:`rpc_executor`. ``counted(method, refusal)`` wraps each refusal
+    handler (the metrics wrapper's ``refusal``).
 
     Raises:
         ValueError: an unreadable or malformed token file, a limit below 1.
@@ -311,6 +319,8 @@ def interceptors(
     if config.auth_token_file is not None:
         out.append(AuthInterceptor(load_tokens(config.auth_token_file), metrics, counted))
     if config.max_concurrent_rpcs is not None:
+        if not isinstance(executor, AdmissionExecutor):
+            raise TypeError("admission control needs the AdmissionExecutor from rpc_executor(config)")
         out.append(AdmissionInterceptor(config.max_concurrent_rpcs, executor, metrics, counted))
     return out
 
