@@ -20,10 +20,10 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from embserve_server import guard
 from embserve_server.config import ServerConfig
 from embserve_server.index import CORES
-from embserve_server.interceptor import add_servicer
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
 from embserve_server.service import AdminService, EmbeddingService
 from embserve_server.tables import TableRegistry
+from embserve_server.wrappers import add_servicer
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ also timed and counted by status code like any call (``MetricsWrapper.refusal``)
     AdmissionInterceptor  more than ``max_concurrent_rpcs`` calls queued or running ->
                           RESOURCE_EXHAUSTED (the client retries with backoff)
 
-and a handler wrapper, applied to every unary method at registration (interceptor.py)::
+and a handler wrapper, applied to every unary method at registration (wrappers.py)::
 
     DecodeGuard           undecodable request bytes (e.g. invalid UTF-8 in a string field) ->
                           INVALID_ARGUMENT instead of grpc's INTERNAL; deadline already passed
@@ -40,8 +40,8 @@ from typing import Any
 import grpc
 
 from embserve_server.config import ServerConfig
-from embserve_server.interceptor import UnaryWrapper
 from embserve_server.metrics import ServerMetrics
+from embserve_server.wrappers import UnaryWrapper
 
 logger = logging.getLogger(__name__)
 

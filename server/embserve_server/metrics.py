@@ -1,4 +1,4 @@
-"""Prometheus metrics: defined once against an injected registry, recorded by one interceptor.
+"""Prometheus metrics: defined once against an injected registry, recorded by one handler wrapper.
 
 All names share the ``embserve_`` prefix and use base units. Labels carry only bounded values
 (method, status code, table name, outcome), never keys or free text; every label set that is
@@ -15,8 +15,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from embserve_server import __version__
-from embserve_server.interceptor import UnaryWrapper
 from embserve_server.tables import ReloadOutcome, Table
+from embserve_server.wrappers import UnaryWrapper
 
 PREFIX = "embserve"
 # ~100 µs .. 2.5 s: a cached single-key lookup is a few hundred µs, an exact batch seconds.

@@ -10,8 +10,8 @@ import pytest
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_server.app import METHODS
 from embserve_server.guard import DecodeGuard
-from embserve_server.interceptor import UnaryWrapper, add_servicer, wrap_handler
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
+from embserve_server.wrappers import UnaryWrapper, add_servicer, wrap_handler
 from prometheus_client import CollectorRegistry
 
 
