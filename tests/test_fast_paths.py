@@ -75,3 +75,15 @@ def test_lookup_fast_path_equals_general_path(registry: TableRegistry) -> None:
         assert fast.vectors == table.vectors[row].astype("<f4").tobytes() == general.vectors[: len(fast.vectors)]
         assert np.frombuffer(fast.ids, "<i8").tolist() == [row] and fast.found == b"\x01"
         assert (fast.rows, fast.vector_size, fast.table, fast.version) == (1, general.vector_size, general.table, general.version)
+
+
+def test_single_key_calls_never_enter_the_batch_path(registry: TableRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast paths are taken (the equality tests above would also pass without them)."""
+    service, table = EmbeddingService(registry, Limits()), registry.get("hnsw")
+    for name in ("lookup", "search", "query_matrix"):
+        monkeypatch.setattr(query, name, lambda *a, _name=name, **k: pytest.fail(f"query.{_name} called"))
+    key = str(table.keys[7])
+    assert service.Lookup(pb.LookupRequest(keys=[key]), Context()).rows == 1
+    assert service.Search(pb.SearchRequest(queries=[pb.Query(positive=[key])]), Context()).topn == query.DEFAULT_TOPN
+    with pytest.raises(pytest.fail.Exception):  # and anything else does enter it
+        service.Lookup(pb.LookupRequest(keys=[key, key]), Context())

@@ -7,6 +7,7 @@ assignment, so in-flight calls finish on the version they started with.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -38,9 +39,6 @@ class Table:
     # The raw rows as a plain ndarray over the same mapping: np.memmap's Python-level __getitem__
     # and __array_finalize__ would run on every lookup.
     raw: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
-    # The same rows as flat bytes: vectors.npy holds little-endian float32, so slices are wire-ready.
-    raw_bytes: memoryview = field(default_factory=lambda: memoryview(b""))
-    row_size: int = 0  # bytes per row
 
     @property
     def name(self) -> str:
@@ -77,9 +75,16 @@ class Table:
         return np.fromiter(map(self.key_to_id.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
 
     def row_bytes(self, i: int) -> bytes:
-        """Raw row ``i`` as little-endian float32 bytes straight from the mapping (no numpy call)."""
-        size = self.row_size
-        return self.raw_bytes[i * size : (i + 1) * size].tobytes()
+        """Raw row ``i`` as little-endian float32 bytes straight from the mapping (no numpy call).
+
+        The bundle reader only accepts native float32, and bundles are little-endian (``<f4``).
+        """
+        size = self.dim * 4
+        return self._raw_bytes[i * size : (i + 1) * size].tobytes()
+
+    @functools.cached_property
+    def _raw_bytes(self) -> memoryview:
+        return memoryview(self.raw).cast("B")  # type: ignore[arg-type]  # ndarray is a buffer
 
     def index_rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows as the index sees them (unit-norm for cosine tables) for valid ``ids``."""
@@ -112,9 +117,6 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True) 
         )
     _check_index_rows(path, b, idx)
     keys = b.keys
-    raw = np.ascontiguousarray(b.vectors)  # a plain ndarray view of the mapping (no copy)
-    if raw.dtype != np.dtype("<f4"):
-        raise bfmt.BundleError(f"{path}: vectors.npy holds {raw.dtype}, not little-endian float32")
     table = Table(
         bundle=b,
         index=idx,
@@ -122,9 +124,7 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True) 
         keys=np.array(keys, dtype=object),
         load_seconds=0.0,
         extras=_load_extras(b),
-        raw=raw,
-        raw_bytes=memoryview(raw).cast("B"),  # type: ignore[arg-type]  # ndarray is a buffer
-        row_size=raw.shape[1] * raw.itemsize,
+        raw=np.asarray(b.vectors),
     )
     idx.warm_up()
     seconds = time.perf_counter() - t0

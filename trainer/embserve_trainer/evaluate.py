@@ -38,7 +38,7 @@ from typing import Any
 import faiss
 import numpy as np
 from embserve_client.bundle import Bundle, list_versions, read_bundle, sha256_file
-from embserve_server.index import load_index, prepare_rows
+from embserve_server.index import VectorIndex, load_index, prepare_rows
 from scipy import stats
 
 logger = logging.getLogger(__name__)
@@ -64,19 +64,12 @@ def exact_search(rows: np.ndarray) -> AnalogySearch:
     return AnalogySearch("exact", lambda q, k: faiss.knn(q, rows, k, metric=faiss.METRIC_INNER_PRODUCT)[1])
 
 
-def index_search(index: faiss.Index, n_rows: int, ef_search: int = ANALOGY_EF_SEARCH) -> AnalogySearch:
-    """Search an HNSW ``index`` over unit rows, only ids below ``n_rows`` (the ``restrict_vocab`` cut)."""
-    params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss stubs
-    params.efSearch = ef_search
-    selector = faiss.IDSelectorRange(0, n_rows) if n_rows < index.ntotal else None
-    if selector is not None:
-        params.sel = selector
-
-    def run(queries: np.ndarray, k: int) -> np.ndarray:
-        _ = selector  # the parameters hold a raw pointer: keep the selector alive with them
-        return index.search(queries, k, params=params)[1]
-
-    return AnalogySearch(f"hnsw efSearch={ef_search}", run)
+def index_search(index: VectorIndex, n_rows: int, ef_search: int = ANALOGY_EF_SEARCH) -> AnalogySearch:
+    """Search an approximate ``index`` over unit rows (the server's search), only rows below
+    ``n_rows`` (the ``restrict_vocab`` cut)."""
+    return AnalogySearch(
+        f"hnsw efSearch={ef_search}", lambda q, k: index.search(q, k, ef_search=ef_search, restrict=n_rows)[1]
+    )
 
 
 def bundle_index_search(bundle: Bundle, n_rows: int, ef_search: int = ANALOGY_EF_SEARCH) -> AnalogySearch | None:
@@ -84,8 +77,8 @@ def bundle_index_search(bundle: Bundle, n_rows: int, ef_search: int = ANALOGY_EF
     meta, path = bundle.index_info, bundle.file("index.faiss")
     if path is None or not (meta.get("normalized") and meta.get("faiss_metric") == "inner_product"):
         return None
-    index = load_index(path)  # the owning wrapper: the search closure keeps it alive
-    if not isinstance(faiss.downcast_index(index), faiss.IndexHNSW) or index.ntotal != bundle.count:
+    index = VectorIndex.from_index(load_index(path))
+    if not isinstance(index.index, faiss.IndexHNSW) or index.ntotal != bundle.count:
         return None
     return index_search(index, n_rows, ef_search)
 
