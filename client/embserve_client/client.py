@@ -187,11 +187,11 @@ class _ClientCore:
         self.max_message_bytes = max_message_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         base_options = [
+            *options,  # first: gRPC keeps the first value of a repeated channel arg, so the caller's win
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.enable_retries", 1),
             ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
-            *options,
         ]
         secure = tls or root_certificates is not None or certificate_chain is not None
         credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if secure else None
