@@ -38,7 +38,7 @@ from typing import Any
 import faiss
 import numpy as np
 from embserve_client.bundle import Bundle, list_versions, read_bundle, sha256_file
-from embserve_server.index import VectorIndex, load_index, prepare_rows
+from embserve_index import VectorIndex, load_index, prepare_rows
 from scipy import stats
 
 logger = logging.getLogger(__name__)
