@@ -297,11 +297,11 @@ class TableRegistry:
             versions = [v for v in versions if v == self._pinned[name]]
         outcomes: list[ReloadOutcome] = []
         current = max(loaded) if loaded else None
-        vanished = current is not None and current not in versions
-        if vanished and self._refused.get((name, current)) != _VANISHED:
-            self._refused[(name, current)] = _VANISHED  # log and count it once
-            logger.error("table %s version %d vanished from %s; still serving the loaded copy", name, current, self.tables_dir)
-            outcomes.append(ReloadOutcome(name, "refused", current, "bundle directory vanished; still serving the loaded copy"))  # type: ignore[arg-type]
+        vanished = current if current is not None and current not in versions else None
+        if vanished is not None and self._refused.get((name, vanished)) != _VANISHED:
+            self._refused[(name, vanished)] = _VANISHED  # log and count it once
+            logger.error("table %s version %d vanished from %s; still serving the loaded copy", name, vanished, self.tables_dir)
+            outcomes.append(ReloadOutcome(name, "refused", vanished, "bundle directory vanished; still serving the loaded copy"))
         keep: dict[int, Table] = {}
         # Newest first, until keep_versions are loaded (with one version kept: down to the serving one).
         for version in reversed(versions):
@@ -323,8 +323,8 @@ class TableRegistry:
                 outcomes.append(ReloadOutcome(name, "refused", version, str(exc)))
                 continue  # an older version may still be newer than the one being served
             outcomes.append(ReloadOutcome(name, "loaded", version))
-        if vanished:
-            keep[current] = loaded[current]  # type: ignore[index]  # the mapped pages outlive the files
+        if vanished is not None:
+            keep[vanished] = loaded[vanished]  # the mapped pages outlive the files
             keep = dict(sorted(keep.items())[-self.keep_versions :])  # unless newer versions replace it
         if current is not None and current in keep and not outcomes:
             outcomes.append(ReloadOutcome(name, "unchanged", current))
