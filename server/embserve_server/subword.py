@@ -20,7 +20,6 @@ bundle file); :func:`compose_for_table` answers the missing-key policy "subword"
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,7 +32,6 @@ from embserve_server.errors import FailedPreconditionError
 if TYPE_CHECKING:
     from embserve_server.tables import Table
 
-logger = logging.getLogger(__name__)
 
 EXTRA = "subwords"  # Table.extras entry
 FNV_OFFSET = 2166136261
