@@ -178,6 +178,9 @@ def main() -> None:
     at_minute = after[0] if after else samples[-1]
     rss_max = max(s[1] for s in after) if after else at_minute[1]
     growth = (rss_max - at_minute[1]) / at_minute[1]
+    # A leak keeps growing; allocator warm-up levels off: the second half of the run tells them apart.
+    second_half = [s for s in samples if s[0] >= seconds / 2] or samples[-1:]
+    half_growth = (max(s[1] for s in second_half) - second_half[0][1]) / second_half[0][1]
     fds = [s[2] for s in after] or [at_minute[2]]
     p99_second, p99_last = p99(minute, 2 * minute), p99(seconds - minute, seconds)
     ratio = p99_last / p99_second
@@ -188,6 +191,8 @@ def main() -> None:
           f"{len(reloads)} reloads (served v{served}), windows of {minute:g} s")
     print(f"  RSS after the first window {at_minute[1] / 1024:.1f} MiB, max after {rss_max / 1024:.1f} MiB, final {samples[-1][1] / 1024:.1f} MiB: "
           f"growth {100 * growth:+.2f}% (target <= {100 * RSS_TARGET:.0f}%) {h.verdict(growth, RSS_TARGET, higher_is_better=False)}")
+    print(f"  RSS over the second half of the run: {second_half[0][1] / 1024:.1f} -> max {max(s[1] for s in second_half) / 1024:.1f} MiB, "
+          f"growth {100 * half_growth:+.2f}% (information: a leak grows here too)")
     print(f"  open fds: start {samples[0][2]}, after the first window {at_minute[2]}, min {min(fds)}, max {max(fds)}, final {samples[-1][2]}: "
           f"spread {max(fds) - min(fds)} (target <= {FD_TARGET}) {h.verdict(max(fds) - min(fds), FD_TARGET, higher_is_better=False)}")
     print(f"  p99 valid calls: second window {1e3 * p99_second:.2f} ms, last window {1e3 * p99_last:.2f} ms: "
@@ -200,7 +205,7 @@ def main() -> None:
     path = h.write_json("soak", {
         "machine": h.machine(), "minutes": args.minutes, "window_seconds": minute, "calls": calls, "valid_calls": len(lats),
         "reloads": len(reloads), "rss_kib": {"minute_1": at_minute[1], "max_after": rss_max, "final": samples[-1][1]},
-        "rss_growth": growth, "fds": {"start": samples[0][2], "minute_1": at_minute[2], "min": min(fds), "max": max(fds), "final": samples[-1][2]},
+        "rss_growth": growth, "rss_growth_second_half": half_growth, "fds": {"start": samples[0][2], "minute_1": at_minute[2], "min": min(fds), "max": max(fds), "final": samples[-1][2]},
         "p99_seconds": {"second_minute": p99_second, "last_minute": p99_last}, "p99_ratio": ratio,
         "failed": failed, "hostile_wrong": wrong, "samples": samples,
     })
