@@ -21,7 +21,7 @@ from embserve_client.errors import AuthenticationError, PermissionDeniedError, U
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_server.app import Server
-from embserve_server.guard import load_tokens
+from embserve_server.auth import load_tokens
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
