@@ -94,8 +94,10 @@ class HttpServer:
         self.ssl_context = ssl_context
         self.busy = busy or plain(503, "server busy: too many open connections; retry shortly\n", {"Retry-After": "1"})
         self.port = 0
-        self._connections: set[asyncio.Task[None]] = set()
-        self._waiting: dict[asyncio.Task[None], None] = {}  # no complete request yet, oldest first
+        # Connections are ended by aborting their transport, never by cancelling their task: the
+        # task then finishes by itself (asyncio's stream callback logs a cancelled task as an error).
+        self._connections: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
+        self._waiting: dict[asyncio.StreamWriter, None] = {}  # no complete request yet, oldest first
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -153,9 +155,10 @@ class HttpServer:
         async with server:
             await self._stop.wait()
             server.close()
-            for task in list(self._connections):
-                task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
+            tasks = list(self._connections.values())
+            for writer in list(self._connections):
+                writer.transport.abort()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- one connection -------------------------------------------------------------------------
 
@@ -165,17 +168,17 @@ class HttpServer:
         if len(self._connections) >= self.limits.max_connections and not self._make_room():
             await self._refuse(writer)
             return
-        self._connections.add(task)
+        self._connections[writer] = task
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         clean = False
         try:
             first = True
             while True:
-                self._waiting[task] = None
+                self._waiting[writer] = None
                 try:
                     request = await self._read_request(conn, reader, first)
                 finally:
-                    self._waiting.pop(task, None)
+                    self._waiting.pop(writer, None)
                 if request is None:
                     clean = True
                     break
@@ -191,7 +194,7 @@ class HttpServer:
         except (TimeoutError, OSError, h11.LocalProtocolError, asyncio.IncompleteReadError):
             pass  # a stalled, vanished or misbehaving client: drop the connection
         finally:
-            self._connections.discard(task)
+            self._connections.pop(writer, None)
             if clean:
                 writer.close()
             else:
@@ -201,8 +204,8 @@ class HttpServer:
         """Close the longest-waiting connection that has no request in progress; False if none."""
         for victim in self._waiting:
             del self._waiting[victim]
-            self._connections.discard(victim)
-            victim.cancel()
+            self._connections.pop(victim, None)
+            victim.transport.abort()  # its read ends; its task closes the rest
             return True
         return False
 
@@ -239,6 +242,10 @@ class HttpServer:
                             clock.reschedule(loop.time() + limits.header_timeout)
                         conn.receive_data(data)
                     elif isinstance(event, h11.Request):
+                        # h11 bounds a head that arrives in pieces; one that arrives whole is measured here.
+                        size = len(event.method) + len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+                        if size > limits.max_header_bytes:
+                            raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
                         request = event
                     elif isinstance(event, h11.Data):
                         body += len(event.data)
@@ -282,8 +289,8 @@ class HttpServer:
 
     async def _protocol_error(self, conn: h11.Connection, writer: asyncio.StreamWriter, exc: h11.RemoteProtocolError) -> None:
         """Tell a client that spoke bad HTTP what was wrong, when the protocol still allows an answer."""
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE) or writer.transport.is_closing():
+            return  # nothing may be said now, or nobody is listening (e.g. a closed or evicted connection)
         status = exc.error_status_hint
         with contextlib.suppress(h11.LocalProtocolError, TimeoutError, OSError):
             await self._send(conn, writer, plain(status, f"bad request: {exc}\n", {"Connection": "close"}), head_only=False)
