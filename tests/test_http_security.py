@@ -440,3 +440,21 @@ def test_api_flood_is_refused_and_grpc_keeps_answering(tables: Path) -> None:
         assert set(statuses) <= {200, 429} and 200 in statuses
         assert rejected(server, "overload") - before == statuses.count(429)  # every refusal counted
         print(f"\n/api/map flood: {statuses.count(200)} answered, {statuses.count(429)} refused; {answered} gRPC calls all answered")
+
+
+def test_workers_parent_checks_metrics_tokens_and_counts_its_refusals(tables: Path, token_file: Path) -> None:
+    """--workers 2: the parent serves the aggregated /metrics; --metrics-auth works there too."""
+    cmd = [str(BIN / "embserve-server"), "--tables", str(tables), "--address", "127.0.0.1:0", "--workers", "2",
+           "--metrics-address", "127.0.0.1:0", "--auth-token-file", str(token_file), "--metrics-auth"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        port = int(wait_for_line(proc, "metrics on http://").strip().rsplit(":", 1)[1].split("/")[0])
+        wait_for_line(proc, " serving ")
+        url = f"http://127.0.0.1:{port}/metrics"
+        assert fetch(url)[0] == 401
+        status, _, body = fetch(url, READ)
+        assert status == 200
+        assert re.search(rb'^embserve_rejected_requests_total\{reason="unauthenticated"\} 1\.0$', body, re.M), body[-2000:]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -11,7 +11,9 @@ Every answer goes through the code the gRPC servicer uses: ``TableRegistry.get``
 :func:`embserve_server.query.search` / :func:`~embserve_server.query.lookup` with the server's
 :class:`Limits`. The map itself is :func:`embserve_client.neighbourhood.build_map`, the same code
 ``embserve map`` runs on gRPC results. Errors become JSON ``{"error": message, "code": name}``
-with an HTTP status derived, in :func:`error_answer` only, from :func:`embserve_server.errors.status_for`.
+with an HTTP status derived, in :func:`error_answer` only, from :func:`embserve_server.errors.status_for`;
+the HTTP port's own refusals (no token 401, admission 429, connection cap 503) go through it too.
+Tokens, TLS and admission are the HTTP port's business (metrics_http.py), not this module's.
 """
 
 from __future__ import annotations
