@@ -60,7 +60,8 @@ def main() -> int:
         for _ in range(3):
             scrape_ms(url)
         idle = counts(proc.pid)
-        print(f"server: {'new (header timeout %.1fs)' % args.header_timeout if knows else 'baseline (no header timeout)'}; "
+        kind = f"new (header timeout {args.header_timeout:.1f}s)" if knows else "baseline (no header timeout)"
+        print(f"server: {kind}; "
               f"load average {os.getloadavg()[0]:.2f}")
         print(f"idle:                  threads {idle[0]:5d}  fds {idle[1]:5d}  scrape {scrape_ms(url):7.1f} ms")
         socks = []
