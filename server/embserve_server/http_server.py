@@ -190,7 +190,7 @@ class HttpServer:
                 conn.start_next_cycle()
                 first = False
         except h11.RemoteProtocolError as exc:
-            await self._protocol_error(conn, writer, exc)
+            clean = await self._protocol_error(conn, writer, exc)  # close gracefully after an answer
         except (TimeoutError, OSError, h11.LocalProtocolError, asyncio.IncompleteReadError):
             pass  # a stalled, vanished or misbehaving client: drop the connection
         finally:
@@ -287,10 +287,16 @@ class HttpServer:
         async with asyncio.timeout(self.limits.header_timeout):
             await writer.drain()
 
-    async def _protocol_error(self, conn: h11.Connection, writer: asyncio.StreamWriter, exc: h11.RemoteProtocolError) -> None:
-        """Tell a client that spoke bad HTTP what was wrong, when the protocol still allows an answer."""
+    async def _protocol_error(self, conn: h11.Connection, writer: asyncio.StreamWriter, exc: h11.RemoteProtocolError) -> bool:
+        """Tell a client that spoke bad HTTP what was wrong, when the protocol still allows an answer.
+
+        Returns True when the answer was sent.
+        """
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE) or writer.transport.is_closing():
-            return  # nothing may be said now, or nobody is listening (e.g. a closed or evicted connection)
+            return False  # nothing may be said now, or nobody is listening (e.g. a closed or evicted connection)
         status = exc.error_status_hint
-        with contextlib.suppress(h11.LocalProtocolError, TimeoutError, OSError):
+        try:
             await self._send(conn, writer, plain(status, f"bad request: {exc}\n", {"Connection": "close"}), head_only=False)
+        except (h11.LocalProtocolError, TimeoutError, OSError):
+            return False
+        return True
