@@ -8,7 +8,6 @@ from pathlib import Path
 from embserve_client import wire
 
 
-
 @dataclass(frozen=True)
 class Limits:
     """Request limits; anything beyond them is refused with INVALID_ARGUMENT naming the limit."""
