@@ -11,7 +11,7 @@ KEY is every byte before the first space; values are decimal numbers (``-0.12``,
 to float64 and rounded to float32, exactly as ``numpy.float32(str)`` does in gensim.
 
 Two implementations of one rule set: :func:`parse_row` (plain Python: the specification, and the
-one that names the first bad line) and :func:`_fast_block` (numpy over whole blocks plus pyarrow's
+one that names the first bad line) and :func:`parse_block_fast` (numpy over whole blocks plus pyarrow's
 multi-threaded CSV reader for the numbers). A block the fast path does not take is re-read with
 :func:`parse_row`, so both always agree; ``tests/test_import_formats.py`` runs both on every case.
 """
@@ -47,7 +47,7 @@ _NON_FINITE = {b"nan", b"inf", b"infinity"}
 _TRAILING = b" \t\r\x0b\x0c"
 _WS = np.zeros(256, dtype=bool)
 _WS[list(_TRAILING)] = True
-# Bytes a compacted numbers block may hold (see _fast_block).
+# Bytes a compacted numbers block may hold (see parse_block_fast).
 _NUMERIC = np.zeros(256, dtype=bool)
 _NUMERIC[list(b"0123456789.eE+- \n")] = True
 
@@ -190,7 +190,7 @@ def _parse_block(
     block: bytes, path: Path, line: int, dim: int, header: bool, keys: KeyCollector, out: np.ndarray, ptr: int
 ) -> int:
     """Parse whole lines ``block`` (starting at file line ``line``) into ``out[ptr:]``; return the new ptr."""
-    fast = _fast_block(block, dim, out[ptr:])
+    fast = parse_block_fast(block, dim, out[ptr:])
     if fast is None:
         return _slow_block(block, path, line, dim, header, keys, out, ptr)
     key_spans, n = fast
@@ -219,7 +219,7 @@ def _slow_block(
     return ptr
 
 
-def _fast_block(block: bytes, dim: int, out: np.ndarray) -> tuple[list[tuple[int, int]], int] | None:
+def parse_block_fast(block: bytes, dim: int, out: np.ndarray) -> tuple[list[tuple[int, int]], int] | None:
     """Numbers of every line into ``out[:n]`` at C speed; None when any line needs a closer look.
 
     Returns:
