@@ -48,8 +48,7 @@ _TRAILING = b" \t\r\x0b\x0c"
 _WS = np.zeros(256, dtype=bool)
 _WS[list(_TRAILING)] = True
 # Bytes a compacted numbers block may hold (see parse_block_fast).
-_NUMERIC = np.zeros(256, dtype=bool)
-_NUMERIC[list(b"0123456789.eE+- \n")] = True
+_NUMERIC = b"0123456789.eE+- \n"
 
 
 def row_shape(dim: int | None, header: bool) -> str:
@@ -254,12 +253,12 @@ def parse_block_fast(block: bytes, dim: int, out: np.ndarray) -> tuple[list[tupl
     edge[ends + 1] = -1
     numbers = a[np.cumsum(edge[:-1], dtype=np.int8).view(bool)]
     numbers[np.cumsum(ends - key_end) - 1] = 10
-    if not _NUMERIC[numbers].all():
+    if numbers.tobytes().translate(None, _NUMERIC):
         return None  # letters, tabs, non-ASCII...: parse_row names the culprit
     names = [str(j) for j in range(dim)]
     try:
         table = pcsv.read_csv(
-            pa.py_buffer(numbers.tobytes()),
+            pa.py_buffer(numbers),
             read_options=pcsv.ReadOptions(column_names=names, block_size=1 << 20),
             parse_options=pcsv.ParseOptions(
                 delimiter=" ", quote_char=False, escape_char=False, double_quote=False, ignore_empty_lines=False
