@@ -3,9 +3,8 @@
 
 Ours: parse + validate + write vectors.npy and keys.txt as a bundle (``import_table`` then
 ``write_bundle``, no index). gensim: ``load_word2vec_format(no_header=True)`` (the same file).
-Each runs in a fresh process; peak RSS is its VmHWM (ru_maxrss would inherit the parent's). Both
-read the file from the page
-cache (it was just written). The rows both sides read are compared by sha256.
+Each runs in a fresh process; peak RSS is its VmHWM (ru_maxrss would inherit the parent's).
+Both read the file from the page cache (it was just written). The rows both sides read are compared by sha256.
 
 Targets (issue 17): ours >= 3x faster than gensim; our peak RSS <= 1.3x the float32 rows.
 
