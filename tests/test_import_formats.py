@@ -195,3 +195,49 @@ def test_block_path_names_the_same_line_as_the_reference(tmp_path: Path, block_s
         src.write_bytes(broken)
         with pytest.raises(FormatError, match=rf"^{re.escape(str(src))}:{bad_line}: "):
             import_table("glove", src, block_size=block_size, progress=False)
+
+
+def write_model(tmp_path: Path, rows: np.ndarray) -> tuple[Path, Path]:
+    """A 4-token WordLevel tokenizer.json and a safetensors file with its embedding tensor."""
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    tokenizer = tmp_path / "tokenizer.json"
+    Tokenizer(WordLevel({"[UNK]": 0, "cat": 1, "dog": 2, "mat": 3}, unk_token="[UNK]")).save(str(tokenizer))
+    model = tmp_path / "model.safetensors"
+    safetensors_numpy.save_file({"embeddings.word_embeddings.weight": rows}, str(model))
+    return model, tokenizer
+
+
+def test_safetensors_with_nan_names_the_row_and_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = np.ones((4, 3), np.float32)
+    rows[2, 1] = np.nan
+    model, _ = write_model(tmp_path, rows)
+    code, err = run_cli(["import", str(model), "--tables", str(tmp_path / "t"), "--name", "x", "--no-progress"], capsys)
+    assert code == 2 and f"{model}:row 2: " in err and "'dog'" in err and "expected finite" in err, err
+    assert_nothing_written(tmp_path / "t")
+
+
+@pytest.mark.parametrize("breakage, words", [
+    (lambda text: "{," + text[1:], "not valid JSON"),  # line 1
+    (lambda text: "\n\n" + text[: len(text) // 2], "not valid JSON"),  # cut in the middle: the last line
+    (lambda text: '{"version": "1.0"}', 'no "model"'),
+])
+def test_broken_tokenizer_json_names_the_line(tmp_path: Path, breakage: object, words: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    model, tokenizer = write_model(tmp_path, np.ones((4, 3), np.float32))
+    broken = breakage(tokenizer.read_text())  # type: ignore[operator]
+    tokenizer.write_text(broken)
+    code, err = run_cli(["import", str(model), "--tables", str(tmp_path / "t"), "--name", "x", "--no-progress"], capsys)
+    line = 1 if broken.startswith(("{,", '{"version"')) else broken.count("\n") + 1
+    assert code == 2 and f"{tokenizer}:{line}: " in err and words in err and "; expected " in err, err
+    assert_nothing_written(tmp_path / "t")
+
+
+def test_truncated_safetensors_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, _ = write_model(tmp_path, np.ones((4, 3), np.float32))
+    model.write_bytes(model.read_bytes()[:-7])
+    code, err = run_cli(["import", str(model), "--tables", str(tmp_path / "t"), "--name", "x", "--no-progress"], capsys)
+    assert code == 2 and str(model) in err, err
+    assert_nothing_written(tmp_path / "t")
