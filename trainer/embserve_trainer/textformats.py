@@ -127,7 +127,8 @@ def read_text(path: Path, *, header: bool, options: ReadOptions) -> Table:
         if header:
             count, dim = check_header(path, f.readline())
             if lines - 1 != count:
-                what = "no rows after the header" if lines == 1 else f"the header says {count} rows but {lines - 1} lines follow"
+                what = "no rows after the header" if lines == 1 else (
+                    f"the header says {count} rows but {lines - 1} lines follow (blank ones too)")
                 raise FormatError(path, 1, what, "COUNT to equal the number of rows below the header")
             first = 2
         elif lines == 0:
