@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from embserve_client import bundle as bfmt
 
 from embserve_trainer.progress import bar
 
@@ -106,10 +107,9 @@ class KeyCollector:
                 ) from None
             key = raw.decode("utf-8", self._options.unicode_errors)
             self.repaired += 1
-        if not key:
-            raise RowError("an empty key", "a non-empty key before the first space")
-        if "\n" in key or "\r" in key:
-            raise RowError(f"key {key!r} holds a line break", "keys without \\r or \\n")
+        if not bfmt.valid_key(key):  # the bundle's one key rule: non-empty, no line break
+            what = f"key {key!r} holds a line break" if key else "an empty key"
+            raise RowError(what, "a non-empty key without \\r or \\n before the first space")
         if key in self._seen:
             if self._options.duplicates == "error":
                 first = self._first_line + self.keys.index(key)
