@@ -35,6 +35,7 @@ from embserve_client.errors import (
     UnknownKeyError,
     UnknownTableError,
 )
+from embserve_client.keyedvectors import ReadOnlyTableError, RemoteKeyedVectors
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,8 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
+    "ReadOnlyTableError",
+    "RemoteKeyedVectors",
     "SearchResult",
     "ServerError",
     "TableInfo",
