@@ -128,10 +128,10 @@ def evaluate_word_pairs(
                 continue
             try:
                 if case_insensitive:
-                    a, b, sim = [word.upper() for word in line.split(delimiter)]
+                    a, b, sim_text = [word.upper() for word in line.split(delimiter)]
                 else:
-                    a, b, sim = [word for word in line.split(delimiter)]
-                lines.append((a, b, float(sim)))
+                    a, b, sim_text = [word for word in line.split(delimiter)]
+                lines.append((a, b, float(sim_text)))
             except (ValueError, TypeError):
                 logger.info("Skipping invalid line #%d in %s", line_no, pairs)
                 continue

@@ -247,7 +247,7 @@ class RemoteKeyedVectors(KeyedVectorsQueries):
         if rows is not None and pre_normalize:
             with np.errstate(invalid="ignore", divide="ignore"):
                 rows = rows / np.linalg.norm(rows, axis=1)[:, None]
-        mean = np.zeros(self.vector_size, np.float32)
+        mean: np.ndarray = np.zeros(self.vector_size, np.float32)
         total_weight = 0
         for idx, key in enumerate(keys):
             if isinstance(key, np.ndarray):

@@ -64,9 +64,12 @@ class KeyedVectorsQueries:
         _read: dict[str, Any]
         _table: str
         _version: int
-        vectors: np.ndarray
-        norms: np.ndarray
-        index_to_key: list[str]
+        @property
+        def vectors(self) -> np.ndarray: ...
+        @property
+        def norms(self) -> np.ndarray: ...
+        @property
+        def index_to_key(self) -> list[str]: ...
 
         def _run(self, plan: Plan[T]) -> T: ...
         def _fetch(self, keys: list[Any], missing: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
@@ -110,7 +113,9 @@ class KeyedVectorsQueries:
             else:
                 keys.append(item[0])
                 weight[idx] = item[1]
-        local = not topn or ((clip_start or clip_end is not None) and not restrict_vocab)
+        if not keys:
+            raise ValueError("cannot compute mean with no input")
+        local = bool(not topn or ((clip_start or clip_end is not None) and not restrict_vocab))
         if local or not all(isinstance(k, str) and k for k in keys):
             return self._most_similar_by_mean(keys, weight, topn, clip_start, clip_end, restrict_vocab, local)
         if len(positive) == len(keys) and (weight == 1.0).all():

@@ -127,7 +127,7 @@ def word_analogies(
     n = _restriction(table, restrict_vocab)
     vocab = vocabulary(table, n, case_insensitive)
     ids = np.stack([_rows(vocab, words) for words in questions], axis=1)  # (nq, 4)
-    found = (ids >= 0).all(axis=1)
+    found = np.asarray((ids >= 0).all(axis=1))
     correct = np.zeros(nq, dtype=bool)
     known = ids[found]
     approximate = approximate and table.metric == "cosine" and not table.index.is_exact
@@ -148,7 +148,7 @@ def word_analogies(
         top = faiss.knn(query, rows[:n], k, metric=faiss.METRIC_INNER_PRODUCT)[1]
     keys = table.keys
     # A key's canonical row: the row its (upper-cased) form maps to, so case variants count as one word.
-    canon = (lambda i: vocab[keys[i].upper()]) if case_insensitive else (lambda i: i)
+    canon = (lambda i: vocab[str(keys[i]).upper()]) if case_insensitive else (lambda i: i)
     answers = np.zeros(len(known), dtype=bool)
     for qi, (a, b, c, expected) in enumerate(known.tolist()):
         results = [j for j in top[qi].tolist() if j >= 0 and j != a and j != b and j != c][:ANALOGY_TOPN]

@@ -167,7 +167,7 @@ def rank_by_centrality(table: Table, keys: Sequence[str], use_norm: bool, limits
     if use_norm:
         vectors = vectors / raw_norms(table)[used][:, None]
     # gensim's get_mean_vector over the rows: a running float32 sum, divided by the count, then unit length.
-    mean = np.zeros(table.dim, np.float32)
+    mean: np.ndarray = np.zeros(table.dim, np.float32)
     weight = np.float32(1.0)
     for row in vectors:
         mean += weight * row
