@@ -194,7 +194,8 @@ def test_similarities_and_vectors(pair: tuple[KeyedVectors, RemoteKeyedVectors])
 def test_evaluate_word_pairs(pair: tuple[KeyedVectors, RemoteKeyedVectors]) -> None:
     kv, rkv = pair
     for path, kwargs in ((DATA / "wordsim353.tsv", {}), (DATA / "simlex999.txt", {"dummy4unknown": True}),
-                         (DATA / "wordsim353.tsv", {"restrict_vocab": 1000, "case_insensitive": False})):
+                         (DATA / "wordsim353.tsv", {"restrict_vocab": 1000, "case_insensitive": False}),
+                         (DATA / "wordsim353.tsv", {"restrict_vocab": None})):
         try:
             want = kv.evaluate_word_pairs(str(path), **kwargs)
         except ValueError as exc:  # no pair known: the same error

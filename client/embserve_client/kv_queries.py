@@ -311,20 +311,22 @@ class KeyedVectorsQueries:
     # -- evaluation -------------------------------------------------------------------------------
 
     def evaluate_word_pairs(
-        self, pairs: str, delimiter: str = "\t", encoding: str = "utf8", restrict_vocab: int = RESTRICT_VOCAB,
+        self, pairs: str, delimiter: str = "\t", encoding: str = "utf8", restrict_vocab: int | None = RESTRICT_VOCAB,
         case_insensitive: bool = True, dummy4unknown: bool = False,
     ) -> tuple[Any, Any, float]:
         """Correlation with human similarity judgements: ``(pearson, spearman, oov_ratio)`` as gensim returns them.
 
         The file is read here; the similarities of all pairs come from the server in one call.
         """
-        return calls.evaluate_word_pairs(self, pairs, delimiter, encoding, restrict_vocab, case_insensitive, dummy4unknown)
+        restrict = len(self) if restrict_vocab is None else restrict_vocab  # gensim: index_to_key[:None] is every key
+        return calls.evaluate_word_pairs(self, pairs, delimiter, encoding, restrict, case_insensitive, dummy4unknown)
 
     def evaluate_word_analogies(
-        self, analogies: str, restrict_vocab: int = RESTRICT_VOCAB, case_insensitive: bool = True,
+        self, analogies: str, restrict_vocab: int | None = RESTRICT_VOCAB, case_insensitive: bool = True,
         dummy4unknown: bool = False, similarity_function: str = "most_similar",
     ) -> tuple[float, list[dict[str, Any]]]:
         """Analogy accuracy: ``(score, sections)`` as gensim returns them, the questions answered on the server
         in batches (brute force unless ``exact=False``). ``similarity_function`` is unused, as in gensim.
         """
-        return calls.evaluate_word_analogies(self, analogies, restrict_vocab, case_insensitive, dummy4unknown, approximate=not self.exact)
+        restrict = len(self) if restrict_vocab is None else restrict_vocab
+        return calls.evaluate_word_analogies(self, analogies, restrict, case_insensitive, dummy4unknown, approximate=not self.exact)
