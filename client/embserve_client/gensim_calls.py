@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from embserve_client.client import DEFAULT_MAX_KEYS_PER_CALL, DEFAULT_MAX_QUERIES_PER_CALL, Client, Plan, T
+from embserve_client.client import Client
+from embserve_client.core import DEFAULT_MAX_KEYS_PER_CALL, DEFAULT_MAX_QUERIES_PER_CALL, Plan, T
 from embserve_client.pb import embserve_pb2 as pb
 
 logger = logging.getLogger(__name__)

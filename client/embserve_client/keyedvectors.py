@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from embserve_client import gensim_calls as calls
-from embserve_client.client import Client, Plan, T
+from embserve_client.client import Client
+from embserve_client.core import Plan, T
 from embserve_client.kv_queries import KEY_TYPES, KeyedVectorsQueries, unitvec
 
 logger = logging.getLogger(__name__)

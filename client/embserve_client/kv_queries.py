@@ -20,7 +20,8 @@ from embserve_client.errors import InvalidArgumentError, UnknownKeyError
 from embserve_client.pb import embserve_pb2 as pb
 
 if TYPE_CHECKING:
-    from embserve_client.client import Client, Plan, T
+    from embserve_client.client import Client
+    from embserve_client.core import Plan, T
 
 logger = logging.getLogger(__name__)
 

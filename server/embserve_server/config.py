@@ -33,6 +33,7 @@ class ServerConfig:
     explorer: bool = False  # serve the web explorer (/, /api/*) on the metrics_address port
     default_table: str | None = None  # used when a request names no table; default: the only/first one
     pinned: tuple[tuple[str, int], ...] = ()  # (table, version): serve exactly that version
+    keep_versions: int = 1  # newest valid versions of each table kept loaded (requests may name one)
     threads: int = 8  # gRPC handler threads
     workers: int = 1  # serving processes sharing the port (SO_REUSEPORT), forked before any server exists
     max_concurrent_rpcs: int | None = None  # queued + running calls; beyond it RESOURCE_EXHAUSTED (guard.py)

@@ -20,11 +20,13 @@ from collections.abc import Sequence
 
 import faiss
 import numpy as np
+from embserve_client.wire import unit
+from embserve_index.search import compact
 
 from embserve_server.config import Limits
 from embserve_server.gensim_ops import cached
-from embserve_server.query import check_keys, check_limit, unit
 from embserve_server.tables import Table
+from embserve_server.validate import check_keys, check_limit
 
 RESTRICT_VOCAB = 300_000  # gensim's default for both evaluations
 ANALOGY_TOPN = 5  # gensim asks most_similar for 5 answers and takes the first acceptable one
@@ -139,19 +141,19 @@ def word_analogies(
     query = (rows[known[:, 1]] + rows[known[:, 2]] - rows[known[:, 0]]) / np.float32(3)
     query = np.ascontiguousarray(query, dtype=np.float32)
     faiss.normalize_L2(query)
-    k = min(ANALOGY_TOPN + 3, n)  # gensim's argsort(topn + len(question words))
-    if approximate:
-        top = table.index.search(query, k, ef_search=ef_search or ANALOGY_EF_SEARCH, restrict=n)[1]
-    elif table.metric == "cosine":
-        top = table.index.search(query, k, exact=True, restrict=n)[1]
+    drop = np.ascontiguousarray(known[:, :3])  # gensim leaves the question rows out of most_similar's answer
+    if table.metric == "cosine":
+        top = table.index.search(query, ANALOGY_TOPN, exact=not approximate, ef_search=ef_search or ANALOGY_EF_SEARCH, restrict=n, drop=drop)[1]
     else:
-        top = faiss.knn(query, rows[:n], k, metric=faiss.METRIC_INNER_PRODUCT)[1]
+        k = min(ANALOGY_TOPN + 3, n)  # gensim's argsort(topn + len(question words))
+        D, I = faiss.knn(query, rows[:n], k, metric=faiss.METRIC_INNER_PRODUCT)
+        top = compact(D, I, (I < 0) | (I[:, :, None] == drop[:, None, :]).any(axis=2), ANALOGY_TOPN)[1]
     keys = table.keys
     # A key's canonical row: the row its (upper-cased) form maps to, so case variants count as one word.
     canon = (lambda i: vocab[str(keys[i]).upper()]) if case_insensitive else (lambda i: i)
     answers = np.zeros(len(known), dtype=bool)
     for qi, (a, b, c, expected) in enumerate(known.tolist()):
-        results = [j for j in top[qi].tolist() if j >= 0 and j != a and j != b and j != c][:ANALOGY_TOPN]
+        results = [j for j in top[qi].tolist() if j >= 0]
         predicted = -1
         for j in results:
             predicted = canon(j)

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from embserve_server.config import Limits
-from embserve_server.errors import UnknownKeyError, UnknownTableError
-from embserve_server.query import DEFAULT_TOPN, check_keys, check_limit
+from embserve_server.errors import UnknownKeyError
+from embserve_server.query import DEFAULT_TOPN
 from embserve_server.tables import Table
+from embserve_server.validate import check_keys, check_limit
 
 COSMUL_EPSILON = 0.000001  # gensim's guard against a zero denominator in 3CosMul
 
@@ -40,17 +41,6 @@ def cached(table: Table, key: Any, build: Any) -> Any:
 def raw_norms(table: Table) -> np.ndarray:
     """(count,) float32 L2 norms of the raw rows, as gensim's ``fill_norms`` computes them."""
     return cached(table, "norms", lambda: np.linalg.norm(table.vectors, axis=1))  # type: ignore[no-any-return]
-
-
-def check_version(table: Table, version: int) -> Table:
-    """``table`` when it is the version asked for (0 = any).
-
-    Raises:
-        UnknownTableError: another version is being served.
-    """
-    if version and version != table.version:
-        raise UnknownTableError(f"{table.name} version {version}", [f"{table.name} version {table.version}"])
-    return table
 
 
 def row_of(table: Table, field: str, key: str, limits: Limits) -> int:
