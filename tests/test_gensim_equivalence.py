@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from conftest import running_server
-from embserve_client import Client, InvalidArgumentError, ReadOnlyTableError, RemoteKeyedVectors, UnknownTableError
+from conftest import running_server, seeded_table
+from embserve_client import Client, InvalidArgumentError, NotFoundError, ReadOnlyTableError, RemoteKeyedVectors
 from embserve_client.gensim_calls import list_keys_plan, run
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_trainer.evaluate import gensim_test_data
@@ -316,7 +316,7 @@ def test_new_rpcs_validate_and_keep_serving(pairs: dict[str, tuple[KeyedVectors,
         with pytest.raises(grpc.RpcError) as err:
             getattr(stub, method)(request, timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, err.value.details())
-    with pytest.raises(UnknownTableError, match="version 99"):
+    with pytest.raises(NotFoundError, match="version 99 is not loaded"):
         run(client, list_keys_plan("euclidean", 99))
     with pytest.raises(InvalidArgumentError, match="questions: 5000 is over the limit"):
         _over_limit(client)
@@ -344,3 +344,25 @@ def test_remote_keyed_vectors_opens_and_closes_its_client(tmp_path: Path) -> Non
             rkv.most_similar("the")
     with pytest.raises(TypeError, match="HOST:PORT"):
         RemoteKeyedVectors(42)  # type: ignore[arg-type]
+
+
+def test_each_version_answers_as_its_own_keyed_vectors(tmp_path: Path) -> None:
+    """version= reads one loaded version: every method answers as gensim over THAT version's rows."""
+    tables = tmp_path / "tables"
+    kvs = {}
+    for version, n in ((1, 400), (2, 300)):
+        vectors, keys = seeded_table(n, 12, seed=version)
+        export_table(tables, "t", vectors, keys, source={"kind": "test"}, version=version)
+        kvs[version] = KeyedVectors(vector_size=12)
+        kvs[version].add_vectors(keys, vectors)
+    with running_server(tables, keep_versions=2) as server, Client(f"127.0.0.1:{server.port}") as client:
+        for version, kv in kvs.items():
+            rkv = RemoteKeyedVectors(client, table="t", version=version)
+            assert (len(rkv), rkv.vector_size) == (len(kv), 12) and rkv.index_to_key == kv.index_to_key
+            np.testing.assert_array_equal(rkv.vectors, kv.vectors)
+            assert_same(rkv.most_similar("w3"), kv.most_similar("w3"), full_scores(kv, "most_similar", "w3"))
+            assert_same(rkv.most_similar_cosmul("w3", "w4"), kv.most_similar_cosmul("w3", "w4"), full_scores(kv, "most_similar_cosmul", "w3", "w4"))
+            assert rkv.doesnt_match(["w1", "w2", "w5", "w8"]) == kv.doesnt_match(["w1", "w2", "w5", "w8"])
+            assert rkv.rank("w1", "w7") == kv.rank("w1", "w7")
+        with pytest.raises(NotFoundError, match="version 3 is not loaded"):
+            RemoteKeyedVectors(client, table="t", version=3).most_similar_cosmul("w1")

@@ -45,6 +45,12 @@ def list_keys_plan(table: str, version: int) -> Plan[list[str]]:
             return keys
 
 
+def count_plan(table: str, version: int) -> Plan[int]:
+    """Rows in the table version (a one-key ListKeys page)."""
+    resp = yield "ListKeys", pb.ListKeysRequest(table=table, version=version, limit=1)
+    return int(resp.count)
+
+
 def cosmul_plan(
     table: str, version: int, positive: list[str], negative: list[str], pos_vectors: list[np.ndarray], neg_vectors: list[np.ndarray], topn: int
 ) -> Plan[list[tuple[str, float]]]:

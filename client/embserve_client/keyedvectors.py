@@ -78,6 +78,7 @@ class RemoteKeyedVectors(KeyedVectorsQueries):
         self.max_fetch_bytes = max_fetch_bytes
         self._read = {"table": table, **({"version": version} if version is not None else {})}
         self._info: Any = None
+        self._shape: tuple[int, int] | None = None
         self._index_to_key: list[str] | None = None
         self._key_to_index: dict[str, int] | None = None
         self._vectors: np.ndarray | None = None
@@ -107,11 +108,23 @@ class RemoteKeyedVectors(KeyedVectorsQueries):
         return self._info
 
     @property
+    def shape(self) -> tuple[int, int]:
+        """(count, vector_size) of the version read (fetched once)."""
+        if self._shape is None:
+            if self._version:  # table_info describes the newest version; ask the pinned one itself
+                count = self._run(calls.count_plan(self._table, self._version))
+                dim = self.client.lookup(ids=[0], **self._read).vectors.shape[1] if count else self.info.vector_size
+                self._shape = (count, int(dim))
+            else:
+                self._shape = (int(self.info.count), int(self.info.vector_size))
+        return self._shape
+
+    @property
     def vector_size(self) -> int:
-        return int(self.info.vector_size)
+        return self.shape[1]
 
     def __len__(self) -> int:
-        return int(self.info.count)
+        return self.shape[0]
 
     def __str__(self) -> str:
         return f"{self.__class__.__name__}<vector_size={self.vector_size}, {len(self)} keys>"
