@@ -36,10 +36,14 @@ def _vector_bytes(vectors: Sequence[np.ndarray]) -> bytes:
 
 
 def list_keys_plan(table: str, version: int) -> Plan[list[str]]:
-    """Every key of the table in row order, one page (the server's max keys) per call."""
+    """Every key of the table in row order, one page (the server's max keys) per call.
+
+    Later pages ask for the version that answered the first, so a reload between pages cannot mix versions.
+    """
     keys: list[str] = []
     while True:
         resp = yield "ListKeys", pb.ListKeysRequest(table=table, version=version, offset=len(keys))
+        version = resp.version
         keys.extend(resp.keys)
         if len(keys) >= resp.count or not resp.keys:
             return keys
