@@ -20,6 +20,7 @@ from conftest import running_server, seeded_table
 from embserve_client import Client, InvalidArgumentError, NotFoundError, ReadOnlyTableError, RemoteKeyedVectors
 from embserve_client.gensim_calls import list_keys_plan, run
 from embserve_client.pb import embserve_pb2 as pb
+from embserve_server.config import Limits
 from embserve_trainer.evaluate import gensim_test_data
 from embserve_trainer.export import export_table
 from embserve_trainer.importers import import_table
@@ -366,3 +367,12 @@ def test_each_version_answers_as_its_own_keyed_vectors(tmp_path: Path) -> None:
             assert rkv.rank("w1", "w7") == kv.rank("w1", "w7")
         with pytest.raises(NotFoundError, match="version 3 is not loaded"):
             RemoteKeyedVectors(client, table="t", version=3).most_similar_cosmul("w1")
+
+
+def test_index_to_key_pages_under_the_server_limit(tmp_path: Path) -> None:
+    tables = tmp_path / "tables"
+    kv = KeyedVectors.load_word2vec_format(str(DATA / "lee_fasttext.vec"))
+    export_table(tables, "lee", kv.vectors, list(kv.index_to_key), source={"kind": "test"})
+    with running_server(tables, limits=Limits(max_keys=100)) as server, RemoteKeyedVectors(f"127.0.0.1:{server.port}") as rkv:
+        assert rkv.index_to_key == kv.index_to_key  # 18 pages of at most 100 keys
+        assert rkv.key_to_index == kv.key_to_index
