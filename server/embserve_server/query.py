@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from embserve_client import wire
 from embserve_client.wire import LE_F32, LE_I64, unit
 
 from embserve_server import subword, tokenizer_table
@@ -24,7 +25,7 @@ from embserve_server.errors import UnknownKeyError
 from embserve_server.tables import Table
 from embserve_server.validate import check_ids, check_keys, check_limit
 
-MISSING_POLICIES = ("error", "skip", "zero", "subword")
+MISSING_POLICIES = tuple(wire.MISSING_POLICIES)  # "error", "skip", "zero", "subword"
 DEFAULT_TOPN = 10
 
 
