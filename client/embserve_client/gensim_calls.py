@@ -17,13 +17,11 @@ from typing import Any
 import numpy as np
 
 from embserve_client.client import Client
-from embserve_client.core import DEFAULT_MAX_KEYS_PER_CALL, DEFAULT_MAX_QUERIES_PER_CALL, Plan, T
+from embserve_client.core import Plan, T
 from embserve_client.pb import embserve_pb2 as pb
+from embserve_client.wire import LE_F32, MAX_KEYS_PER_CALL, MAX_QUERIES_PER_CALL
 
 logger = logging.getLogger(__name__)
-
-_F32 = np.dtype("<f4")
-_I64 = np.dtype("<i8")
 
 
 def run(client: Client, plan: Plan[T]) -> T:
@@ -32,7 +30,7 @@ def run(client: Client, plan: Plan[T]) -> T:
 
 
 def _vector_bytes(vectors: Sequence[np.ndarray]) -> bytes:
-    return b"".join(np.ascontiguousarray(v, dtype=_F32).tobytes() for v in vectors)
+    return b"".join(np.ascontiguousarray(v, dtype=LE_F32).tobytes() for v in vectors)
 
 
 def list_keys_plan(table: str, version: int) -> Plan[list[str]]:
@@ -63,14 +61,14 @@ def cosmul_plan(
         positive_vectors=_vector_bytes(pos_vectors), negative_vectors=_vector_bytes(neg_vectors),
     )
     resp = yield "MostSimilarCosmul", req
-    scores = np.frombuffer(resp.scores, dtype=_F32)
+    scores = np.frombuffer(resp.scores, dtype=LE_F32)
     return [(k, float(s)) for k, s in zip(resp.keys, scores)]
 
 
 def centrality_plan(table: str, version: int, keys: list[str], use_norm: bool) -> Plan[tuple[np.ndarray, np.ndarray]]:
     """(found flags, float32 scores of the found keys in request order)."""
     resp = yield "RankByCentrality", pb.RankByCentralityRequest(table=table, version=version, keys=keys, raw=not use_norm)
-    return np.frombuffer(resp.found, dtype=np.uint8).astype(bool), np.frombuffer(resp.scores, dtype=_F32).astype(np.float32)
+    return np.frombuffer(resp.found, dtype=np.uint8).astype(bool), np.frombuffer(resp.scores, dtype=LE_F32).astype(np.float32)
 
 
 def closer_than_plan(table: str, version: int, key1: str, key2: str, count_only: bool) -> Plan[tuple[int, list[str]]]:
@@ -83,14 +81,14 @@ def word_pairs_plan(
 ) -> Plan[tuple[np.ndarray, np.ndarray]]:
     """(found flags, float32 cosine per pair), batched under the server's pair limit."""
     found, scores = [], []
-    for start in range(0, len(pairs), DEFAULT_MAX_KEYS_PER_CALL):
-        chunk = pairs[start : start + DEFAULT_MAX_KEYS_PER_CALL]
+    for start in range(0, len(pairs), MAX_KEYS_PER_CALL):  # the server's default --max-pairs is the same 65,536
+        chunk = pairs[start : start + MAX_KEYS_PER_CALL]
         resp = yield "EvaluateWordPairs", pb.EvaluateWordPairsRequest(
             table=table, version=version, a=[a for a, _ in chunk], b=[b for _, b in chunk],
             restrict_vocab=restrict_vocab, case_insensitive=case_insensitive,
         )
         found.append(np.frombuffer(resp.found, dtype=np.uint8).astype(bool))
-        scores.append(np.frombuffer(resp.scores, dtype=_F32))
+        scores.append(np.frombuffer(resp.scores, dtype=LE_F32))
     return np.concatenate(found), np.concatenate(scores).astype(np.float32)
 
 
@@ -99,8 +97,8 @@ def word_analogies_plan(
 ) -> Plan[tuple[np.ndarray, np.ndarray, str]]:
     """(found flags, correct flags, search name), batched under the server's query limit."""
     found, correct, search = [], [], "exact"
-    for start in range(0, len(quads), DEFAULT_MAX_QUERIES_PER_CALL):
-        chunk = quads[start : start + DEFAULT_MAX_QUERIES_PER_CALL]
+    for start in range(0, len(quads), MAX_QUERIES_PER_CALL):
+        chunk = quads[start : start + MAX_QUERIES_PER_CALL]
         a, b, c, expected = (list(col) for col in zip(*chunk))
         resp = yield "EvaluateWordAnalogies", pb.EvaluateWordAnalogiesRequest(
             table=table, version=version, a=a, b=b, c=c, expected=expected,
