@@ -18,19 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import faiss
 import numpy as np
 from embserve_client.wire import unit
-from embserve_index.search import compact
+from embserve_index import analogies
+from embserve_index.analogies import ANALOGY_EF_SEARCH, RESTRICT_VOCAB
+from embserve_index.search import VectorIndex
 
 from embserve_server.config import Limits
 from embserve_server.gensim_ops import cached
 from embserve_server.tables import Table
-from embserve_server.validate import check_keys, check_limit
-
-RESTRICT_VOCAB = 300_000  # gensim's default for both evaluations
-ANALOGY_TOPN = 5  # gensim asks most_similar for 5 answers and takes the first acceptable one
-ANALOGY_EF_SEARCH = 128  # HNSW effort for analogy questions (off-manifold queries need more than key queries)
+from embserve_server.validate import check_keys, check_limit, check_pairs
 
 
 def _restriction(table: Table, restrict_vocab: int) -> int:
@@ -42,15 +39,7 @@ def _restriction(table: Table, restrict_vocab: int) -> int:
 def vocabulary(table: Table, n: int, case_insensitive: bool) -> dict[str, int]:
     """Word -> row over the first ``n`` keys; upper-cased keys map to their first row (cached per table)."""
 
-    def build() -> dict[str, int]:
-        keys = table.keys[:n].tolist()
-        if not case_insensitive:
-            return dict(zip(keys, range(n)))
-        out: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            out.setdefault(k.upper(), i)
-        return out
-
+    build = lambda: analogies.vocabulary(table.keys[:n].tolist(), n, case_insensitive)  # noqa: E731
     return cached(table, ("vocab", n, case_insensitive), build)  # type: ignore[no-any-return]
 
 
@@ -76,13 +65,7 @@ def word_pairs(
     Raises:
         ValueError / LimitExceededError: lists of different lengths, no pair, too many, a bad key.
     """
-    if len(a) != len(b):
-        raise ValueError(f"a and b: pair lists differ in length ({len(a)} vs {len(b)})")
-    if not len(a):
-        raise ValueError("a/b: the request holds no pair")
-    check_limit("pairs", len(a), limits.max_pairs)
-    check_keys("a", a, limits)
-    check_keys("b", b, limits)
+    check_pairs(a, b, limits)
     vocab = vocabulary(table, _restriction(table, restrict_vocab), case_insensitive)
     ia, ib = _rows(vocab, a), _rows(vocab, b)
     found = (ia >= 0) & (ib >= 0)
@@ -136,29 +119,10 @@ def word_analogies(
     search = f"hnsw efSearch={ef_search or ANALOGY_EF_SEARCH}" if approximate else "exact"
     if not len(known):
         return found, correct, search
-    rows = unit_rows(table)
-    # gensim: mean of the weighted unit rows (b, c positive, a negative), then unit length.
-    query = (rows[known[:, 1]] + rows[known[:, 2]] - rows[known[:, 0]]) / np.float32(3)
-    query = np.ascontiguousarray(query, dtype=np.float32)
-    faiss.normalize_L2(query)
-    drop = np.ascontiguousarray(known[:, :3])  # gensim leaves the question rows out of most_similar's answer
-    if table.metric == "cosine":
-        top = table.index.search(query, ANALOGY_TOPN, exact=not approximate, ef_search=ef_search or ANALOGY_EF_SEARCH, restrict=n, drop=drop)[1]
-    else:
-        k = min(ANALOGY_TOPN + 3, n)  # gensim's argsort(topn + len(question words))
-        D, I = faiss.knn(query, rows[:n], k, metric=faiss.METRIC_INNER_PRODUCT)
-        top = compact(D, I, (I < 0) | (I[:, :, None] == drop[:, None, :]).any(axis=2), ANALOGY_TOPN)[1]
-    keys = table.keys
-    # A key's canonical row: the row its (upper-cased) form maps to, so case variants count as one word.
-    canon = (lambda i: vocab[str(keys[i]).upper()]) if case_insensitive else (lambda i: i)
-    answers = np.zeros(len(known), dtype=bool)
-    for qi, (a, b, c, expected) in enumerate(known.tolist()):
-        results = [j for j in top[qi].tolist() if j >= 0]
-        predicted = -1
-        for j in results:
-            predicted = canon(j)
-            if predicted not in (a, b, c):
-                break
-        answers[qi] = predicted == expected
+    # Cosine tables search their own index (exact or not); others brute force over their unit rows.
+    index = table.index if table.metric == "cosine" else VectorIndex.brute_force(unit_rows(table))
+    answers = analogies.answer(
+        index, known, table.keys, vocab, case_insensitive=case_insensitive, restrict=n, exact=not approximate, ef_search=ef_search or ANALOGY_EF_SEARCH
+    )
     correct[found] = answers
     return found, correct, search
