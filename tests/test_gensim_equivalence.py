@@ -310,7 +310,7 @@ def test_new_rpcs_validate_and_keep_serving(pairs: dict[str, tuple[KeyedVectors,
         ("CloserThan", pb.CloserThanRequest(table="euclidean", key1="", key2="the")),
         ("EvaluateWordPairs", pb.EvaluateWordPairsRequest(table="euclidean", a=["THE"], b=[])),
         ("EvaluateWordPairs", pb.EvaluateWordPairsRequest(table="euclidean", a=["THE"], b=["TO"], restrict_vocab=-1)),
-        ("EvaluateWordAnalogies", pb.EvaluateWordAnalogiesRequest(table="euclidean", a=["A"] * 5000, b=["B"] * 5000, c=["C"] * 5000, expected=["D"] * 5000)),
+        ("EvaluateWordAnalogies", pb.EvaluateWordAnalogiesRequest(table="euclidean", a=["A"] * 70_000, b=["B"] * 70_000, c=["C"] * 70_000, expected=["D"] * 70_000)),
         ("EvaluateWordAnalogies", pb.EvaluateWordAnalogiesRequest(table="euclidean", a=["A"], b=["B"], c=["C"], expected=[])),
     ]
     for method, request in bad:
@@ -319,13 +319,13 @@ def test_new_rpcs_validate_and_keep_serving(pairs: dict[str, tuple[KeyedVectors,
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, err.value.details())
     with pytest.raises(NotFoundError, match="version 99 is not loaded"):
         run(client, list_keys_plan("euclidean", 99))
-    with pytest.raises(InvalidArgumentError, match="questions: 5000 is over the limit"):
+    with pytest.raises(InvalidArgumentError, match="questions: 70000 is over the limit"):
         _over_limit(client)
     assert rkv.most_similar("the", topn=1)  # still serving
 
 
 def _over_limit(client: Client) -> Any:
-    req = pb.EvaluateWordAnalogiesRequest(table="euclidean", a=["A"] * 5000, b=["B"] * 5000, c=["C"] * 5000, expected=["D"] * 5000)
+    req = pb.EvaluateWordAnalogiesRequest(table="euclidean", a=["A"] * 70_000, b=["B"] * 70_000, c=["C"] * 70_000, expected=["D"] * 70_000)
 
     def plan() -> Any:
         yield "EvaluateWordAnalogies", req

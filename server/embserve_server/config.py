@@ -15,7 +15,7 @@ class Limits:
     max_keys: int = wire.MAX_KEYS_PER_CALL  # keys or ids per Lookup
     max_queries: int = wire.MAX_QUERIES_PER_CALL  # queries per Search
     max_terms: int = 64  # positive + negative keys/ids per query
-    max_pairs: int = 65_536  # pairs per Similarity
+    max_pairs: int = wire.MAX_PAIRS_PER_CALL  # pairs per Similarity/EvaluateWordPairs, questions per EvaluateWordAnalogies
     max_topn: int = 1_000
     max_key_chars: int = 1_024
     max_texts: int = 1_024  # texts per Tokenize

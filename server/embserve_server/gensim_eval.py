@@ -103,7 +103,7 @@ def word_analogies(
     nq = lengths.pop()
     if not nq:
         raise ValueError("a/b/c/expected: the request holds no question")
-    check_limit("questions", nq, limits.max_queries)
+    check_limit("questions", nq, limits.max_pairs)
     for name, words in zip(("a", "b", "c", "expected"), questions):
         check_keys(name, words, limits)
     if ef_search < 0:
