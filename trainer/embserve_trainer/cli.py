@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from embserve_client import bundle as bfmt
 
 from embserve_trainer import __version__
 from embserve_trainer.evaluate import ANALOGY_EF_SEARCH, RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
 from embserve_trainer.export import export_table
+from embserve_trainer.formats import DEFAULT_BLOCK_SIZE, DUPLICATES, UNICODE_ERRORS
 from embserve_trainer.importers import FORMATS, import_table
 from embserve_trainer.tokenize import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
 from embserve_trainer.train import MODELS, TrainConfig, default_workers, train_table
@@ -22,7 +24,9 @@ logger = logging.getLogger("embserve_trainer")
 
 def cmd_import(args: argparse.Namespace) -> int:
     imported = import_table(
-        args.format, args.input, vocab=args.vocab, limit=args.limit, tokenizer=args.tokenizer, tensor=args.tensor
+        args.format, args.input, vocab=args.vocab, limit=args.limit, tokenizer=args.tokenizer, tensor=args.tensor,
+        unicode_errors=args.unicode_errors, duplicates=args.duplicates, block_size=args.block_size,
+        progress=not args.no_progress,
     )
     path = export_table(
         args.tables,
@@ -58,10 +62,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.no_eval:
         report = evaluate_table(trained.vectors, trained.keys, restrict_vocab=args.restrict_vocab)
         print(format_report(report), file=sys.stderr)
-        files["eval.json"] = json.dumps(report, indent=2, sort_keys=True) + "\n"
+        files[bfmt.EVAL] = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if trained.ngrams is not None:
         ngrams = trained.ngrams
-        files["ngrams.npy"] = lambda p: np.save(p, ngrams, allow_pickle=False)
+        files[bfmt.NGRAMS] = lambda p: np.save(p, ngrams, allow_pickle=False)
     path = export_table(
         args.tables, args.name, trained.vectors, trained.keys,
         source=trained.source, metric=args.metric, counts=trained.counts,
@@ -104,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--metric", default="cosine", choices=("cosine", "dot"))
     imp.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,Flat)")
     imp.add_argument("--seed", type=int, default=0, help="seed of the recall-tuning sample")
+    imp.add_argument("--unicode-errors", default="strict", choices=UNICODE_ERRORS,
+                     help="keys that are not UTF-8: refuse the file (strict, gensim's default) or replace/ignore "
+                     "the bad bytes (recorded in the manifest)")
+    imp.add_argument("--duplicates", default="keep-first", choices=DUPLICATES,
+                     help="a key on several rows: keep the first row and count the rest in a warning (gensim), or refuse")
+    imp.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
+                     help="bytes parsed at once from text files (the parser's memory is about 10x this)")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     imp.set_defaults(func=cmd_import)
 
     tr = sub.add_parser("train", help="learn a table from a corpus (gensim) and export it as a bundle",

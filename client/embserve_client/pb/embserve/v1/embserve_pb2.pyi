@@ -65,18 +65,20 @@ class ListTablesResponse(_message.Message):
     def __init__(self, tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ..., default_table: _Optional[str] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("table", "keys", "ids", "missing", "normalize")
+    __slots__ = ("table", "keys", "ids", "missing", "normalize", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     keys: _containers.RepeatedScalarFieldContainer[str]
     ids: _containers.RepeatedScalarFieldContainer[int]
     missing: MissingPolicy
     normalize: bool
-    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("table", "version", "vector_size", "rows", "vectors", "found", "ids")
@@ -115,7 +117,7 @@ class Query(_message.Message):
     def __init__(self, positive: _Optional[_Iterable[str]] = ..., negative: _Optional[_Iterable[str]] = ..., positive_ids: _Optional[_Iterable[int]] = ..., negative_ids: _Optional[_Iterable[int]] = ..., positive_weights: _Optional[_Iterable[float]] = ..., negative_weights: _Optional[_Iterable[float]] = ..., vector: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("table", "queries", "topn", "include_query_keys", "exact", "ef_search", "nprobe", "restrict_vocab", "min_score", "skip_special_tokens", "skip_subword_tokens")
+    __slots__ = ("table", "queries", "topn", "include_query_keys", "exact", "ef_search", "nprobe", "restrict_vocab", "min_score", "skip_special_tokens", "skip_subword_tokens", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     TOPN_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +129,7 @@ class SearchRequest(_message.Message):
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     SKIP_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SKIP_SUBWORD_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     topn: int
@@ -138,7 +141,8 @@ class SearchRequest(_message.Message):
     min_score: float
     skip_special_tokens: bool
     skip_subword_tokens: bool
-    def __init__(self, table: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., topn: _Optional[int] = ..., include_query_keys: _Optional[bool] = ..., exact: _Optional[bool] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., restrict_vocab: _Optional[int] = ..., min_score: _Optional[float] = ..., skip_special_tokens: _Optional[bool] = ..., skip_subword_tokens: _Optional[bool] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., topn: _Optional[int] = ..., include_query_keys: _Optional[bool] = ..., exact: _Optional[bool] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., restrict_vocab: _Optional[int] = ..., min_score: _Optional[float] = ..., skip_special_tokens: _Optional[bool] = ..., skip_subword_tokens: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("table", "version", "topn", "queries", "ids", "scores", "keys")
@@ -159,14 +163,16 @@ class SearchResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., topn: _Optional[int] = ..., queries: _Optional[int] = ..., ids: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SimilarityRequest(_message.Message):
-    __slots__ = ("table", "a", "b")
+    __slots__ = ("table", "a", "b", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     a: _containers.RepeatedScalarFieldContainer[str]
     b: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, table: _Optional[str] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class SimilarityResponse(_message.Message):
     __slots__ = ("table", "version", "scores")
@@ -179,14 +185,16 @@ class SimilarityResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., scores: _Optional[bytes] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
-    __slots__ = ("table", "texts", "add_special_tokens")
+    __slots__ = ("table", "texts", "add_special_tokens", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     add_special_tokens: bool
-    def __init__(self, table: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., add_special_tokens: _Optional[bool] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., add_special_tokens: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class TokenizedText(_message.Message):
     __slots__ = ("ids", "tokens")
@@ -207,16 +215,18 @@ class TokenizeResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., texts: _Optional[_Iterable[_Union[TokenizedText, _Mapping]]] = ...) -> None: ...
 
 class LookupTextRequest(_message.Message):
-    __slots__ = ("table", "text", "add_special_tokens", "mean")
+    __slots__ = ("table", "text", "add_special_tokens", "mean", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     text: str
     add_special_tokens: bool
     mean: bool
-    def __init__(self, table: _Optional[str] = ..., text: _Optional[str] = ..., add_special_tokens: _Optional[bool] = ..., mean: _Optional[bool] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., text: _Optional[str] = ..., add_special_tokens: _Optional[bool] = ..., mean: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LookupTextResponse(_message.Message):
     __slots__ = ("table", "version", "vector_size", "ids", "tokens", "vectors", "mean")
@@ -261,3 +271,177 @@ class ReloadResponse(_message.Message):
     outcomes: _containers.RepeatedCompositeFieldContainer[ReloadOutcome]
     tables: _containers.RepeatedCompositeFieldContainer[TableInfo]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[ReloadOutcome, _Mapping]]] = ..., tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ("table", "offset", "limit", "version")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    offset: int
+    limit: int
+    version: int
+    def __init__(self, table: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ListKeysResponse(_message.Message):
+    __slots__ = ("table", "version", "count", "keys")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    count: int
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MostSimilarCosmulRequest(_message.Message):
+    __slots__ = ("table", "version", "positive", "negative", "positive_vectors", "negative_vectors", "topn")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    TOPN_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    positive: _containers.RepeatedScalarFieldContainer[str]
+    negative: _containers.RepeatedScalarFieldContainer[str]
+    positive_vectors: bytes
+    negative_vectors: bytes
+    topn: int
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., positive: _Optional[_Iterable[str]] = ..., negative: _Optional[_Iterable[str]] = ..., positive_vectors: _Optional[bytes] = ..., negative_vectors: _Optional[bytes] = ..., topn: _Optional[int] = ...) -> None: ...
+
+class MostSimilarCosmulResponse(_message.Message):
+    __slots__ = ("table", "version", "ids", "scores", "keys")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    ids: bytes
+    scores: bytes
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., ids: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RankByCentralityRequest(_message.Message):
+    __slots__ = ("table", "version", "keys", "raw")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    raw: bool
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ..., raw: _Optional[bool] = ...) -> None: ...
+
+class RankByCentralityResponse(_message.Message):
+    __slots__ = ("table", "version", "found", "scores")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    found: bytes
+    scores: bytes
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., found: _Optional[bytes] = ..., scores: _Optional[bytes] = ...) -> None: ...
+
+class CloserThanRequest(_message.Message):
+    __slots__ = ("table", "version", "key1", "key2", "count_only")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KEY1_FIELD_NUMBER: _ClassVar[int]
+    KEY2_FIELD_NUMBER: _ClassVar[int]
+    COUNT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    key1: str
+    key2: str
+    count_only: bool
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., key1: _Optional[str] = ..., key2: _Optional[str] = ..., count_only: _Optional[bool] = ...) -> None: ...
+
+class CloserThanResponse(_message.Message):
+    __slots__ = ("table", "version", "count", "ids", "keys")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    count: int
+    ids: bytes
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., ids: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EvaluateWordPairsRequest(_message.Message):
+    __slots__ = ("table", "version", "a", "b", "restrict_vocab", "case_insensitive")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    RESTRICT_VOCAB_FIELD_NUMBER: _ClassVar[int]
+    CASE_INSENSITIVE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    a: _containers.RepeatedScalarFieldContainer[str]
+    b: _containers.RepeatedScalarFieldContainer[str]
+    restrict_vocab: int
+    case_insensitive: bool
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., restrict_vocab: _Optional[int] = ..., case_insensitive: _Optional[bool] = ...) -> None: ...
+
+class EvaluateWordPairsResponse(_message.Message):
+    __slots__ = ("table", "version", "found", "scores")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    found: bytes
+    scores: bytes
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., found: _Optional[bytes] = ..., scores: _Optional[bytes] = ...) -> None: ...
+
+class EvaluateWordAnalogiesRequest(_message.Message):
+    __slots__ = ("table", "version", "a", "b", "c", "expected", "restrict_vocab", "case_insensitive", "approximate", "ef_search")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    C_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    RESTRICT_VOCAB_FIELD_NUMBER: _ClassVar[int]
+    CASE_INSENSITIVE_FIELD_NUMBER: _ClassVar[int]
+    APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    a: _containers.RepeatedScalarFieldContainer[str]
+    b: _containers.RepeatedScalarFieldContainer[str]
+    c: _containers.RepeatedScalarFieldContainer[str]
+    expected: _containers.RepeatedScalarFieldContainer[str]
+    restrict_vocab: int
+    case_insensitive: bool
+    approximate: bool
+    ef_search: int
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., c: _Optional[_Iterable[str]] = ..., expected: _Optional[_Iterable[str]] = ..., restrict_vocab: _Optional[int] = ..., case_insensitive: _Optional[bool] = ..., approximate: _Optional[bool] = ..., ef_search: _Optional[int] = ...) -> None: ...
+
+class EvaluateWordAnalogiesResponse(_message.Message):
+    __slots__ = ("table", "version", "found", "correct", "search")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    found: bytes
+    correct: bytes
+    search: str
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., found: _Optional[bytes] = ..., correct: _Optional[bytes] = ..., search: _Optional[str] = ...) -> None: ...
