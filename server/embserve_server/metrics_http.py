@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from embserve_server.config import HttpLimits, ServerConfig
 from embserve_server.errors import AuthError, ConnectionLimitError, OverloadedError
-from embserve_server.explorer import error_answer
+from embserve_server.explorer import INDEX_PAGE, error_answer
 from embserve_server.http_server import HttpServer, Request, Response, plain
 from embserve_server.tls import http_ssl_context
 
@@ -123,13 +123,13 @@ class HttpPort:
             return await self._metrics(request)
         if explorer is not None and path.startswith("/api/"):
             return await self._api(request, path[len("/api/"):])
-        if explorer is not None and (path in ("/", "/index.html") or path.startswith("/static/")):
-            name = "index.html" if not path.startswith("/static/") else path[len("/static/"):]
+        if explorer is not None and (path in ("/", f"/{INDEX_PAGE}") or path.startswith("/static/")):
+            name = INDEX_PAGE if not path.startswith("/static/") else path[len("/static/"):]
             page = explorer.page(name)
             if page is None:
                 return plain(404, "not found\n")
             status, headers = 200, PAGE_HEADERS
-            if name == "index.html":
+            if name == INDEX_PAGE:
                 refused = self._authenticate(request)
                 if refused is not None:
                     # The page itself, with the refusal's status: it asks for the token and sends
