@@ -117,13 +117,13 @@ def cli(*args: str) -> list[str]:
 
 def test_resume_gives_the_uninterrupted_table(tmp_path: Path) -> None:
     corpus = str(planted_corpus(tmp_path / "planted.txt"))
-    common = [*TINY, "--corpus", corpus, "--epochs", "40", "--snapshot-every", "300", "--no-eval", "--name", "t"]
+    common = [*TINY, "--corpus", corpus, "--epochs", "25", "--snapshot-every", "200", "--no-eval", "--name", "t"]
     whole = subprocess.run(cli(*common, "--tables", str(tmp_path / "a")), capture_output=True, text=True, timeout=600)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     tables = tmp_path / "b"
     proc = subprocess.Popen(cli(*common, "--tables", str(tables)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while len(list_versions(tables, "t")) < 2 and proc.poll() is None:  # wait for the step-300 snapshot
+    while len(list_versions(tables, "t")) < 2 and proc.poll() is None:  # wait for the step-200 snapshot
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=600)

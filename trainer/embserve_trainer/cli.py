@@ -76,7 +76,7 @@ def cmd_train_nexttoken(args: argparse.Namespace) -> int:
         dim=args.dim or defaults.dim, layers=args.layers, heads=args.heads, context=args.context, batch=args.batch,
         epochs=args.epochs or defaults.epochs, max_steps=args.max_steps, lr=args.lr, warmup_steps=args.warmup,
         weight_decay=args.weight_decay, embedding_decay=args.embedding_decay, min_count=args.min_count,
-        max_vocab=args.max_vocab, seed=args.seed, device=args.device,
+        max_vocab=args.max_vocab, tied=args.tie, seed=args.seed, device=args.device,
     )
     try:
         path = lm.train_nexttoken(
@@ -144,6 +144,8 @@ def add_nexttoken_flags(tr: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=int, default=200, help="warm-up steps")
     g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay of the blocks' and head's matrices")
     g.add_argument("--embedding-decay", type=float, default=0.0, help="AdamW decay of the input table")
+    g.add_argument("--tie", action="store_true",
+                   help="tie input and output embeddings: the served table is also the softmax's output rows")
     g.add_argument("--batch", type=int, default=64, help="windows per optimizer step")
     g.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (ends the schedule there)")
     g.add_argument("--snapshot-every", type=int, default=500, metavar="STEPS",

@@ -66,6 +66,7 @@ class LMConfig:
     min_count: int = 5
     max_vocab: int | None = None
     cutoffs: tuple[int, ...] = (2_000, 10_000)
+    tied: bool = False  # input table = the adaptive softmax's output rows (see lm_model)
     seed: int = 1
     device: str = "auto"
 
@@ -114,8 +115,13 @@ def learning_rate(config: LMConfig, step: int, total: int) -> float:
 
 def make_optimizer(model: NextTokenModel, config: LMConfig) -> torch.optim.AdamW:
     """AdamW; matrices of the blocks and head decay, the input table by ``embedding_decay``, the rest not."""
-    table = [model.wte.weight]
-    matrices = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith(("wte.", "wpe."))]
+    if model.cfg.tied:  # the table is the output rows: head shortlist + tail output matrices
+        table = [p for n, p in model.named_parameters() if n == "head.head.weight" or
+                 (n.startswith("head.tail.") and n.endswith(".1.weight")) or n == "head.weight"]
+    else:
+        table = [model.wte.weight]
+    ids = {id(p) for p in table}
+    matrices = [p for n, p in model.named_parameters() if p.dim() >= 2 and id(p) not in ids and not n.startswith("wpe.")]
     seen = {id(p) for p in table + matrices}
     rest = [p for p in model.parameters() if id(p) not in seen]
     groups = [
@@ -232,7 +238,8 @@ def train_nexttoken(
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(config.seed)
     model = NextTokenModel(ModelConfig(vocab_size=len(data.keys), dim=config.dim, layers=config.layers,
-                                       heads=config.heads, context=config.context, cutoffs=config.cutoffs)).to(device)
+                                       heads=config.heads, context=config.context, cutoffs=config.cutoffs,
+                                       tied=config.tied)).to(device)
     optimizer = make_optimizer(model, config)
     step = tokens_seen = 0
     loss_sum, loss_n, history, seconds = 0.0, 0, [], 0.0
@@ -252,7 +259,8 @@ def train_nexttoken(
         "architecture": {"type": "decoder-only transformer, pre-norm, causal self-attention",
                          "parameters": sum(p.numel() for p in model.parameters()),
                          "head": type(model.head).__name__, "cutoffs": model.cfg.adaptive_cutoffs(),
-                         "tied_embeddings": False, "exported": "input embedding (wte)"},
+                         "tied_embeddings": config.tied,
+                         "exported": "input table = adaptive softmax output rows" if config.tied else "input embedding (wte)"},
     }
     publisher = Publisher(tables, name, data, model, source=source, extras={"tokenizer": tok, "frequency_ordered": True},
                           metric=metric, factory=factory, seed=config.seed, evaluate=evaluate, batch=config.batch, device=device)

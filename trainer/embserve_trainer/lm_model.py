@@ -1,10 +1,13 @@
 """A small decoder-only Transformer (nanoGPT's shape: pre-norm blocks, causal self-attention) whose
 output is PyTorch's adaptive softmax over a word vocabulary.
 
-Input and output embeddings are NOT tied: ``nn.AdaptiveLogSoftmaxWithLoss`` owns its own output
-matrices (a full-width head for the frequent words, narrower projections for the tail clusters), so
-``wte`` is learnt only through what the blocks need from each input word. That row table is what
-the trainer exports.
+Input and output embeddings are untied by default: ``wte`` is learnt only through what the blocks
+need from each input word, and ``nn.AdaptiveLogSoftmaxWithLoss`` owns its own output matrices.
+With ``tied=True`` there is no ``wte``: the adaptive softmax runs with ``div_value=1`` so every
+cluster's output matrix is full width, and the input table IS those matrices stacked in id order
+(head shortlist rows, then each tail cluster's rows). Every row then also learns as an output
+vector of the words it predicts, which is word2vec's signal. Either way the exported table is
+the input table the model reads.
 
     model = NextTokenModel(ModelConfig(vocab_size=40_000, dim=128, layers=2, heads=4, context=64))
     out = model(idx, targets)   # idx, targets: (B, T) int64 -> out.loss (mean NLL per token)
@@ -30,7 +33,8 @@ class ModelConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0  # none by default: runs are short and dropout would draw RNG inside forward
     cutoffs: tuple[int, ...] = (2_000, 10_000)  # adaptive softmax clusters (frequency-ordered ids)
-    div_value: float = 4.0  # each tail cluster is div_value times narrower than the previous one
+    div_value: float = 4.0  # each tail cluster is div_value times narrower than the previous one (untied)
+    tied: bool = False  # input table = the adaptive softmax's output rows (forces div_value 1)
 
     def adaptive_cutoffs(self) -> list[int]:
         """The cutoffs that fit this vocabulary (AdaptiveLogSoftmaxWithLoss needs 0 < c < vocab_size)."""
@@ -77,13 +81,15 @@ class NextTokenModel(nn.Module):
         if cfg.dim % cfg.heads:
             raise ValueError(f"--dim {cfg.dim} must be a multiple of --heads {cfg.heads}")
         self.cfg = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.dim)  # the table we serve
+        if not cfg.tied:
+            self.wte = nn.Embedding(cfg.vocab_size, cfg.dim)  # the table we serve
         self.wpe = nn.Embedding(cfg.context, cfg.dim)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.dim)
         cutoffs = cfg.adaptive_cutoffs()
         if cutoffs:
-            self.head: nn.Module = nn.AdaptiveLogSoftmaxWithLoss(cfg.dim, cfg.vocab_size, cutoffs, div_value=cfg.div_value)
+            self.head: nn.Module = nn.AdaptiveLogSoftmaxWithLoss(
+                cfg.dim, cfg.vocab_size, cutoffs, div_value=1.0 if cfg.tied else cfg.div_value)
         else:  # a vocabulary smaller than the first cutoff: a plain softmax is cheaper and the same thing
             self.head = nn.Linear(cfg.dim, cfg.vocab_size)
         self.apply(self._init_weights)
@@ -105,7 +111,7 @@ class NextTokenModel(nn.Module):
         """(B, T) ids -> (B, T, C) final hidden states."""
         T = idx.shape[1]
         pos = torch.arange(T, device=idx.device)
-        x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
+        x = F.embedding(idx, self.input_table()) + self.wpe(pos)  # (B, T, C)
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
@@ -118,6 +124,18 @@ class NextTokenModel(nn.Module):
             return self.head(h, flat).loss
         return F.cross_entropy(self.head(h), flat)
 
+    def input_table(self) -> torch.Tensor:
+        """The (V, C) rows the model reads its input from (row i = token id i)."""
+        if not self.cfg.tied:
+            return self.wte.weight
+        head = self.head
+        if isinstance(head, nn.Linear):
+            return head.weight
+        assert isinstance(head, nn.AdaptiveLogSoftmaxWithLoss)
+        # head.head: (shortlist + n_clusters, C); its first `shortlist` rows are words, the rest cluster logits.
+        parts = [head.head.weight[: head.shortlist_size]] + [tail[1].weight for tail in head.tail]  # type: ignore[index]
+        return torch.cat(parts, dim=0)
+
     def embedding_table(self) -> torch.Tensor:
         """The input embedding rows, (V, C), detached."""
-        return self.wte.weight.detach()
+        return self.input_table().detach()
