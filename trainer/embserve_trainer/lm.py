@@ -119,7 +119,7 @@ def make_optimizer(model: NextTokenModel, config: LMConfig) -> torch.optim.AdamW
         table = [p for n, p in model.named_parameters() if n == "head.head.weight" or
                  (n.startswith("head.tail.") and n.endswith(".1.weight")) or n == "head.weight"]
     else:
-        table = [model.wte.weight]
+        table = [p for n, p in model.named_parameters() if n == "wte.weight"]
     ids = {id(p) for p in table}
     matrices = [p for n, p in model.named_parameters() if p.dim() >= 2 and id(p) not in ids and not n.startswith("wpe.")]
     seen = {id(p) for p in table + matrices}
