@@ -1,7 +1,7 @@
 """Skip-gram vs next-token LM on GCIDE: same tokenizer, same vocabulary, same dimension, one run.
 
-    flock /tmp/embserve-heavy.lock .venv/bin/python bench/bench_lm.py --max-steps 3000   # ~15 min of LM training
-    .venv/bin/python bench/bench_lm.py --max-steps 200 --snapshot-every 50                # a quick look
+    flock /tmp/embserve-heavy.lock .venv/bin/python bench/bench_lm.py --max-minutes 14 --snapshot-every 300
+    .venv/bin/python bench/bench_lm.py --max-minutes 2 --snapshot-every 50                # a quick look
 
 Both models read the corpus through the same tokenizer (GCIDE cleaner) and build the same vocabulary
 (gensim's ``build_vocab_from_freq`` with the same min-count; the script checks the keys are equal).
@@ -75,7 +75,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=LMConfig.lr)
     p.add_argument("--warmup", type=int, default=LMConfig.warmup_steps)
     p.add_argument("--embedding-decay", type=float, default=LMConfig.embedding_decay)
-    p.add_argument("--max-steps", type=int, default=3000)
+    p.add_argument("--max-steps", type=int, default=100_000)
+    p.add_argument("--epochs", type=int, default=10, help="LM passes over the corpus at most")
+    p.add_argument("--max-minutes", type=float, default=14.0, help="LM training budget (the schedule follows it)")
     p.add_argument("--snapshot-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--skip-skipgram", action="store_true")
@@ -101,7 +103,8 @@ def main() -> None:
 
     config = LMConfig(dim=args.dim, layers=args.layers, heads=args.heads, context=args.context, batch=args.batch,
                       lr=args.lr, warmup_steps=args.warmup, embedding_decay=args.embedding_decay,
-                      max_steps=args.max_steps, min_count=args.min_count, seed=args.seed, device="cpu")
+                      epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes,
+                      min_count=args.min_count, seed=args.seed, device="cpu")
     shutil.rmtree(args.tables / "gcide-lm", ignore_errors=True)
     t0 = time.perf_counter()
     data = build_data(files, tokenizer, documents, min_count=args.min_count, max_vocab=None, context=args.context,

@@ -74,7 +74,7 @@ def cmd_train_nexttoken(args: argparse.Namespace) -> int:
     defaults = lm.LMConfig()
     config = lm.LMConfig(
         dim=args.dim or defaults.dim, layers=args.layers, heads=args.heads, context=args.context, batch=args.batch,
-        epochs=args.epochs or defaults.epochs, max_steps=args.max_steps, lr=args.lr, warmup_steps=args.warmup,
+        epochs=args.epochs or defaults.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes, lr=args.lr, warmup_steps=args.warmup,
         weight_decay=args.weight_decay, embedding_decay=args.embedding_decay, min_count=args.min_count,
         max_vocab=args.max_vocab, tied=args.tie, seed=args.seed, device=args.device,
     )
@@ -148,6 +148,8 @@ def add_nexttoken_flags(tr: argparse.ArgumentParser) -> None:
                    help="tie input and output embeddings: the served table is also the softmax's output rows")
     g.add_argument("--batch", type=int, default=64, help="windows per optimizer step")
     g.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (ends the schedule there)")
+    g.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this much training time (the schedule follows the clock; not bit-reproducible)")
     g.add_argument("--snapshot-every", type=int, default=500, metavar="STEPS",
                    help="publish the table as the next version every STEPS optimizer steps (and at step 0)")
     g.add_argument("--no-snapshots", action="store_true", help="publish only the final table")

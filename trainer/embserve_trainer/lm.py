@@ -58,6 +58,9 @@ class LMConfig:
     batch: int = 64  # windows per optimizer step
     epochs: int = 1  # passes over the training windows (the schedule's length unless max_steps is set)
     max_steps: int | None = None  # stop (and end the schedule) after this many steps
+    # Stop (and end the schedule) after this much training time, whichever of the limits comes first.
+    # The schedule then follows the clock: such a run is not reproducible bit for bit.
+    max_minutes: float | None = None
     lr: float = 3e-3  # AdamW peak learning rate
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 200  # linear warm-up
@@ -75,6 +78,8 @@ class LMConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"--max-minutes must be positive, got {self.max_minutes!r}")
         for name in ("max_steps", "max_vocab"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -104,11 +109,22 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def learning_rate(config: LMConfig, step: int, total: int) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at ``total`` (stateless: resumes exactly)."""
+def progress_of(config: LMConfig, step: int, total: int, seconds: float) -> float:
+    """How far the run is, 0..1: by steps, or by the clock under ``max_minutes`` if that is further."""
+    done = step / max(1, total)
+    if config.max_minutes is not None:
+        done = max(done, seconds / (60.0 * config.max_minutes))
+    return min(1.0, done)
+
+
+def learning_rate(config: LMConfig, step: int, total: int, seconds: float = 0.0) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the end (stateless: resumes exactly)."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+    if config.max_minutes is None:
+        progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+    else:
+        progress = progress_of(config, step, total, seconds)
     floor = config.lr * config.min_lr_ratio
     return floor + 0.5 * (config.lr - floor) * (1.0 + math.cos(math.pi * progress))
 
@@ -282,7 +298,7 @@ def train_nexttoken(
                     history.append(publisher.publish(step, tokens_seen, loss_sum / loss_n if loss_n else None,
                                                      seconds, final=False))
                     loss_sum, loss_n = 0.0, 0
-                if step >= plan.total_steps:
+                if step >= plan.total_steps or progress_of(config, step, plan.total_steps, seconds) >= 1.0:
                     break
                 if stop:
                     save_checkpoint(checkpoint, snapshot_state())
@@ -290,7 +306,7 @@ def train_nexttoken(
                 t0 = time.perf_counter()
                 xy = torch.from_numpy(batch_at(data, config, step, plan.steps_per_epoch, cache)).to(device)
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, step, plan.total_steps)
+                    group["lr"] = learning_rate(config, step, plan.total_steps, seconds)
                 loss = model.loss(xy[:, :-1], xy[:, 1:])  # inputs (B, T), targets shifted by one (B, T)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
