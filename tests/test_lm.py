@@ -209,3 +209,25 @@ def test_torch_is_imported_only_by_the_lm_modules() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_tied_table_is_the_output_rows(tmp_path: Path) -> None:
+    corpus = planted_corpus(tmp_path / "planted.txt", n=300)
+    config = LMConfig(dim=32, heads=2, layers=1, context=8, batch=16, epochs=4, min_count=1, warmup_steps=10,
+                      seed=3, tied=True, cutoffs=(8, 20))  # cutoffs inside the tiny vocabulary: adaptive softmax
+    final = train_nexttoken([corpus], config, tables=tmp_path / "t", name="tied", snapshot_every=None)
+    source = read_bundle(final).manifest["source"]
+    assert source["architecture"]["tied_embeddings"] is True
+    assert source["architecture"]["head"] == "AdaptiveLogSoftmaxWithLoss"
+    assert source["training"]["heldout_perplexity"] < 10
+
+
+def test_learning_rate_schedule() -> None:
+    from embserve_trainer.lm import learning_rate
+
+    config = LMConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(config, 0, 100) == pytest.approx(1e-4)
+    assert learning_rate(config, 9, 100) == pytest.approx(1e-3)
+    assert learning_rate(config, 100, 100) == pytest.approx(1e-4)
+    values = [learning_rate(config, s, 100) for s in range(10, 101)]
+    assert values == sorted(values, reverse=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -128,10 +129,9 @@ class NextTokenModel(nn.Module):
         """The (V, C) rows the model reads its input from (row i = token id i)."""
         if not self.cfg.tied:
             return self.wte.weight
-        head = self.head
-        if isinstance(head, nn.Linear):
-            return head.weight
-        assert isinstance(head, nn.AdaptiveLogSoftmaxWithLoss)
+        if isinstance(self.head, nn.Linear):
+            return self.head.weight
+        head = cast(nn.AdaptiveLogSoftmaxWithLoss, self.head)
         # head.head: (shortlist + n_clusters, C); its first `shortlist` rows are words, the rest cluster logits.
         parts = [head.head.weight[: head.shortlist_size]] + [tail[1].weight for tail in head.tail]  # type: ignore[index]
         return torch.cat(parts, dim=0)
