@@ -96,6 +96,8 @@ def plot_curve(points: list[CurvePoint], name: str, out: Path) -> Path:
         ax.grid(alpha=0.3)
         if log and ys:
             ax.set_yscale("log")
+        if not ys:  # e.g. a toy vocabulary that covers no test pair
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
     for ax in axes[1]:
         ax.set_xlabel("optimizer step")
     last = points[-1]
