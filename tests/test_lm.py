@@ -11,14 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import running_server
 from embserve_client import Client
 from embserve_client.bundle import list_versions, read_bundle
 from embserve_trainer.cli import main
-
-torch = pytest.importorskip("torch", reason="the [lm] extra (torch==2.13.0) is part of `make install`")
-
-from conftest import running_server  # noqa: E402
-from embserve_trainer.lm import LMConfig, train_nexttoken  # noqa: E402
+from embserve_trainer.lm import LMConfig, learning_rate, train_nexttoken  # needs the [lm] extra (`make install`)
 
 ANIMALS = ["cat", "dog", "kitten", "puppy", "rabbit", "mouse"]
 VEHICLES = ["boat", "car", "ship", "truck", "bus", "train"]
@@ -223,8 +220,6 @@ def test_tied_table_is_the_output_rows(tmp_path: Path) -> None:
 
 
 def test_learning_rate_schedule() -> None:
-    from embserve_trainer.lm import learning_rate
-
     config = LMConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
     assert learning_rate(config, 0, 100) == pytest.approx(1e-4)
     assert learning_rate(config, 9, 100) == pytest.approx(1e-3)
