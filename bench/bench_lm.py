@@ -26,7 +26,8 @@ import numpy as np
 from embserve_client.bundle import list_versions, read_bundle
 from embserve_trainer.corpus import document_mode, resolve_corpus
 from embserve_trainer.evaluate import evaluate_table
-from embserve_trainer.lm import LMConfig, train_nexttoken
+from embserve_trainer.lm import train_nexttoken
+from embserve_trainer.lm_config import LMConfig
 from embserve_trainer.lm_data import build_data
 from embserve_trainer.tokenize import Tokenizer
 from embserve_trainer.train import TrainConfig, train_table

@@ -15,7 +15,8 @@ from conftest import running_server
 from embserve_client import Client
 from embserve_client.bundle import list_versions, read_bundle
 from embserve_trainer.cli import main
-from embserve_trainer.lm import LMConfig, learning_rate, train_nexttoken  # needs the [lm] extra (`make install`)
+from embserve_trainer.lm import learning_rate, train_nexttoken  # needs the [lm] extra (`make install`)
+from embserve_trainer.lm_config import LMConfig
 
 ANIMALS = ["cat", "dog", "kitten", "puppy", "rabbit", "mouse"]
 VEHICLES = ["boat", "car", "ship", "truck", "bus", "train"]
@@ -201,7 +202,8 @@ def test_without_torch_says_how_to_install_and_writes_nothing(tmp_path: Path) ->
 
 
 def test_torch_is_imported_only_by_the_lm_modules() -> None:
-    code = ("import sys, embserve_trainer.cli, embserve_trainer.export, embserve_trainer.curve, embserve_client, "
+    code = ("import sys, embserve_trainer.cli, embserve_trainer.export, embserve_trainer.curve, embserve_trainer.lm_config, "
+            "embserve_client, "
             "embserve_server.app; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
     assert out.returncode == 0, out.stderr

@@ -17,6 +17,7 @@ from embserve_trainer.curve import plot_curve, read_curve
 from embserve_trainer.evaluate import ANALOGY_EF_SEARCH, RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
 from embserve_trainer.export import export_table
 from embserve_trainer.importers import FORMATS, import_table
+from embserve_trainer.lm_config import DEVICES, LMConfig
 from embserve_trainer.tokenize import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
 from embserve_trainer.train import MODELS, TrainConfig, default_workers, train_table
 
@@ -71,10 +72,10 @@ def _import_lm() -> ModuleType:
 
 def cmd_train_nexttoken(args: argparse.Namespace) -> int:
     lm = _import_lm()  # before anything touches --tables: without torch nothing is written
-    defaults = lm.LMConfig()
-    config = lm.LMConfig(
-        dim=args.dim or defaults.dim, layers=args.layers, heads=args.heads, context=args.context, batch=args.batch,
-        epochs=args.epochs or defaults.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes, lr=args.lr, warmup_steps=args.warmup,
+    defaults = LMConfig()
+    config = LMConfig(
+        dim=defaults.dim if args.dim is None else args.dim, layers=args.layers, heads=args.heads, context=args.context, batch=args.batch,
+        epochs=defaults.epochs if args.epochs is None else args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes, lr=args.lr, warmup_steps=args.warmup,
         weight_decay=args.weight_decay, embedding_decay=args.embedding_decay, min_count=args.min_count,
         max_vocab=args.max_vocab, tied=args.tie, seed=args.seed, device=args.device,
     )
@@ -96,8 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model == "nexttoken":
         return cmd_train_nexttoken(args)
     config = TrainConfig(
-        model=args.model, dim=args.dim or TrainConfig.dim, window=args.window, min_count=args.min_count,
-        max_vocab=args.max_vocab, epochs=args.epochs or TrainConfig.epochs, negative=args.negative,
+        model=args.model, dim=TrainConfig.dim if args.dim is None else args.dim, window=args.window, min_count=args.min_count,
+        max_vocab=args.max_vocab, epochs=TrainConfig.epochs if args.epochs is None else args.epochs, negative=args.negative,
         sample=args.sample, alpha=args.alpha, workers=args.workers, seed=args.seed, minn=args.minn, maxn=args.maxn,
         bucket=args.bucket, compute_loss=not args.no_loss,
     )
@@ -135,28 +136,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_nexttoken_flags(tr: argparse.ArgumentParser) -> None:
-    """Flags of ``--model nexttoken`` (defaults mirror ``lm.LMConfig``, which cannot be imported without torch)."""
+    """Flags of ``--model nexttoken`` (defaults from ``LMConfig``, which imports without torch)."""
+    d = LMConfig
     g = tr.add_argument_group("nexttoken (--model nexttoken only)")
-    g.add_argument("--context", type=int, default=64, help="tokens per training window")
-    g.add_argument("--layers", type=int, default=2, help="Transformer blocks")
-    g.add_argument("--heads", type=int, default=4, help="attention heads (must divide --dim)")
-    g.add_argument("--lr", type=float, default=3e-3, help="AdamW peak learning rate (warm-up, then cosine)")
-    g.add_argument("--warmup", type=int, default=200, help="warm-up steps")
-    g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay of the blocks' and head's matrices")
-    g.add_argument("--embedding-decay", type=float, default=0.0, help="AdamW decay of the input table")
+    g.add_argument("--context", type=int, default=d.context, help="tokens per training window")
+    g.add_argument("--layers", type=int, default=d.layers, help="Transformer blocks")
+    g.add_argument("--heads", type=int, default=d.heads, help="attention heads (must divide --dim)")
+    g.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate (warm-up, then cosine)")
+    g.add_argument("--warmup", type=int, default=d.warmup_steps, help="warm-up steps")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay of the blocks' and head's matrices")
+    g.add_argument("--embedding-decay", type=float, default=d.embedding_decay, help="AdamW decay of the input table")
     g.add_argument("--tie", action="store_true",
                    help="tie input and output embeddings: the served table is also the softmax's output rows")
-    g.add_argument("--batch", type=int, default=64, help="windows per optimizer step")
+    g.add_argument("--batch", type=int, default=d.batch, help="windows per optimizer step")
     g.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (ends the schedule there)")
     g.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this much training time (the schedule follows the clock; not bit-reproducible)")
     g.add_argument("--snapshot-every", type=int, default=500, metavar="STEPS",
                    help="publish the table as the next version every STEPS optimizer steps (and at step 0)")
     g.add_argument("--no-snapshots", action="store_true", help="publish only the final table")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
+    g.add_argument("--device", default=d.device, choices=DEVICES, help="auto: cuda when available")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint of an interrupted run")
     g.add_argument("--checkpoint", type=Path, default=None,
-                   help="checkpoint file (default: TABLES/.checkpoints/NAME.pt)")
+                   help="checkpoint file (None: TABLES/.checkpoints/NAME.pt)")
 
 
 def cmd_curve(args: argparse.Namespace) -> int:
@@ -200,12 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip-gram or CBOW with negative sampling; fasttext adds subword n-grams; nexttoken: "
                     "a small causal Transformer language model (PyTorch, extra [lm]) whose input table is exported")
     tr.add_argument("--dim", type=int, default=None,
-                    help=f"vector size (default {TrainConfig.dim}; nexttoken: 128, the model width)")
+                    help=f"vector size (default {TrainConfig.dim}; nexttoken: {LMConfig.dim}, the model width)")
     tr.add_argument("--window", type=int, default=TrainConfig.window, help="max context distance")
     tr.add_argument("--min-count", type=int, default=TrainConfig.min_count, help="drop tokens seen fewer times")
     tr.add_argument("--max-vocab", type=int, default=TrainConfig.max_vocab, help="keep only the N most frequent tokens")
     tr.add_argument("--epochs", type=int, default=None,
-                    help=f"passes over the corpus (default {TrainConfig.epochs}; nexttoken: 1)")
+                    help=f"passes over the corpus (default {TrainConfig.epochs}; nexttoken: {LMConfig.epochs})")
     tr.add_argument("--negative", type=int, default=TrainConfig.negative, help="negative samples per positive")
     tr.add_argument("--sample", type=float, default=TrainConfig.sample, help="down-sampling threshold of frequent tokens")
     tr.add_argument("--alpha", type=float, default=TrainConfig.alpha, help="initial learning rate")

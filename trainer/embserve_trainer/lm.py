@@ -4,11 +4,12 @@
 on the same streamed corpus, tokenizer and vocabulary as skip-gram and exports its INPUT embedding
 table as a bundle. The stages, one module each (nanoGPT's layout):
 
+- ``lm_config``: the hyper-parameters (no torch: the CLI reads its defaults);
 - ``lm_data``: corpus -> skip-gram vocabulary -> int32 ids, shuffled windows per epoch, held-out tail;
 - ``lm_model``: the pre-norm causal Transformer with an adaptive softmax head;
 - ``lm_checkpoint``: atomic, versioned checkpoints for SIGINT/SIGTERM and ``--resume``;
 - ``lm_snapshot``: held-out perplexity, eval.json and publishing a table version (snapshots, final);
-- this module: the hyper-parameters and the training loop.
+- this module: the training loop.
 
 Determinism: on CPU with ``torch.use_deterministic_algorithms(True)``, the data order derived from
 (seed, epoch) and the RNG state in the checkpoint, an interrupted-and-resumed run ends with the same
@@ -34,6 +35,7 @@ import torch
 
 from embserve_trainer.corpus import corpus_sha256, document_mode, resolve_corpus
 from embserve_trainer.lm_checkpoint import default_checkpoint, load_checkpoint, save_checkpoint
+from embserve_trainer.lm_config import LMConfig
 from embserve_trainer.lm_data import LMData, build_data, epoch_windows
 from embserve_trainer.lm_model import ModelConfig, NextTokenModel
 from embserve_trainer.lm_snapshot import Publisher, check_tables_writable
@@ -42,54 +44,8 @@ from embserve_trainer.tokenize import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
 
 NOT_COMPARED_ON_RESUME = ("device",)  # may change between runs (a resumed CPU run may move to a GPU)
-
-
-@dataclass(frozen=True)
-class LMConfig:
-    """Every hyper-parameter of a next-token run, recorded in the manifest as ``source.parameters``."""
-
-    dim: int = 128  # model width = vector size of the exported table
-    layers: int = 2
-    heads: int = 4
-    context: int = 64  # tokens per training window
-    batch: int = 64  # windows per optimizer step
-    epochs: int = 1  # passes over the training windows (the schedule's length unless max_steps is set)
-    max_steps: int | None = None  # stop (and end the schedule) after this many steps
-    # Stop (and end the schedule) after this much training time, whichever of the limits comes first.
-    # The schedule then follows the clock: such a run is not reproducible bit for bit.
-    max_minutes: float | None = None
-    lr: float = 3e-3  # AdamW peak learning rate
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 200  # linear warm-up
-    weight_decay: float = 0.1  # on matrices of the blocks and the head only
-    embedding_decay: float = 0.0  # on the input table: decay shrinks rarely-updated rows toward zero
-    min_count: int = 5
-    max_vocab: int | None = None
-    cutoffs: tuple[int, ...] = (2_000, 10_000)
-    tied: bool = False  # input table = the adaptive softmax's output rows (see lm_model)
-    seed: int = 1
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("dim", "layers", "heads", "context", "batch", "epochs", "min_count", "warmup_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1):
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ValueError(f"--max-minutes must be positive, got {self.max_minutes!r}")
-        for name in ("max_steps", "max_vocab"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.dim % self.heads:
-            raise ValueError(f"--dim {self.dim} must be a multiple of --heads {self.heads}")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be positive, got {self.lr!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
 
 class Interrupted(Exception):
