@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ from conftest import running_server
 from embserve_client import Client
 from embserve_client.bundle import list_versions, read_bundle
 from embserve_trainer.cli import main
+from embserve_trainer.corpus import corpus_sha256, resolve_corpus
 from embserve_trainer.lm import learning_rate, train_nexttoken  # needs the [lm] extra (`make install`)
+from embserve_trainer.lm_checkpoint import default_checkpoint, save_checkpoint
 from embserve_trainer.lm_config import LMConfig
 
 ANIMALS = ["cat", "dog", "kitten", "puppy", "rabbit", "mouse"]
@@ -139,11 +142,33 @@ def test_resume_gives_the_uninterrupted_table(tmp_path: Path) -> None:
     assert not (tables / ".checkpoints" / "t.pt").exists()
 
 
+def test_sigterm_writes_a_checkpoint_and_publishes_no_final_table(tmp_path: Path) -> None:
+    corpus = str(planted_corpus(tmp_path / "planted.txt"))
+    tables = tmp_path / "t"
+    proc = subprocess.Popen(cli(*TINY, "--corpus", corpus, "--epochs", "25", "--snapshot-every", "200", "--no-eval",
+                                "--name", "t", "--tables", str(tables)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while len(list_versions(tables, "t")) < 2 and proc.poll() is None:  # wait for the step-200 snapshot
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130 and out == "", err[-2000:]
+    assert "SIGTERM received" in err and (tables / ".checkpoints" / "t.pt").is_file()
+    assert not list(tables.glob(".checkpoints/.*.tmp"))  # the atomic write left no temporary file
+
+
 def test_resume_refuses_other_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = str(planted_corpus(tmp_path / "planted.txt", n=100))
     args = ["train", "--model", "nexttoken", *TINY, "--corpus", corpus, "--tables", str(tmp_path / "t"), "--name", "t"]
     assert main([*args, "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    # a checkpoint of the same run but another --lr is refused, naming the flag
+    tiny = LMConfig(dim=32, heads=2, layers=1, context=8, batch=16, min_count=1, warmup_steps=20, seed=3, lr=0.5)
+    parameters = {k: v for k, v in asdict(tiny).items() if k != "device"}
+    digest, _ = corpus_sha256(resolve_corpus([Path(corpus)]))
+    save_checkpoint(default_checkpoint(tmp_path / "t", "t"), {"parameters": parameters, "corpus_sha256": digest, "step": 0})
+    assert main([*args, "--resume"]) == 2
+    assert "--lr is 0.003 but the checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("interval", ["0", "-5"])
