@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_train import neighbours
 from embserve_client.bundle import list_versions, read_bundle
 from embserve_trainer.corpus import document_mode, resolve_corpus
 from embserve_trainer.evaluate import evaluate_table
@@ -45,15 +46,6 @@ chipmunk gopher vole shrew hamster guinea antelope gazelle buffalo bison elk moo
 calf lamb colt foal pup cub kid pony donkey zebra giraffe hippopotamus rhinoceros kangaroo sloth armadillo anteater
 lemur baboon gorilla chimpanzee orang monkeys dogs wolves foxes bears swine cattle poultry animal beast mammal
 rodent quadruped feline canine vermin""".split())
-
-
-def neighbours(vectors: np.ndarray, keys: list[str], word: str, k: int = 10) -> list[str]:
-    if word not in keys:
-        return []
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    i = keys.index(word)
-    order = np.argsort(-(unit @ unit[i]))
-    return [keys[j] for j in order if j != i][:k]
 
 
 def scores(report: dict) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -187,6 +188,31 @@ def _score(section: dict[str, Any]) -> float:
     return score
 
 
+def read_analogies(path: str | os.PathLike[str], case_insensitive: bool) -> list[tuple[str, list[tuple[str, ...]]]]:
+    """An analogy file as gensim reads it: (section name, [(a, b, c, expected), ...]) in file order.
+
+    ``: section`` lines open a section; other lines need four words (gensim skips the rest).
+
+    Raises:
+        ValueError: a question line before the first section header (gensim's message).
+    """
+    parsed: list[tuple[str, list[tuple[str, ...]]]] = []
+    with open(path, "rb") as fin:
+        for line_no, raw in enumerate(fin):
+            line = raw.decode("utf8")
+            if line.startswith(": "):
+                parsed.append((line.lstrip(": ").strip(), []))
+                continue
+            if not parsed:
+                raise ValueError(f"Missing section header before line #{line_no} in {path}")
+            words = [word.upper() for word in line.split()] if case_insensitive else line.split()
+            if len(words) != 4:
+                logger.info("Skipping invalid line #%i in %s", line_no, path)
+                continue
+            parsed[-1][1].append(tuple(words))
+    return parsed
+
+
 def evaluate_word_analogies(
     kv: Any, analogies: str, restrict_vocab: int, case_insensitive: bool, dummy4unknown: bool, approximate: bool
 ) -> tuple[float, list[dict[str, Any]]]:
@@ -199,20 +225,7 @@ def evaluate_word_analogies(
     Raises:
         ValueError: a question line before the first section header (gensim's message).
     """
-    parsed: list[tuple[str, list[tuple[str, ...]]]] = []  # (section name, questions) in file order
-    with open(analogies, "rb") as fin:
-        for line_no, raw in enumerate(fin):
-            line = raw.decode("utf8")
-            if line.startswith(": "):
-                parsed.append((line.lstrip(": ").strip(), []))
-                continue
-            if not parsed:
-                raise ValueError(f"Missing section header before line #{line_no} in {analogies}")
-            words = [word.upper() for word in line.split()] if case_insensitive else line.split()
-            if len(words) != 4:
-                logger.info("Skipping invalid line #%i in %s", line_no, analogies)
-                continue
-            parsed[-1][1].append(tuple(words))
+    parsed = read_analogies(analogies, case_insensitive)
     quads = [q for _, questions in parsed for q in questions]
     found, correct, search = kv._run(
         word_analogies_plan(kv._table, kv._version, quads, restrict_vocab or 0, case_insensitive, approximate)

@@ -34,6 +34,7 @@ from typing import Any
 import faiss
 import numpy as np
 from embserve_client.bundle import INDEX, Bundle, list_versions, read_bundle, sha256_file
+from embserve_client.gensim_calls import read_analogies
 from embserve_index import VectorIndex, analogies, load_index, prepare_rows
 from embserve_index.analogies import ANALOGY_EF_SEARCH, RESTRICT_VOCAB
 from scipy import stats
@@ -147,23 +148,6 @@ def evaluate_word_pairs(
     }
 
 
-def _read_analogies(path: Path, case_insensitive: bool) -> list[tuple[str, list[tuple[str, ...]]]]:
-    sections: list[tuple[str, list[tuple[str, ...]]]] = []
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f):
-            line = raw.decode("utf8")
-            if line.startswith(": "):
-                sections.append((line.lstrip(": ").strip(), []))
-                continue
-            if not sections:
-                raise ValueError(f"{path}: missing section header before line {line_no + 1}")
-            words = line.split()
-            if len(words) != 4:
-                continue
-            sections[-1][1].append(tuple(w.upper() for w in words) if case_insensitive else tuple(words))
-    return sections
-
-
 def evaluate_word_analogies(
     rows: np.ndarray,
     keys: Sequence[str],
@@ -186,7 +170,7 @@ def evaluate_word_analogies(
     """
     search = search or exact_search(rows)
     t0 = time.perf_counter()
-    sections = _read_analogies(path, case_insensitive)
+    sections = read_analogies(path, case_insensitive)  # gensim's reading, shared with RemoteKeyedVectors
     quads, owner = [], []  # known questions as row ids (a, b, c, expected), and their section
     for s, (_, questions) in enumerate(sections):
         for q in questions:

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from embserve_trainer.corpus import corpus_sha256, document_mode, resolve_corpus
 from embserve_trainer.lm_checkpoint import default_checkpoint, load_checkpoint, save_checkpoint
 from embserve_trainer.lm_config import LMConfig
 from embserve_trainer.lm_data import LMData, build_data, epoch_windows
@@ -41,6 +40,7 @@ from embserve_trainer.lm_model import ModelConfig, NextTokenModel
 from embserve_trainer.lm_snapshot import Publisher, check_tables_writable
 from embserve_trainer.progress import bar
 from embserve_trainer.tokenize import Tokenizer
+from embserve_trainer.train import open_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -192,13 +192,7 @@ def train_nexttoken(
     check_tables_writable(tables, name)
     checkpoint = checkpoint or default_checkpoint(tables, name)
     device = resolve_device(config.device)
-    files = resolve_corpus(corpus)
-    if tokenizer is None:
-        gcide = any(f.kind == "dictd" and f.path.name.lower().startswith("gcide") for f in files)
-        tokenizer = Tokenizer(cleaner="gcide" if gcide else "none")
-    documents = document_mode(files, documents)
-    names = ", ".join(str(f.path) for f in files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
-    digest, per_file = corpus_sha256(files)
+    files, tokenizer, documents, names, digest, per_file = open_corpus(corpus, tokenizer, documents)
     parameters = asdict(config)
     compared = {k: v for k, v in parameters.items() if k not in NOT_COMPARED_ON_RESUME}
     state = load_checkpoint(checkpoint, parameters=compared, corpus_sha256=digest) if resume else None
