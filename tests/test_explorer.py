@@ -19,7 +19,7 @@ from embserve_client import Client
 from embserve_client import neighbourhood as nb
 from embserve_server.config import Limits
 from embserve_server.explorer import Explorer
-from embserve_server.metrics_http import start_http
+from embserve_server.metrics_http import HttpPort, start_http
 from embserve_trainer.export import export_table
 
 PLANTED = ["cat", "dog", "kitten", "man", "woman", "king", "queen"]
@@ -47,12 +47,11 @@ def explorer_http(tables: Path, *, limits: Limits = LIMITS, enabled: bool = True
     """A real gRPC server and the HTTP port with the explorer on it: yields (base URL, gRPC port)."""
     with running_server(tables, limits=limits) as server:
         explorer = Explorer(server.registry, limits) if enabled else None
-        http = start_http("127.0.0.1:0", server.metrics.registry, explorer=explorer)
+        http = start_http("127.0.0.1:0", HttpPort(server.metrics.registry, explorer=explorer))
         try:
-            yield f"http://127.0.0.1:{http.server_address[1]}", server.port
+            yield f"http://127.0.0.1:{http.port}", server.port
         finally:
-            http.shutdown()
-            http.server_close()
+            http.close()
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:

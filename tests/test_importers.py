@@ -77,7 +77,7 @@ def test_duplicate_keys_keep_first(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content, fmt, message",
-    [(None, "glove", "no such file"), ("", "auto", "cannot tell the format"), ("x y z\n", "word2vec-binary", "not a valid word2vec-binary")],
+    [(None, "glove", "no such file"), ("", "auto", "cannot tell the format"), ("x y z\n", "word2vec-binary", "is not 'COUNT DIM'")],
 )
 def test_bad_input_is_named_and_writes_nothing(tmp_path: Path, content: str | None, fmt: str, message: str) -> None:
     path = tmp_path / "input.dat"
@@ -94,7 +94,7 @@ def test_bad_input_is_named_and_writes_nothing(tmp_path: Path, content: str | No
 
 def test_npy_needs_vocab(tmp_path: Path) -> None:
     np.save(tmp_path / "v.npy", np.ones((2, 2), np.float32))
-    with pytest.raises(ValueError, match="needs --vocab"):
+    with pytest.raises(ValueError, match="expected --vocab FILE"):
         import_table("npy", tmp_path / "v.npy")
 
 

@@ -115,7 +115,7 @@ class VectorIndex:
     (``exclude`` for all queries, ``drop`` per query, ``min_score``) and get ``k`` clean slots back.
     """
 
-    index: faiss.Index  # downcast to its concrete class once, not per call
+    index: faiss.Index | None  # downcast to its concrete class once, not per call; None: brute force only
     rows: np.ndarray  # (n, d) prepared rows (unit-norm for cosine), zero-copy from the index
     ef_search: int = DEFAULT_EF_SEARCH
     nprobe: int = DEFAULT_NPROBE
@@ -133,6 +133,11 @@ class VectorIndex:
             is_exact=isinstance(base, faiss.IndexFlat),
             owner=index,
         )
+
+    @classmethod
+    def brute_force(cls, rows: np.ndarray) -> VectorIndex:
+        """Exact inner-product search over ``rows`` ((n, d) C-contiguous float32), no FAISS index."""
+        return cls(index=None, rows=rows, is_exact=True)
 
     @property
     def ntotal(self) -> int:
@@ -210,7 +215,7 @@ class VectorIndex:
         n = self.ntotal
         limit = n if restrict <= 0 else min(restrict, n)
         faiss.omp_set_num_threads(CORES if len(queries) >= PARALLEL_MIN_QUERIES else 1)
-        if exact or self.is_exact:
+        if exact or self.is_exact or self.index is None:
             # faiss.knn takes no selector: fetch enough extra rows to cover the excluded ones.
             extra = int(exclude[:limit].sum()) if exclude is not None else 0
             return faiss.knn(queries, self.rows[:limit], min(k + extra, limit), metric=faiss.METRIC_INNER_PRODUCT)

@@ -14,7 +14,9 @@ Every answer goes through the code the gRPC servicer uses: ``TableRegistry.get``
 :func:`embserve_server.query.search` / :func:`~embserve_server.query.lookup` with the server's
 :class:`Limits`. The map itself is :func:`embserve_client.neighbourhood.build_map`, the same code
 ``embserve map`` runs on gRPC results. Errors become JSON ``{"error": message, "code": name}``
-with an HTTP status derived, in :func:`error_answer` only, from :func:`embserve_server.errors.status_for`.
+with an HTTP status derived, in :func:`error_answer` only, from :func:`embserve_server.errors.status_for`;
+the HTTP port's own refusals (no token 401, admission 429, connection cap 503) go through it too.
+Tokens, TLS and admission are the HTTP port's business (metrics_http.py), not this module's.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ DEFAULT_MAP_TOPN = neighbourhood.DEFAULT_TOPN
 DEFAULT_MAP_SECOND = neighbourhood.DEFAULT_SECOND
 MAX_MAP_TOPN = 100  # neighbours on a map; with MAX_MAP_SECOND at most 100 * 21 points
 MAX_MAP_SECOND = 20
+TIMELINE_FIELDS = ("step", "train_loss", "heldout_perplexity", "wordsim353")  # shown next to each snapshot
 
 # gRPC status -> HTTP status, as Google's APIs map them (google/rpc/code.proto).
 HTTP_STATUS = {
@@ -275,8 +278,8 @@ def _rows(table: Table, result: query.SearchResult, *, with_ids: bool = False) -
 def _training_fields(table: Table) -> dict[str, Any]:
     """Numbers a training snapshot records in its manifest (step, loss, perplexity...), if any."""
     source = table.bundle.manifest.get("source") or {}
-    found = {k: v for k, v in (source.get("snapshot") or source.get("training") or {}).items() if isinstance(v, (int, float))}
-    return found or {k: v for k, v in source.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    training = source.get("training") or {}  # what embserve-train records per snapshot (lm_snapshot.py)
+    return {k: training[k] for k in TIMELINE_FIELDS if isinstance(training.get(k), (int, float)) and not isinstance(training[k], bool)}
 
 
 def _check_names(params: Params, allowed: Sequence[str]) -> None:

@@ -23,7 +23,7 @@ from embserve_server import subword, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.errors import UnknownKeyError
 from embserve_server.tables import Table
-from embserve_server.validate import check_ids, check_keys, check_limit
+from embserve_server.validate import check_ids, check_keys, check_limit, check_pairs
 
 MISSING_POLICIES = tuple(wire.MISSING_POLICIES)  # "error", "skip", "zero", "subword"
 DEFAULT_TOPN = 10
@@ -375,13 +375,7 @@ def similarity(table: Table, a: Sequence[str], b: Sequence[str], limits: Limits)
     Raises:
         ValueError: different lengths, empty request, over a limit. UnknownKeyError: a missing key.
     """
-    if len(a) != len(b):
-        raise ValueError(f"a and b: pair lists differ in length ({len(a)} vs {len(b)})")
-    if not len(a):
-        raise ValueError("a/b: the request holds no pair")
-    check_limit("pairs", len(a), limits.max_pairs)
-    check_keys("a", a, limits)
-    check_keys("b", b, limits)
+    check_pairs(a, b, limits)
     ia, ib = table.ids_for(a), table.ids_for(b)
     for keys, ids in ((a, ia), (b, ib)):
         if (ids < 0).any():

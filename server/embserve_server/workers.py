@@ -119,11 +119,15 @@ def serve_workers(config: ServerConfig) -> int:
         from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        from embserve_server.auth import token_check
+        from embserve_server.metrics import ServerMetrics
         from embserve_server.metrics_http import start_metrics_http
 
         aggregate = CollectorRegistry()
         MultiProcessCollector(aggregate, path=mp_dir)
-        start_metrics_http(config.metrics_address, aggregate)
+        # The parent's own refusals (/metrics with --metrics-auth) land in the multiprocess files too.
+        rejected = ServerMetrics(CollectorRegistry()).rejected
+        start_metrics_http(config, aggregate, tokens=token_check(config.auth_token_file, rejected))
 
     def forward(signum: int, frame: FrameType | None) -> None:
         logger.info("received %s: stopping %d workers", signal.Signals(signum).name, len(children))

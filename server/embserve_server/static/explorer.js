@@ -7,15 +7,33 @@ const PAD = { left: 40, right: 110, top: 36, bottom: 36 };  // room for labels a
 let W = 1000, H = 720;
 const $ = (id) => document.getElementById(id);
 const state = { map: null, request: 0, versions: {}, steps: null };
+// The bearer token, when the server asks for one: this tab's session storage only (never a URL or
+// a cookie), sent in the Authorization header of each API call.
+const TOKEN_KEY = "embserve-token";
+
+class AuthRequired extends Error {}
 
 function api(endpoint, params) {
   const query = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== "" && v !== undefined && v !== null) query.set(k, v);
-  return fetch(`/api/${endpoint}?${query}`).then(async (resp) => {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  return fetch(`/api/${endpoint}?${query}`, { headers, credentials: "omit", cache: "no-store" }).then(async (resp) => {
     const body = await resp.json().catch(() => ({ error: `HTTP ${resp.status}` }));
+    if (resp.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);  // missing or no longer valid: ask again
+      askToken(token ? body.error : "");
+      throw new AuthRequired(body.error || "a token is required");
+    }
     if (!resp.ok) throw new Error(body.error || `HTTP ${resp.status}`);
     return body;
   });
+}
+
+function askToken(message) {
+  $("token-form").hidden = false;
+  showError(message ? new Error(message) : null);
+  $("token").focus();
 }
 
 function showError(err) {
@@ -216,7 +234,7 @@ async function show(key) {
     showError(null);
     showMap(m);
   } catch (err) {
-    if (ticket !== state.request) return;
+    if (ticket !== state.request || err instanceof AuthRequired) return;
     showError(err);
     $("status").textContent = "";
   }
@@ -236,7 +254,7 @@ async function analogy(ev) {
     showError(null);
     renderList($("analogy-results"), res.neighbors);
   } catch (err) {
-    showError(err);
+    if (!(err instanceof AuthRequired)) showError(err);
     $("analogy-results").replaceChildren();
   }
 }
@@ -247,7 +265,41 @@ function fromHash() {
   if (h.get("key")) show(h.get("key"));
 }
 
-async function init() {
+async function loadTables() {
+  try {
+    const info = await api("tables", {});
+    $("token-form").hidden = true;
+    $("table").replaceChildren();
+    for (const t of info.tables) {
+      state.versions[t.name] = t.versions || [t.version];
+      const opt = el("option", { value: t.name }, `${t.name} (v${t.version}, ${t.count.toLocaleString()} × ${t.dim})`);
+      if (t.name === info.default) opt.selected = true;
+      $("table").append(opt);
+    }
+    $("method").replaceChildren();
+    for (const m of info.methods) $("method").append(el("option", { value: m }, m.toUpperCase()));
+    $("method-label").hidden = info.methods.length < 2;
+    $("topn").max = info.limits.map_topn;
+    $("second").max = info.limits.map_second;
+    document.body.dataset.ready = "1";
+    fromHash();
+  } catch (err) {
+    if (!(err instanceof AuthRequired)) showError(err);
+  }
+}
+
+function signIn(ev) {
+  ev.preventDefault();
+  const token = $("token").value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("token").value = "";
+  showError(null);
+  loadTables();
+}
+
+function init() {
+  $("token-form").addEventListener("submit", signIn);
   $("search").addEventListener("submit", (ev) => { ev.preventDefault(); recentre($("key").value.trim()); });
   $("analogy").addEventListener("submit", analogy);
   $("table").addEventListener("change", () => { if ($("key").value.trim()) recentre($("key").value.trim()); });
@@ -258,23 +310,7 @@ async function init() {
     clearTimeout(resizing);
     resizing = setTimeout(() => state.map && renderMap(state.map), 150);
   });
-  try {
-    const info = await api("tables", {});
-    for (const t of info.tables) {
-      state.versions[t.name] = t.versions || [t.version];
-      const opt = el("option", { value: t.name }, `${t.name} (v${t.version}, ${t.count.toLocaleString()} × ${t.dim})`);
-      if (t.name === info.default) opt.selected = true;
-      $("table").append(opt);
-    }
-    for (const m of info.methods) $("method").append(el("option", { value: m }, m.toUpperCase()));
-    $("method-label").hidden = info.methods.length < 2;
-    $("topn").max = info.limits.map_topn;
-    $("second").max = info.limits.map_second;
-    document.body.dataset.ready = "1";
-    fromHash();
-  } catch (err) {
-    showError(err);
-  }
+  loadTables();
 }
 
 init();
