@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BIN
+from conftest import BIN, require_module
 from embserve_client.bundle import read_bundle
 from embserve_trainer import cli
 from embserve_trainer.formats import FormatError
@@ -199,7 +199,7 @@ def test_block_path_names_the_same_line_as_the_reference(tmp_path: Path, block_s
 
 def write_model(tmp_path: Path, rows: np.ndarray) -> tuple[Path, Path]:
     """A 4-token WordLevel tokenizer.json and a safetensors file with its embedding tensor."""
-    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    safetensors_numpy = require_module("safetensors.numpy", "requirements-dev.txt: safetensors")
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
 

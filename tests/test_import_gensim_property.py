@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_module
 from embserve_trainer.formats import BOM, FormatError, RowError
 from embserve_trainer.importers import import_table
 from embserve_trainer.textformats import parse_block_fast, parse_row
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-gensim_kv = pytest.importorskip("gensim.models.keyedvectors")
+gensim_kv = require_module("gensim.models.keyedvectors", "embserve-trainer depends on gensim")
 EXAMPLES = 700  # per format: the figure the issue asks about
 
 KEY = st.text(st.characters(exclude_characters=" \n", exclude_categories=("Cs",)), min_size=1, max_size=4)
