@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from embserve_client.wire import MAX_MESSAGE_BYTES
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/ports.py: the one free_port
+from ports import free_port  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -39,7 +42,7 @@ BIN = Path(sys.executable).parent  # the virtualenv's bin/ (embserve-server live
 SERVICE = "embserve.v1.EmbeddingService"
 LOOKUP = f"/{SERVICE}/Lookup"
 SEARCH = f"/{SERVICE}/Search"
-MAX_MESSAGE = 64 << 20  # the server's default limit, set on both sides
+MAX_MESSAGE = MAX_MESSAGE_BYTES  # the server's default limit, set on both sides
 GRPC_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
 THREADS = 8  # embserve-server's default --threads; the bare server gets the same
 
@@ -252,10 +255,6 @@ def smaps_kib(pid: int) -> dict[str, int]:
 # Servers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def health_serving(port: int, timeout: float = 0.25) -> bool:

@@ -6,7 +6,6 @@ import contextlib
 import importlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from embserve_server.config import Limits, ServerConfig
 from embserve_server.metrics import ServerMetrics
 from embserve_server.tables import TableRegistry
 from embserve_trainer.export import export_table
+from ports import free_port  # noqa: F401  (re-exported for the tests)
 from prometheus_client import CollectorRegistry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,10 +110,6 @@ def client(server: Server) -> Iterator[Client]:
         yield c
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60.0) -> str:

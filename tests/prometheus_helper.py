@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import require_tool
+from ports import free_port
 
 # Named defaults: a 1 s scrape keeps tests short; start-up of an empty TSDB takes well under a second,
 # the generous timeout covers a loaded CI machine.
@@ -55,10 +55,6 @@ def require_prometheus() -> str:
     return require_tool("prometheus", "Debian package `prometheus`, scripts/system-deps.sh")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(
@@ -167,7 +163,7 @@ def run_prometheus(
     # The port is picked before Prometheus binds it, so another process may take it in between:
     # retry on a fresh port when Prometheus exits early.
     for attempt in range(1, START_ATTEMPTS + 1):
-        port = _free_port()
+        port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(

@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import require_tool
+from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_helper import query, require_prometheus, run_prometheus, wait_for_series
 
@@ -543,10 +543,6 @@ LIVE_ROWS = 300
 READY_TIMEOUT = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_healthy(health: list[str], process: subprocess.Popen[bytes], log: Path) -> None:
@@ -574,7 +570,7 @@ def live_server(tmp_path_factory) -> Iterator[dict[str, str]]:
                  [f"w{i}" for i in range(LIVE_ROWS)], source={"kind": "test", "seed": 0}, seed=0)
 
     command = _compose()["services"]["server"]["command"]
-    grpc_address, metrics_address = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    grpc_address, metrics_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     # Same program and flags as the container; only paths and addresses are local ones.
     local = {"--tables": str(tables), "--address": grpc_address, "--metrics-address": metrics_address}
     argv = [_console_script(command[0])] + [x for flag, value in _flags(command).items()
