@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import BIN, make_table, wait_for_line
 from embserve_client import Client
-from test_explorer_browser import Browser, chromium, pytestmark, wait_for  # noqa: F401  (pytestmark: same tool check)
+from test_explorer_browser import Browser, chromium, wait_for  # importing it checks for chromium (require_tool)
 
 N, DIM = 400, 8
 
