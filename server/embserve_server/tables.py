@@ -9,20 +9,19 @@ assignment, so in-flight calls finish on the version they started with.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import embserve_index as vindex
 import numpy as np
 from embserve_client import bundle as bfmt
+from embserve_client.keyindex import KeyIndex, KeyList
 
 from embserve_server import subword, tokenizer_table
 from embserve_server.errors import TableUnavailableError, UnknownTableError, UnknownVersionError
@@ -36,8 +35,8 @@ class Table:
 
     bundle: bfmt.Bundle
     index: vindex.VectorIndex
-    key_to_id: dict[str, int]
-    keys: np.ndarray  # (count,) object array of str, for vectorised id -> key
+    key_to_id: KeyIndex  # key -> row like a dict (get, [], in), memory-mapped: no object per key
+    keys: KeyList  # row -> key: keys[i] a str, keys[int array] an object array of that shape
     load_seconds: float
     extras: dict[str, Any] = field(default_factory=dict)  # loaded optional parts (subwords, tokenizer)
     # The raw rows as a plain ndarray over the same mapping: np.memmap's Python-level __getitem__
@@ -76,7 +75,7 @@ class Table:
 
     def ids_for(self, keys: Sequence[str]) -> np.ndarray:
         """Row ids of ``keys`` as int64, -1 for keys not in the table (no per-key bytecode)."""
-        return np.fromiter(map(self.key_to_id.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        return self.key_to_id.ids_for(keys)
 
     def row_bytes(self, i: int) -> bytes:
         """Raw row ``i`` as little-endian float32 bytes straight from the mapping (no numpy call).
@@ -106,7 +105,9 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
         ValueError: the index does not match the vectors.
     """
     t0 = time.perf_counter()
-    b = bfmt.read_bundle(path, verify_checksums=verify_checksums, mmap=mmap)
+    # like: the same keys.txt (a training run's snapshots) shares one key index between versions.
+    b = bfmt.read_bundle(path, verify_checksums=verify_checksums, mmap=mmap, key_index=True, like=like.bundle if like else None)
+    assert b.key_index is not None  # read with key_index=True
     info = b.index_info
     index_path = b.file(bfmt.INDEX)
     if index_path is not None:
@@ -121,16 +122,11 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
             f"{path}: index holds {idx.ntotal} x {idx.d} rows, vectors.npy is {b.count} x {b.vector_size}"
         )
     _check_index_rows(path, b, idx)
-    if like is not None and like.bundle.manifest["files"].get(bfmt.KEYS) == b.manifest["files"].get(bfmt.KEYS):
-        b = dataclasses.replace(b, keys=like.bundle.keys)  # same sha256: the same keys, kept once
-        key_to_id, key_array = like.key_to_id, like.keys
-    else:
-        key_to_id, key_array = dict(zip(b.keys, range(len(b.keys)))), np.array(b.keys, dtype=object)
     table = Table(
         bundle=b,
         index=idx,
-        key_to_id=key_to_id,
-        keys=key_array,
+        key_to_id=b.key_index,
+        keys=b.key_index.keys,
         load_seconds=0.0,
         extras=_load_extras(b),
         raw=np.asarray(b.vectors),

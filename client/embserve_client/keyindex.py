@@ -1,0 +1,397 @@
+"""The compact key index: keys -> row ids without a Python object per key (bundle file ``keys.idx``).
+
+Layout in memory: the bytes of ``keys.txt`` (key i is ``blob[offsets[i]:offsets[i+1]-1]``, each
+key followed by its newline), ``offsets`` (count + 1, uint32 or uint64), the keys' 31-bit hashes
+sorted (uint32) and ``order``, the row of each sorted hash (int32 or int64). That is 12 bytes per
+key (16 beyond 4 GiB of key text) against ~150 bytes for a Python dict of str. All of it is
+memory-mapped from the bundle, so worker processes share the pages and no object exists per key.
+A batch of keys is one ``searchsorted`` plus a byte comparison, in a fixed number of numpy calls.
+
+The hash is deterministic (it is stored in the bundle) and costs one C call per key in plain
+Python as well as a handful of numpy calls per batch: ``int.from_bytes(utf8, "little") % P`` with
+the prime ``P = 2_040_109_507``, the Rabin-Karp polynomial of the bytes in base 256. Every answer
+compares the key's bytes, so a hash collision costs a comparison, never a wrong row.
+
+File ``keys.idx`` (format version :data:`FORMAT_VERSION`): a 64-byte little-endian header
+(magic, version, hash id, count, longest key, keys.txt size, offset and row widths),
+then ``offsets``, ``hashes`` and ``order``, each 64-byte aligned.
+"""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import mmap
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"EMBSKIDX"
+FORMAT_VERSION = 1
+HASH_ID = 1  # int.from_bytes(utf8, "little") % (2**31 - 19) (the only one so far)
+_P = 2_040_109_507  # a prime far from powers of two: the powers of 256 modulo it look random
+_HEADER = struct.Struct("<8sIIQQQII")  # magic, version, hash, count, maxlen, blob size, off width, row width
+_HEADER_SIZE = 64
+_ALIGN = 64
+_VERIFY_CHUNK = 1 << 16  # keys per step when checking a whole index (bounded temporaries)
+_SCALAR_BATCH = 8  # fewer keys than this: one at a time beats the batch's fixed numpy calls
+
+
+class KeyIndexError(ValueError):
+    """A key index file is malformed or disagrees with keys.txt; the message says how."""
+
+
+def _pow_table(maxlen: int) -> np.ndarray:
+    """256**j mod P for j in [0, maxlen], as uint64 (a byte times one stays below 2**39)."""
+    out = np.empty(maxlen + 1, dtype=np.uint64)
+    v = 1
+    for j in range(maxlen + 1):
+        out[j] = v
+        v = v * 256 % _P
+    return out
+
+
+def key_hash(encoded: bytes) -> int:
+    """The stored hash of one UTF-8 encoded key (see the module docstring)."""
+    return int.from_bytes(encoded, "little") % _P
+
+
+class KeyIndex:
+    """Keys -> row ids and ids -> keys over the bytes of keys.txt.
+
+    ``get``/``__getitem__``/``in`` and :meth:`ids_for` answer like a ``dict[str, int]`` would;
+    :attr:`keys` is the id -> key direction. Build with :func:`build`, or :func:`load` a bundle's.
+    """
+
+    def __init__(self, blob: Any, offsets: np.ndarray, hashes: np.ndarray, order: np.ndarray, maxlen: int, owners: Sequence[Any] = ()) -> None:
+        self._blob_buf = blob  # bytes or mmap: kept alive for the views below
+        self.blob = np.frombuffer(blob, dtype=np.uint8)
+        self.offsets = offsets
+        self.hashes = hashes
+        self.order = order
+        self.count = len(offsets) - 1
+        self.maxlen = maxlen
+        self._pow = _pow_table(maxlen)
+        self._owners = list(owners)  # mmaps behind offsets/hashes/order
+        # Plain-Python views for the one-key path: a memoryview item is several times cheaper than numpy's.
+        self._bytes = memoryview(blob)
+        self._off = memoryview(offsets).cast("B").cast("Q" if offsets.dtype.itemsize == 8 else "I")  # type: ignore[arg-type]  # ndarray is a buffer
+        self._hashes = memoryview(hashes).cast("B").cast("I")  # type: ignore[arg-type]  # ndarray is a buffer
+        self._order = memoryview(order).cast("B").cast("q" if order.dtype.itemsize == 8 else "i")  # type: ignore[arg-type]  # ndarray is a buffer
+        self.keys = KeyList(self)
+
+    # -- one key ------------------------------------------------------------------------------
+
+    def get(self, key: str, default: int | None = None) -> int | None:
+        """Row id of ``key``, or ``default`` when it is not in the table."""
+        try:
+            enc = key.encode("utf-8", "surrogatepass")
+        except AttributeError:
+            return default  # not a str: never a key
+        if not 0 < len(enc) <= self.maxlen:
+            return default
+        i = self._find(enc, int.from_bytes(enc, "little") % _P)
+        return default if i < 0 else i
+
+    def _find(self, enc: bytes, h: int) -> int:
+        """Row of the encoded key with hash ``h``, or -1: every row of that hash, bytes compared."""
+        hashes, order, off, n = self._hashes, self._order, self._off, len(enc)
+        pos = bisect.bisect_left(hashes, h)
+        while pos < self.count and hashes[pos] == h:
+            i = order[pos]
+            a = off[i]
+            if off[i + 1] - a == n + 1 and self._bytes[a : a + n] == enc:
+                return int(i)
+            pos += 1
+        return -1
+
+    def __getitem__(self, key: str) -> int:
+        i = self.get(key)
+        if i is None:
+            raise KeyError(key)
+        return i
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the index structures (offsets, hashes, order), not counting the key text."""
+        return int(self.offsets.nbytes + self.hashes.nbytes + self.order.nbytes)
+
+    # -- many keys ----------------------------------------------------------------------------
+
+    def ids_for(self, keys: Sequence[str]) -> np.ndarray:
+        """Row ids of ``keys`` as int64, -1 for keys not in the table: numpy calls per batch, not per key."""
+        m = len(keys)
+        if m < _SCALAR_BATCH:
+            return np.fromiter(map(self.get, keys, repeat(-1)), dtype=np.int64, count=m)
+        try:
+            buf = np.frombuffer(("\n".join(keys) + "\n").encode("utf-8", "surrogatepass"), dtype=np.uint8)
+        except TypeError:  # a non-str key: one at a time, each answers "absent"
+            return np.fromiter(map(self.get, keys, repeat(-1)), dtype=np.int64, count=m)
+        ends = np.flatnonzero(buf == 10)
+        if len(ends) != m:  # a key holding a newline (never a table key): one at a time
+            return np.fromiter(map(self.get, keys, repeat(-1)), dtype=np.int64, count=m)
+        starts = np.empty(m, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        return self._lookup(buf, starts, ends - starts)
+
+    def _hash(self, buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """Hashes (uint32) of the keys ``buf[starts[i]:starts[i]+lens[i]]``; ``buf`` is "key\\n" repeated."""
+        rel = np.arange(len(buf), dtype=np.int64) - np.repeat(starts, lens + 1)
+        np.minimum(rel, self.maxlen, out=rel)  # over-long keys are refused by the caller
+        vals = buf.astype(np.uint64) * self._pow[rel]
+        vals[buf == 10] = 0  # the separators are not part of any key
+        return (np.add.reduceat(vals, starts) % np.uint64(_P)).astype(np.uint32)
+
+    def _lookup(self, buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """Rows of the keys ``buf[starts[i]:starts[i]+lens[i]]``, -1 where absent."""
+        out = np.full(len(starts), -1, dtype=np.int64)
+        act = np.flatnonzero((lens > 0) & (lens <= self.maxlen))
+        if not len(act):
+            return out
+        h = self._hash(buf, starts, lens)[act]
+        pos = np.searchsorted(self.hashes, h)
+        np.minimum(pos, self.count - 1, out=pos)
+        hit = self.hashes[pos] == h
+        act, h, pos = act[hit], h[hit], pos[hit]
+        cand = self.order[pos].astype(np.int64)
+        begin = self.offsets[cand].astype(np.int64)
+        want = lens[act]
+        same = (self.offsets[cand + 1].astype(np.int64) - begin - 1) == want
+        eq = np.zeros(len(act), dtype=bool)
+        if same.any():
+            eq[same] = _equal(buf, starts[act[same]], self.blob, begin[same], want[same])
+        out[act[eq]] = cand[eq]
+        # The first row of that hash was another key: rare (colliding hashes), so one at a time.
+        for a, hv in zip(act[~eq].tolist(), h[~eq].tolist()):
+            out[a] = self._find(bytes(buf[starts[a] : starts[a] + lens[a]]), hv)
+        return out
+
+    # -- ids -> keys --------------------------------------------------------------------------
+
+    def keys_of(self, ids: np.ndarray) -> list[str]:
+        """Keys of valid row ``ids`` (any shape, flattened), in order: one decode for the batch."""
+        flat = np.asarray(ids, dtype=np.int64).ravel()
+        if not len(flat):
+            return []
+        begin = self.offsets[flat].astype(np.int64)
+        lens = self.offsets[flat + 1].astype(np.int64) - begin  # each with its newline
+        cum = np.cumsum(lens)
+        idx = np.arange(int(cum[-1]), dtype=np.int64) + np.repeat(begin - (cum - lens), lens)
+        return self.blob[idx].tobytes().decode("utf-8").split("\n")[:-1]
+
+    def key(self, i: int) -> str:
+        """The key of row ``i`` (0 <= i < count)."""
+        off = self._off
+        return str(self._bytes[off[i] : off[i + 1] - 1], "utf-8")
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def verify(self, where: str) -> None:
+        """Check the index against the key text: every key finds its own row, every row once.
+
+        Raises:
+            KeyIndexError: naming ``where`` and the first disagreement.
+        """
+        off, n = self.offsets, self.count
+        if n < 1 or int(off[0]) != 0 or int(off[-1]) != len(self.blob):
+            raise KeyIndexError(f"{where}: offsets do not span keys.txt ({len(self.blob)} bytes)")
+        lines = int(np.count_nonzero(self.blob == 10))
+        if lines != n:
+            raise KeyIndexError(f"{where}: keys.txt holds {lines} lines, the key index {n}")
+        if len(self.hashes) != n or len(self.order) != n:
+            raise KeyIndexError(f"{where}: {len(self.hashes)} hashes and {len(self.order)} rows for {n} keys")
+        if n > 1 and not (self.hashes[1:] >= self.hashes[:-1]).all():
+            raise KeyIndexError(f"{where}: the key hashes are not sorted")
+        for a in range(0, n, _VERIFY_CHUNK):
+            b = min(n, a + _VERIFY_CHUNK)
+            ends = off[a + 1 : b + 1].astype(np.int64) - 1
+            good = self.blob[ends] == 10
+            if not good.all():
+                raise KeyIndexError(f"{where}: key {a + int(np.argmin(good))} does not end at a line break of keys.txt")
+        # Every key of the text maps back to its own row: duplicates, another table's index or a
+        # wrong hash all fail here. With n keys each found at its own row, order is a permutation.
+        for a in range(0, n, _VERIFY_CHUNK):
+            b = min(n, a + _VERIFY_CHUNK)
+            base = int(off[a])
+            starts = off[a:b].astype(np.int64) - base
+            got = self._lookup(self.blob[base : int(off[b])], starts, off[a + 1 : b + 1].astype(np.int64) - base - 1 - starts)
+            wrong = np.flatnonzero(got != np.arange(a, b))
+            if len(wrong):
+                i, j = a + int(wrong[0]), int(got[wrong[0]])
+                if j >= 0 and self.key(j) == self.key(i):
+                    raise KeyIndexError(f"{where}: duplicate key {self.key(i)!r} at rows {j} and {i}")
+                raise KeyIndexError(f"{where}: key {self.key(i)!r} (row {i}) maps to row {j} in the key index, not to its own row")
+
+
+def _equal(buf: np.ndarray, qstarts: np.ndarray, blob: np.ndarray, tstarts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Per pair i, whether ``buf[qstarts[i]:+lens[i]]`` equals ``blob[tstarts[i]:+lens[i]]`` (lens >= 1)."""
+    cum = np.cumsum(lens)
+    first = cum - lens
+    rel = np.arange(int(cum[-1]), dtype=np.int64) - np.repeat(first, lens)
+    differ = buf[np.repeat(qstarts, lens) + rel] != blob[np.repeat(tstarts, lens) + rel]
+    return ~np.logical_or.reduceat(differ, first)
+
+
+class KeyList(Sequence[str]):
+    """The id -> key direction of a :class:`KeyIndex`, indexable like the old object array of keys.
+
+    ``keys[i]`` is a str, ``keys[slice]`` a list, ``keys[array]`` an object array of that shape.
+    """
+
+    def __init__(self, index: KeyIndex) -> None:
+        self._index = index
+
+    def __len__(self) -> int:
+        return self._index.count
+
+    def __getitem__(self, item: Any) -> Any:
+        ix = self._index
+        if isinstance(item, (int, np.integer)):
+            i = int(item)
+            if i < 0:
+                i += ix.count
+            if not 0 <= i < ix.count:
+                raise IndexError(f"key id {item} out of range [0, {ix.count})")
+            return ix.key(i)
+        if isinstance(item, slice):
+            return ix.keys_of(np.arange(ix.count)[item])
+        ids = np.asarray(item, dtype=np.int64)
+        out = np.empty(ids.shape, dtype=object)
+        out.ravel()[:] = ix.keys_of(ids)
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        step = _VERIFY_CHUNK
+        for a in range(0, self._index.count, step):
+            yield from self._index.keys_of(np.arange(a, min(self._index.count, a + step)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building, writing and loading
+
+
+def _text_offsets(blob: np.ndarray) -> np.ndarray:
+    ends = np.flatnonzero(blob == 10)
+    off = np.empty(len(ends) + 1, dtype=np.uint32 if len(blob) < (1 << 32) else np.uint64)
+    off[0] = 0
+    off[1:] = ends + 1
+    return off
+
+
+def build(blob: Any) -> KeyIndex:
+    """Index the key text ``blob`` (bytes or mmap of keys.txt, one key per line, newline-terminated).
+
+    Deterministic: rows sorted by hash, rows of one hash by row id.
+
+    Raises:
+        KeyIndexError: the text is not newline-terminated or holds no key.
+    """
+    arr = np.frombuffer(blob, dtype=np.uint8)
+    if not len(arr) or arr[-1] != 10:
+        raise KeyIndexError("keys.txt must hold at least one key and end with a line break")
+    off = _text_offsets(arr)
+    n = len(off) - 1
+    lens = np.diff(off.astype(np.int64)) - 1
+    maxlen = int(lens.max())
+    rows = np.int32 if n < (1 << 31) else np.int64
+    index = KeyIndex(blob, off, np.zeros(n, dtype=np.uint32), np.zeros(n, dtype=rows), maxlen)
+    hashes = np.empty(n, dtype=np.uint32)
+    for a in range(0, n, _VERIFY_CHUNK):  # hashed in chunks: bounded temporaries
+        b = min(n, a + _VERIFY_CHUNK)
+        base = int(off[a])
+        hashes[a:b] = index._hash(arr[base : int(off[b])], off[a:b].astype(np.int64) - base, lens[a:b])
+    order = np.argsort(hashes, kind="stable").astype(rows)
+    return KeyIndex(blob, off, hashes[order], order, maxlen)
+
+
+def write(index: KeyIndex, path: str | os.PathLike[str]) -> None:
+    """Write ``index`` as a ``keys.idx`` file (header, offsets, hashes, order)."""
+    off_w, row_w = index.offsets.dtype.itemsize, index.order.dtype.itemsize
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, HASH_ID, index.count, index.maxlen, len(index.blob), off_w, row_w)
+    with open(path, "wb") as f:
+        f.write(header.ljust(_HEADER_SIZE, b"\0"))
+        for arr in (index.offsets.astype(f"<u{off_w}"), index.hashes.astype("<u4"), index.order.astype(f"<i{row_w}")):
+            f.write(arr.tobytes())
+            f.write(b"\0" * (-f.tell() % _ALIGN))
+
+
+def _layout(count: int, off_w: int, row_w: int) -> tuple[int, int, int, int]:
+    """Byte offsets of offsets, hashes, order in a keys.idx file, and its size."""
+    pos, out = _HEADER_SIZE, []
+    for size in ((count + 1) * off_w, count * 4, count * row_w):
+        out.append(pos)
+        pos += size
+        pos += -pos % _ALIGN
+    return out[0], out[1], out[2], pos
+
+
+def load(keys_path: Path, index_path: Path | None, *, verify: bool = True) -> KeyIndex:
+    """Map ``keys.txt`` and its ``keys.idx`` (built here, in memory, when ``index_path`` is None).
+
+    The key text is checked to be UTF-8 (in chunks, no str per key); with ``verify`` the index is
+    checked against it (:meth:`KeyIndex.verify`).
+
+    Raises:
+        KeyIndexError: unreadable, wrong magic/version/hash, sizes that do not add up, or an index
+            that disagrees with keys.txt.
+    """
+    try:
+        with open(keys_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            blob: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    except OSError as exc:
+        raise KeyIndexError(f"{keys_path}: cannot read keys ({exc.strerror or exc})") from exc
+    _check_utf8(keys_path, blob)
+    if size and blob[-1:] != b"\n":
+        blob = bytes(blob) + b"\n"  # an old bundle whose last line has no line break
+    if index_path is None:
+        index = build(blob)
+        if verify:
+            index.verify(str(keys_path))
+        return index
+    try:
+        with open(index_path, "rb") as f:
+            imm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as exc:
+        raise KeyIndexError(f"{index_path}: cannot read the key index ({exc})") from exc
+    if len(imm) < _HEADER_SIZE:
+        raise KeyIndexError(f"{index_path}: {len(imm)} bytes, shorter than the {_HEADER_SIZE}-byte header")
+    magic, version, hash_id, count, maxlen, blob_size, off_w, row_w = _HEADER.unpack_from(imm)
+    if magic != MAGIC or version != FORMAT_VERSION or hash_id != HASH_ID:
+        raise KeyIndexError(
+            f"{index_path}: header {magic!r} version {version} hash {hash_id}, this reader needs {MAGIC!r} version {FORMAT_VERSION} hash {HASH_ID}"
+        )
+    if off_w not in (4, 8) or row_w not in (4, 8) or blob_size != len(blob) or not 0 < maxlen <= blob_size:
+        raise KeyIndexError(f"{index_path}: header does not fit keys.txt ({blob_size} vs {len(blob)} bytes)")
+    o_off, o_hash, o_order, total = _layout(count, off_w, row_w)
+    if len(imm) != total:
+        raise KeyIndexError(f"{index_path}: {len(imm)} bytes, the header promises {total}")
+    offsets = np.frombuffer(imm, dtype=f"<u{off_w}", count=count + 1, offset=o_off)
+    hashes = np.frombuffer(imm, dtype="<u4", count=count, offset=o_hash)
+    order = np.frombuffer(imm, dtype=f"<i{row_w}", count=count, offset=o_order)
+    index = KeyIndex(blob, offsets, hashes, order, int(maxlen), owners=[imm])
+    if verify:
+        index.verify(str(index_path))
+    return index
+
+
+def _check_utf8(path: Path, blob: Any, chunk: int = 1 << 20) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for a in range(0, len(blob), chunk):
+            decoder.decode(blob[a : a + chunk], final=a + chunk >= len(blob))
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise KeyIndexError(f"{path}: not valid UTF-8 near byte {a + exc.start}") from exc
