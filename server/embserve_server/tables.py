@@ -71,7 +71,21 @@ class Table:
     @property
     def nbytes(self) -> int:
         """Bytes of the bundle files this table maps or reads (vectors, index, keys...)."""
-        return sum(p.stat().st_size for p in self.bundle.path.iterdir() if p.is_file())
+        return sum(self.memory_parts.values())
+
+    @functools.cached_property
+    def memory_parts(self) -> dict[str, int]:
+        """Bytes by part (:data:`MEMORY_PARTS`): the files mapped or read, or what load built instead.
+
+        A version that shares its key index with an older one still counts it: it is what the
+        version would hold alone.
+        """
+        b = self.bundle
+        files = {name: _size(b.path / name) for name in b.manifest["files"]}
+        keys = files.pop(bfmt.KEYS, 0)
+        keys += files.pop(bfmt.KEY_INDEX, self.key_to_id.nbytes)
+        index = files.pop(bfmt.INDEX, 0) or int(self.index.rows.nbytes)  # none shipped: the Flat built at load
+        return {"rows": files.pop(bfmt.VECTORS, 0), "index": index, "keys": keys, "extras": sum(files.values())}
 
     def ids_for(self, keys: Sequence[str]) -> np.ndarray:
         """Row ids of ``keys`` as int64, -1 for keys not in the table (no per-key bytecode)."""
@@ -144,6 +158,16 @@ def _check_index_rows(path: Path, b: bfmt.Bundle, idx: vindex.VectorIndex) -> No
     expected = vindex.prepare_rows(b.vectors[probe], b.metric)
     if not np.allclose(idx.rows[probe], expected, atol=1e-5):
         raise bfmt.BundleError(f"{path}: index.faiss rows do not match vectors.npy (index from another table?)")
+
+
+MEMORY_PARTS = ("rows", "index", "keys", "extras")  # Table.memory_parts keys, the metric's "part" label
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # a served version whose directory vanished: its mapped pages live on
 
 
 # The optional bundle parts a table may carry: Table.extras name -> loader(bundle) -> object or None.
@@ -294,7 +318,7 @@ class TableRegistry:
         outcomes: list[ReloadOutcome] = []
         current = max(loaded) if loaded else None
         vanished = current is not None and current not in versions
-        if vanished and self._refused.get((name, current)) != _VANISHED:
+        if vanished and current is not None and self._refused.get((name, current)) != _VANISHED:
             self._refused[(name, current)] = _VANISHED  # log and count it once
             logger.error("table %s version %d vanished from %s; still serving the loaded copy", name, current, self.tables_dir)
             outcomes.append(ReloadOutcome(name, "refused", current, "bundle directory vanished; still serving the loaded copy"))  # type: ignore[arg-type]
