@@ -7,6 +7,8 @@ gRPC and Prometheus stack. Everything here is FAISS-shaped: (n, d) C-contiguous 
 
 from embserve_index.build import (
     FLAT_MAX_ROWS,
+    RERANK_FACTOR,
+    STORAGES,
     TARGET_RECALL,
     build_index,
     choose_factory,
@@ -14,10 +16,21 @@ from embserve_index.build import (
     load_index,
     prepare_rows,
     recall_at_k,
+    rerank_factor,
     save_index,
     tune_ef_search,
 )
-from embserve_index.search import CORES, DEFAULT_EF_SEARCH, DEFAULT_NPROBE, VectorIndex, compact, flat_rows, search_params
+from embserve_index.search import (
+    CORES,
+    DEFAULT_EF_SEARCH,
+    DEFAULT_NPROBE,
+    RawRows,
+    VectorIndex,
+    compact,
+    flat_rows,
+    has_flat_storage,
+    search_params,
+)
 
 __version__ = "0.1.0"
 
@@ -26,7 +39,10 @@ __all__ = [
     "DEFAULT_EF_SEARCH",
     "DEFAULT_NPROBE",
     "FLAT_MAX_ROWS",
+    "RERANK_FACTOR",
+    "STORAGES",
     "TARGET_RECALL",
+    "RawRows",
     "VectorIndex",
     "__version__",
     "build_index",
@@ -34,9 +50,11 @@ __all__ = [
     "compact",
     "describe",
     "flat_rows",
+    "has_flat_storage",
     "load_index",
     "prepare_rows",
     "recall_at_k",
+    "rerank_factor",
     "save_index",
     "search_params",
     "tune_ef_search",

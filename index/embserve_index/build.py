@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 from embserve_client.wire import unit
 
-from embserve_index.search import compact, flat_rows, search_params
+from embserve_index.search import VectorIndex, compact, describe_storage
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,10 @@ EF_SEARCH_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 TARGET_RECALL = 0.975  # a margin over the 0.97 promised (measured on key queries, key left out)
 RECALL_SAMPLE = 2000  # rows drawn for tuning; half tunes efSearch, the other half is held out
 ADD_CHUNK = 20_000
+# --index-storage: how the HNSW graph stores the rows. Quantized storage scores candidates
+# approximately, so searches fetch RERANK_FACTOR x k of them and re-score those against the raw rows.
+STORAGES = {"flat": "Flat", "fp16": "SQfp16", "sq8": "SQ8"}
+RERANK_FACTOR = 2
 
 ProgressFactory = Callable[[int, str], Any]  # (total, description) -> object with update(n)/close()
 
@@ -42,8 +46,20 @@ def prepare_rows(vectors: np.ndarray, metric: str) -> np.ndarray:
 
 
 
-def choose_factory(count: int) -> str:
-    return "Flat" if count <= FLAT_MAX_ROWS else f"HNSW{HNSW_M},Flat"
+def choose_factory(count: int, storage: str = "flat") -> str:
+    """Factory string for a table of ``count`` rows: exact Flat when small, else HNSW over ``storage``.
+
+    Raises:
+        ValueError: an unknown storage name.
+    """
+    if storage not in STORAGES:
+        raise ValueError(f"index storage {storage!r} is not one of {', '.join(STORAGES)}")
+    return "Flat" if count <= FLAT_MAX_ROWS else f"HNSW{HNSW_M},{STORAGES[storage]}"
+
+
+def rerank_factor(factory: str) -> int:
+    """Candidates per result re-scored exactly: RERANK_FACTOR for quantized storage, else 1."""
+    return RERANK_FACTOR if any(factory.endswith("," + q) or factory == q for q in ("SQ8", "SQfp16", "SQ4", "SQ6")) else 1
 
 
 
@@ -78,7 +94,7 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
 
 
 def tune_ef_search(
-    index: faiss.Index, rows: np.ndarray, *, target: float = TARGET_RECALL, k: int = 10, seed: int = 0
+    index: faiss.Index, rows: np.ndarray, *, target: float = TARGET_RECALL, k: int = 10, seed: int = 0, rerank: int = 1
 ) -> dict[str, Any]:
     """Smallest efSearch reaching ``target`` recall@k on a tuning sample, verified on a held-out one.
 
@@ -86,13 +102,14 @@ def tune_ef_search(
     itself is dropped from both the exact and the approximate answer before comparing.
 
     Returns the manifest's search defaults: ``ef_search``, ``recall_at_10`` (held-out sample),
-    ``recall_sample`` (size) and ``target_recall``.
+    ``recall_sample`` (size), ``target_recall`` and ``rerank``.
     """
     rng = np.random.default_rng(seed)
     n = rows.shape[0]
     pick = rng.choice(n, size=min(RECALL_SAMPLE, n), replace=False)
     tune, held = pick[: len(pick) // 2], pick[len(pick) // 2 :]
-    flat = flat_rows(index)
+    # Searched the way the server searches: with the re-rank of quantized storage.
+    searcher = VectorIndex.from_index(index, rows=rows, rerank=rerank)
 
     def without_self(result: tuple[np.ndarray, np.ndarray], ids: np.ndarray) -> np.ndarray:
         D, I = result
@@ -100,8 +117,8 @@ def tune_ef_search(
 
     def recall(ids: np.ndarray, ef: int) -> float:
         queries = np.ascontiguousarray(rows[ids])
-        truth = without_self(faiss.knn(queries, flat, k + 1, metric=faiss.METRIC_INNER_PRODUCT), ids)
-        got = without_self(index.search(queries, k + 1, params=search_params(index, ef_search=ef)), ids)
+        truth = without_self(faiss.knn(queries, rows, k + 1, metric=faiss.METRIC_INNER_PRODUCT), ids)
+        got = without_self(searcher._search(queries, k + 1, ef_search=ef), ids)
         return recall_at_k(got, truth)
 
     chosen = EF_SEARCH_CANDIDATES[-1]
@@ -115,17 +132,12 @@ def tune_ef_search(
         if ef > chosen and held_recall < target:
             chosen, held_recall = ef, recall(held, ef)
     logger.info("efSearch=%d gives recall@%d=%.4f on %d held-out queries", chosen, k, held_recall, len(held))
-    return {"ef_search": chosen, "recall_at_10": round(held_recall, 4), "recall_sample": len(held), "target_recall": target}
+    return {"ef_search": chosen, "recall_at_10": round(held_recall, 4), "recall_sample": len(held), "target_recall": target, "rerank": rerank}
 
 
 
 def describe(index: faiss.Index) -> str:
-    base = faiss.downcast_index(index)
-    if isinstance(base, faiss.IndexHNSW):
-        return f"HNSW{base.hnsw.nb_neighbors(1)},Flat"  # type: ignore[attr-defined]
-    if isinstance(base, faiss.IndexFlat):
-        return "Flat"
-    return type(base).__name__
+    return describe_storage(index)
 
 
 

@@ -98,6 +98,19 @@ def compact(D: np.ndarray, I: np.ndarray, bad: np.ndarray, k: int) -> tuple[np.n
     return np.where(bad, 0.0, D).astype(np.float32, copy=False), np.where(bad, -1, I)
 
 
+def describe_storage(index: faiss.Index) -> str:
+    """Factory-style name of an index: "Flat", "HNSW32,Flat", "HNSW32,SQ8", "HNSW32,SQfp16"..."""
+    base = faiss.downcast_index(index)
+    if isinstance(base, faiss.IndexHNSW):
+        return f"HNSW{base.hnsw.nb_neighbors(1)},{describe_storage(base.storage)}"  # type: ignore[attr-defined]
+    if isinstance(base, faiss.IndexFlat):
+        return "Flat"
+    if isinstance(base, faiss.IndexScalarQuantizer):
+        names = {faiss.ScalarQuantizer.QT_8bit: "SQ8", faiss.ScalarQuantizer.QT_fp16: "SQfp16"}
+        return names.get(base.sq.qtype, f"SQ(qtype={base.sq.qtype})")
+    return type(base).__name__
+
+
 def flat_rows(index: faiss.Index) -> np.ndarray:
     """Zero-copy (n, d) view of the rows stored in a Flat or HNSW-Flat index."""
     base = faiss.downcast_index(index)
@@ -105,6 +118,82 @@ def flat_rows(index: faiss.Index) -> np.ndarray:
     if not isinstance(storage, faiss.IndexFlat):
         raise ValueError(f"index {type(base).__name__} has no flat storage to search exactly")
     return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
+
+
+EXACT_CHUNK = 65_536  # rows per matmul of a brute-force search over raw rows (bounded temporaries)
+
+
+class RawRows:
+    """The rows as the index sees them, computed from the raw rows on access: no second float32 copy.
+
+    For an index whose storage is quantized (SQfp16, SQ8): the re-rank and exact searches read
+    the bundle's raw rows (memory-mapped) and, for cosine tables, divide by norms kept here
+    (4 bytes a row), the same division :func:`embserve_client.wire.unit` does.
+    Indexable like the (n, d) array it stands for: ``rows[i]``, ``rows[a:b]``, ``rows[ids]``.
+    """
+
+    def __init__(self, raw: np.ndarray, normalized: bool) -> None:
+        self.raw = raw
+        self.shape = raw.shape
+        self.dtype = np.dtype(np.float32)
+        self.norms: np.ndarray | None = None
+        if normalized:
+            norms = np.empty(len(raw), dtype=np.float32)
+            for a in range(0, len(raw), EXACT_CHUNK):  # chunked: no (n, d) temporary
+                norms[a : a + EXACT_CHUNK] = np.linalg.norm(np.asarray(raw[a : a + EXACT_CHUNK], dtype=np.float32), axis=-1)
+            self.norms = norms
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held beyond the raw rows (the norms)."""
+        return 0 if self.norms is None else int(self.norms.nbytes)
+
+    def __getitem__(self, item: Any) -> np.ndarray:
+        rows = np.asarray(self.raw[item], dtype=np.float32)
+        if self.norms is None:
+            return np.array(rows, copy=True)
+        norms = self.norms[item][..., None]
+        return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+
+    def take(self, ids: np.ndarray, axis: int = 0) -> np.ndarray:
+        return self[np.asarray(ids, dtype=np.int64)]
+
+    def knn(self, queries: np.ndarray, k: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` by inner product with rows [0, limit), in chunks: ``D, I`` like faiss.knn."""
+        k = min(k, limit)
+        nq = len(queries)
+        best_d = np.empty((nq, 0), dtype=np.float32)
+        best_i = np.empty((nq, 0), dtype=np.int64)
+        for a in range(0, limit, EXACT_CHUNK):
+            b = min(limit, a + EXACT_CHUNK)
+            scores = queries @ np.asarray(self.raw[a:b], dtype=np.float32).T  # (nq, b - a)
+            if self.norms is not None:
+                n = self.norms[a:b]
+                scores = np.divide(scores, n, out=np.zeros_like(scores), where=n > 0)
+            if scores.shape[1] > k:
+                part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                scores = np.take_along_axis(scores, part, axis=1)
+                ids = part + a
+            else:
+                ids = np.broadcast_to(np.arange(a, b), scores.shape)
+            best_d, best_i = np.concatenate([best_d, scores], axis=1), np.concatenate([best_i, ids], axis=1)
+            if best_d.shape[1] > k:
+                keep = np.argpartition(-best_d, k - 1, axis=1)[:, :k]
+                best_d, best_i = np.take_along_axis(best_d, keep, axis=1), np.take_along_axis(best_i, keep, axis=1)
+        order = np.argsort(-best_d, axis=1, kind="stable")
+        return np.take_along_axis(best_d, order, axis=1).astype(np.float32), np.take_along_axis(best_i, order, axis=1)
+
+
+def has_flat_storage(index: faiss.Index) -> bool:
+    """Whether the index stores float32 rows (Flat, HNSW-Flat) rather than quantized codes."""
+    try:
+        flat_rows(index)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -116,22 +205,48 @@ class VectorIndex:
     """
 
     index: faiss.Index  # downcast to its concrete class once, not per call
-    rows: np.ndarray  # (n, d) prepared rows (unit-norm for cosine), zero-copy from the index
+    # (n, d) prepared rows (unit-norm for cosine): zero-copy from a flat index, else RawRows
+    rows: Any
     ef_search: int = DEFAULT_EF_SEARCH
     nprobe: int = DEFAULT_NPROBE
     is_exact: bool = False  # a Flat index: every search is brute force
     owner: Any = None  # the wrapper that owns the C++ index: the downcast one does not keep it alive
+    rerank: int = 1  # > 1: fetch rerank x k candidates, re-score them exactly against ``rows``
 
     @classmethod
-    def from_index(cls, index: faiss.Index, *, ef_search: int = 0, nprobe: int = 0) -> VectorIndex:
+    def from_index(
+        cls, index: faiss.Index, *, ef_search: int = 0, nprobe: int = 0, rows: Any = None, raw: np.ndarray | None = None,
+        normalized: bool = True, rerank: int = 1,
+    ) -> VectorIndex:
+        """Wrap a FAISS index for searching.
+
+        Args:
+            index: the loaded or built index.
+            ef_search / nprobe: default search effort (0: the library default).
+            rows: the prepared rows (what the index was built on); default: the index's own flat
+                storage, or ``raw`` through :class:`RawRows` when its storage is quantized.
+            raw / normalized: the raw rows and whether the index holds them unit-normalised.
+            rerank: candidates fetched per result slot and re-scored exactly (quantized storage).
+
+        Raises:
+            ValueError: the storage is quantized and neither ``rows`` nor ``raw`` is given.
+        """
         base = faiss.downcast_index(index)
+        if rows is None:
+            if has_flat_storage(base):
+                rows = flat_rows(base)
+            elif raw is not None:
+                rows = RawRows(raw, normalized)
+            else:
+                raise ValueError(f"index {describe_storage(base)} stores quantized codes: pass the raw rows to re-rank against")
         return cls(
             index=base,
-            rows=flat_rows(base),
+            rows=rows,
             ef_search=ef_search or DEFAULT_EF_SEARCH,
             nprobe=nprobe or DEFAULT_NPROBE,
             is_exact=isinstance(base, faiss.IndexFlat),
             owner=index,
+            rerank=max(1, int(rerank)),
         )
 
     @property
@@ -213,18 +328,35 @@ class VectorIndex:
         if exact or self.is_exact:
             # faiss.knn takes no selector: fetch enough extra rows to cover the excluded ones.
             extra = int(exclude[:limit].sum()) if exclude is not None else 0
+            if isinstance(self.rows, RawRows):
+                return self.rows.knn(queries, min(k + extra, limit), limit)
             return faiss.knn(queries, self.rows[:limit], min(k + extra, limit), metric=faiss.METRIC_INNER_PRODUCT)
         sel, keep_alive = _selector(limit, n, exclude)
-        params = search_params(self.index, ef_search or max(self.ef_search, k), nprobe or self.nprobe, sel)
-        D, I = self.index.search(queries, k, params=params)
+        fetch = k * self.rerank
+        params = search_params(self.index, ef_search or max(self.ef_search, fetch), nprobe or self.nprobe, sel)
+        D, I = self.index.search(queries, fetch, params=params)
         del keep_alive  # the selector's bitmap had to outlive the search
+        if self.rerank > 1:
+            D, I = self._rerank(queries, I, k)
         return D, I
+
+    def _rerank(self, queries: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of the candidates ``I`` (quantized storage scores approximately); best ``k`` kept."""
+        valid = I >= 0
+        cand = self.rows[np.maximum(I, 0)]  # (nq, fetch, d)
+        scores = np.einsum("qkd,qd->qk", cand, queries)
+        scores[~valid] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        D, I = np.take_along_axis(scores, order, axis=1), np.take_along_axis(I, order, axis=1)
+        gone = ~np.take_along_axis(valid, order, axis=1)
+        return np.where(gone, 0.0, D).astype(np.float32), np.where(gone, -1, I)
 
     def warm_up(self) -> float:
         """Touch every page of the rows and run a few searches; returns seconds spent."""
         t0 = time.perf_counter()
         if self.ntotal:
-            float(np.add.reduce(self.rows[:, 0]))  # strided walk faults in every page of the mapping
+            source = self.rows.raw if isinstance(self.rows, RawRows) else self.rows
+            float(np.add.reduce(source[:, 0]))  # strided walk faults in every page of the mapping
             probe = np.ascontiguousarray(self.rows[: min(8, self.ntotal)])
             self.search(probe, 10)
             self.search(probe, 10, exact=True)

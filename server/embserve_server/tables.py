@@ -85,6 +85,8 @@ class Table:
         keys = files.pop(bfmt.KEYS, 0)
         keys += files.pop(bfmt.KEY_INDEX, self.key_to_id.nbytes)
         index = files.pop(bfmt.INDEX, 0) or int(self.index.rows.nbytes)  # none shipped: the Flat built at load
+        if isinstance(self.index.rows, vindex.RawRows):
+            index += self.index.rows.nbytes  # the norms kept for the re-rank
         return {"rows": files.pop(bfmt.VECTORS, 0), "index": index, "keys": keys, "extras": sum(files.values())}
 
     def ids_for(self, keys: Sequence[str]) -> np.ndarray:
@@ -130,7 +132,11 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
         # Bundles should ship their index (building HNSW for 400k rows takes ~70 s); build Flat here.
         logger.warning("%s has no index.faiss: building an exact Flat index at load time", path)
         faiss_index = vindex.build_index(vindex.prepare_rows(b.vectors, b.metric), "Flat")
-    idx = vindex.VectorIndex.from_index(faiss_index, ef_search=int(info.get("ef_search") or 0), nprobe=int(info.get("nprobe") or 0))
+    # Quantized storage (--index-storage fp16/sq8): re-rank against the raw rows, the mapped vectors.npy.
+    idx = vindex.VectorIndex.from_index(
+        faiss_index, ef_search=int(info.get("ef_search") or 0), nprobe=int(info.get("nprobe") or 0),
+        raw=np.asarray(b.vectors), normalized=b.metric == "cosine", rerank=int(info.get("rerank") or 1),
+    )
     if idx.ntotal != b.count or idx.d != b.vector_size:
         raise bfmt.BundleError(
             f"{path}: index holds {idx.ntotal} x {idx.d} rows, vectors.npy is {b.count} x {b.vector_size}"
@@ -156,7 +162,12 @@ def _check_index_rows(path: Path, b: bfmt.Bundle, idx: vindex.VectorIndex) -> No
     """Spot-check that the index rows are the bundle's vectors (catches a swapped index file)."""
     probe = np.unique(np.linspace(0, b.count - 1, num=min(b.count, 16)).astype(np.int64))
     expected = vindex.prepare_rows(b.vectors[probe], b.metric)
-    if not np.allclose(idx.rows[probe], expected, atol=1e-5):
+    if isinstance(idx.rows, vindex.RawRows):  # quantized storage: its decoded codes, to the codes' precision
+        stored = np.stack([idx.index.reconstruct(int(i)) for i in probe])
+        close = np.allclose(stored, expected, atol=0.05 * max(1.0, float(np.abs(expected).max())))
+    else:
+        close = np.allclose(idx.rows[probe], expected, atol=1e-5)
+    if not close:
         raise bfmt.BundleError(f"{path}: index.faiss rows do not match vectors.npy (index from another table?)")
 
 

@@ -45,6 +45,7 @@ def export_table(
     files: Mapping[str, FileContent] | None = None,
     seed: int = 0,
     version: int | None = None,
+    storage: str = "flat",
 ) -> Path:
     """Build the index for ``vectors`` and publish a new bundle version of table ``name``.
 
@@ -61,16 +62,21 @@ def export_table(
         files: additional bundle files (eval.json, tokenizer.json, ngrams.npy...).
         seed: seed of the recall-tuning sample.
         version: explicit version (default: next one).
+        storage: how an HNSW index stores the rows: "flat" (float32), "fp16" or "sq8" (FAISS
+            scalar quantizer; searches re-rank candidates against the raw rows). Ignored when
+            ``factory`` is given.
 
     Returns:
         The published bundle directory.
     """
     rows = vindex.prepare_rows(vectors, metric)
-    factory = factory or vindex.choose_factory(len(rows))
+    factory = factory or vindex.choose_factory(len(rows), storage)
     index = vindex.build_index(rows, factory, progress=index_progress)
-    info: dict[str, Any] = {"factory": factory, "faiss_metric": "inner_product", "normalized": metric == "cosine"}
-    if not vindex.VectorIndex.from_index(index).is_exact:
-        info.update(vindex.tune_ef_search(index, rows, seed=seed))
+    rerank = vindex.rerank_factor(factory)
+    info: dict[str, Any] = {"factory": factory, "faiss_metric": "inner_product", "normalized": metric == "cosine", "storage": storage if factory != "Flat" else "flat"}
+    if not vindex.VectorIndex.from_index(index, rows=rows).is_exact:
+        info.update(vindex.tune_ef_search(index, rows, seed=seed, rerank=rerank))
+    del rows  # the prepared copy: only the index and the raw vectors are written
     source = {**source, "libraries": library_versions()}
     spec = BundleSpec(
         metric=metric,
