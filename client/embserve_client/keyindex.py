@@ -83,32 +83,45 @@ class KeyIndex:
         self._off = memoryview(offsets).cast("B").cast("Q" if offsets.dtype.itemsize == 8 else "I")  # type: ignore[arg-type]  # ndarray is a buffer
         self._hashes = memoryview(hashes).cast("B").cast("I")  # type: ignore[arg-type]  # ndarray is a buffer
         self._order = memoryview(order).cast("B").cast("q" if order.dtype.itemsize == 8 else "i")  # type: ignore[arg-type]  # ndarray is a buffer
+        # Where each run of hashes sharing their top bits starts (~4 rows a run, ~1 byte a key,
+        # derived here, not stored): one key's bisect then spans a few rows, not all of them.
+        bits = max(1, (self.count // 4).bit_length())
+        self._bshift = max(0, 31 - bits)
+        self._bucket = np.searchsorted(hashes, np.arange((1 << (31 - self._bshift)) + 1, dtype=np.uint64) << np.uint64(self._bshift)).astype(np.uint32 if self.count < (1 << 32) else np.uint64)
+        self._buckets = memoryview(self._bucket).cast("B").cast("I" if self._bucket.dtype.itemsize == 4 else "Q")  # type: ignore[arg-type]  # ndarray is a buffer
         self.keys = KeyList(self)
 
     # -- one key ------------------------------------------------------------------------------
 
     def get(self, key: str, default: int | None = None) -> int | None:
-        """Row id of ``key``, or ``default`` when it is not in the table."""
+        """Row id of ``key``, or ``default`` when it is not in the table.
+
+        One key in plain Python (the commonest call): no numpy, every step inlined.
+        """
         try:
             enc = key.encode("utf-8", "surrogatepass")
         except AttributeError:
             return default  # not a str: never a key
-        if not 0 < len(enc) <= self.maxlen:
+        n = len(enc)
+        if not 0 < n <= self.maxlen:
             return default
-        i = self._find(enc, int.from_bytes(enc, "little") % _P)
-        return default if i < 0 else i
-
-    def _find(self, enc: bytes, h: int) -> int:
-        """Row of the encoded key with hash ``h``, or -1: every row of that hash, bytes compared."""
-        hashes, order, off, n = self._hashes, self._order, self._off, len(enc)
-        pos = bisect.bisect_left(hashes, h)
-        while pos < self.count and hashes[pos] == h:
+        h = int.from_bytes(enc, "little") % _P
+        hashes, order, off, text, buckets = self._hashes, self._order, self._off, self._blob_buf, self._buckets
+        b = h >> self._bshift
+        pos = bisect.bisect_left(hashes, h, buckets[b], buckets[b + 1])
+        end = self.count
+        while pos < end and hashes[pos] == h:
             i = order[pos]
             a = off[i]
-            if off[i + 1] - a == n + 1 and self._bytes[a : a + n] == enc:
-                return int(i)
+            if off[i + 1] - a == n + 1 and text[a : a + n] == enc:
+                return i
             pos += 1
-        return -1
+        return default
+
+    def _find(self, enc: bytes, h: int) -> int:
+        """Row of the encoded key with hash ``h``, or -1."""
+        i = self.get(enc.decode("utf-8", "surrogatepass"), -1)
+        return -1 if i is None else i
 
     def __getitem__(self, key: str) -> int:
         i = self.get(key)
@@ -124,8 +137,8 @@ class KeyIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the index structures (offsets, hashes, order), not counting the key text."""
-        return int(self.offsets.nbytes + self.hashes.nbytes + self.order.nbytes)
+        """Bytes of the index structures (offsets, hashes, order, buckets), not counting the key text."""
+        return int(self.offsets.nbytes + self.hashes.nbytes + self.order.nbytes + self._bucket.nbytes)
 
     # -- many keys ----------------------------------------------------------------------------
 
@@ -146,36 +159,42 @@ class KeyIndex:
         starts[1:] = ends[:-1] + 1
         return self._lookup(buf, starts, ends - starts)
 
-    def _hash(self, buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-        """Hashes (uint32) of the keys ``buf[starts[i]:starts[i]+lens[i]]``; ``buf`` is "key\\n" repeated."""
-        rel = np.arange(len(buf), dtype=np.int64) - np.repeat(starts, lens + 1)
-        np.minimum(rel, self.maxlen, out=rel)  # over-long keys are refused by the caller
-        vals = buf.astype(np.uint64) * self._pow[rel]
-        vals[buf == 10] = 0  # the separators are not part of any key
-        return (np.add.reduceat(vals, starts) % np.uint64(_P)).astype(np.uint32)
+    def _hash(self, buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, rel: np.ndarray | None = None) -> np.ndarray:
+        """Hashes (uint32) of the keys ``buf[starts[i]:starts[i]+lens[i]]``; ``buf`` is "key\\n" repeated.
+
+        ``rel``: each byte's position within its key (computed here when not given).
+        """
+        if rel is None:
+            rel = _positions(buf, starts, lens)
+        if len(lens) and int(lens.max()) > self.maxlen:  # over-long keys (refused by the caller): any hash
+            rel, lens = np.minimum(rel, self.maxlen), np.minimum(lens, self.maxlen)
+        vals = np.multiply(buf, self._pow[rel], dtype=np.uint64)
+        sums = np.add.reduceat(vals, starts) - np.uint64(10) * self._pow[lens]  # minus each key's "\\n"
+        return (sums % np.uint64(_P)).astype(np.uint32)
 
     def _lookup(self, buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-        """Rows of the keys ``buf[starts[i]:starts[i]+lens[i]]``, -1 where absent."""
-        out = np.full(len(starts), -1, dtype=np.int64)
-        act = np.flatnonzero((lens > 0) & (lens <= self.maxlen))
-        if not len(act):
-            return out
-        h = self._hash(buf, starts, lens)[act]
+        """Rows of the keys ``buf[starts[i]:starts[i]+lens[i]]``, -1 where absent.
+
+        One searchsorted of the hashes, then every candidate's text is gathered in the layout of
+        ``buf`` and compared with it in one pass: when all keys are present that is the answer.
+        """
+        rel = _positions(buf, starts, lens)
+        h = self._hash(buf, starts, lens, rel)
         pos = np.searchsorted(self.hashes, h)
         np.minimum(pos, self.count - 1, out=pos)
-        hit = self.hashes[pos] == h
-        act, h, pos = act[hit], h[hit], pos[hit]
         cand = self.order[pos].astype(np.int64)
         begin = self.offsets[cand].astype(np.int64)
-        want = lens[act]
-        same = (self.offsets[cand + 1].astype(np.int64) - begin - 1) == want
-        eq = np.zeros(len(act), dtype=bool)
-        if same.any():
-            eq[same] = _equal(buf, starts[act[same]], self.blob, begin[same], want[same])
-        out[act[eq]] = cand[eq]
-        # The first row of that hash was another key: rare (colliding hashes), so one at a time.
-        for a, hv in zip(act[~eq].tolist(), h[~eq].tolist()):
-            out[a] = self._find(bytes(buf[starts[a] : starts[a] + lens[a]]), hv)
+        ok = (self.hashes[pos] == h) & (self.offsets[cand + 1].astype(np.int64) - begin - 1 == lens) & (lens > 0) & (lens <= self.maxlen)
+        where = rel + np.repeat(begin, lens + 1)
+        np.minimum(where, len(self.blob) - 1, out=where)  # a candidate of another length may run off the end
+        differ = self.blob[where] != buf
+        if ok.all() and not differ.any():
+            return cand
+        ok &= ~np.logical_or.reduceat(differ, starts)
+        out = np.where(ok, cand, -1)
+        # Another key holding the same hash came first: rare (colliding hashes), one at a time.
+        for a in np.flatnonzero(~ok & (self.hashes[pos] == h) & (lens > 0) & (lens <= self.maxlen)).tolist():
+            out[a] = self._find(bytes(buf[starts[a] : starts[a] + lens[a]]), int(h[a]))
         return out
 
     # -- ids -> keys --------------------------------------------------------------------------
@@ -235,13 +254,9 @@ class KeyIndex:
                 raise KeyIndexError(f"{where}: key {self.key(i)!r} (row {i}) maps to row {j} in the key index, not to its own row")
 
 
-def _equal(buf: np.ndarray, qstarts: np.ndarray, blob: np.ndarray, tstarts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Per pair i, whether ``buf[qstarts[i]:+lens[i]]`` equals ``blob[tstarts[i]:+lens[i]]`` (lens >= 1)."""
-    cum = np.cumsum(lens)
-    first = cum - lens
-    rel = np.arange(int(cum[-1]), dtype=np.int64) - np.repeat(first, lens)
-    differ = buf[np.repeat(qstarts, lens) + rel] != blob[np.repeat(tstarts, lens) + rel]
-    return ~np.logical_or.reduceat(differ, first)
+def _positions(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Each byte's position within its key ("key\\n" repeated: the separator gets the key's length)."""
+    return np.arange(len(buf), dtype=np.int64) - np.repeat(starts, lens + 1)
 
 
 class KeyList(Sequence[str]):
