@@ -15,6 +15,7 @@ from embserve_trainer.cli import main as train_main
 from embserve_trainer.export import export_table
 
 N, DIM = 6000, 24
+HNSW_STORAGES = ("flat", "fp16", "sq8")  # codes under an HNSW graph; ivfpq has its own test
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +24,11 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     vectors, keys = seeded_table(N, DIM, seed=7)
     return {
         storage: export_table(tables, f"t{storage}", vectors, keys, source={"kind": "test"}, factory=f"HNSW16,{vindex.STORAGES[storage]}", seed=1)
-        for storage in vindex.STORAGES
+        for storage in HNSW_STORAGES
     }
 
 
-@pytest.mark.parametrize("storage", list(vindex.STORAGES))
+@pytest.mark.parametrize("storage", HNSW_STORAGES)
 def test_storage_meets_recall_against_exact_search_with_exact_scores(bundles: dict[str, Path], storage: str) -> None:
     path = bundles[storage]
     info = bfmt.read_manifest(path)["index"]
@@ -71,3 +72,33 @@ def test_trainer_cli_records_storage_in_the_manifest(tmp_path: Path) -> None:
     info = bfmt.read_manifest(tmp_path / "t" / "s" / "1")["index"]
     assert info["factory"] == f"HNSW{vindex.build.HNSW_M},SQ8" and info["storage"] == "sq8" and info["rerank"] == vindex.RERANK_FACTOR
     assert info["recall_at_10"] >= vindex.TARGET_RECALL
+
+
+def clustered(n: int, dim: int, centres: int, seed: int) -> np.ndarray:
+    """Rows around many centres with per-cluster spread: approximate search behaves as on real embeddings."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centres, dim)).astype(np.float32)
+    spread = rng.uniform(0.2, 0.5, size=(n, 1)).astype(np.float32)
+    return (c[rng.integers(0, centres, n)] + spread * rng.normal(size=(n, dim)).astype(np.float32)).astype(np.float32)
+
+
+def test_ivfpq_tunes_nprobe_re_ranks_exactly_and_serves(tmp_path: Path) -> None:
+    n, dim = 12_000, 16
+    vectors, keys = clustered(n, dim, 200, seed=5), [f"w{i}" for i in range(n)]
+    factory = vindex.ivfpq_factory(n, dim)
+    assert factory == "OPQ4,IVF512,PQ4"
+    path = export_table(tmp_path, "pq", vectors, keys, source={"kind": "test"}, factory=factory, storage="ivfpq")
+    info = bfmt.read_manifest(path)["index"]
+    assert info["nprobe"] >= 1 and info["rerank"] == vindex.build.PQ_RERANK_FACTOR and info["recall_at_10"] >= vindex.IVFPQ_TARGET_RECALL
+    assert "ef_search" not in info
+    assert (path / bfmt.INDEX).stat().st_size < 0.5 * vectors.nbytes
+    table = load_table(path)
+    unit = vindex.prepare_rows(vectors, "cosine")
+    rows = np.arange(0, n, 61)
+    D, I = table.index.search(unit[rows], 10, drop=rows[:, None])
+    assert np.allclose(D, np.einsum("qd,qkd->qk", unit[rows], unit[I]), atol=1e-5)  # exact scores
+    _, truth = table.index.search(unit[rows], 10, drop=rows[:, None], exact=True)
+    assert vindex.recall_at_k(I, truth) >= 0.9
+    with running_server(tmp_path) as server, Client(f"127.0.0.1:{server.port}") as c:
+        assert c.lookup(keys[::97], table="pq").vectors.tobytes() == np.ascontiguousarray(vectors[::97]).tobytes()
+        assert [nb.key for nb in c.most_similar("w7", topn=10, table="pq")] == [keys[j] for j in table.index.search(unit[7:8], 10, drop=np.array([[7]]))[1][0]]

@@ -35,6 +35,19 @@ def search_params(index: faiss.Index, ef_search: int = 0, nprobe: int = 0, sel: 
     share them.
     """
     base = index if isinstance(index, (faiss.IndexHNSW, faiss.IndexIVF, faiss.IndexFlat)) else faiss.downcast_index(index)
+    if isinstance(base, faiss.IndexPreTransform):  # OPQ in front of an IVF index: the parameters go inside
+        inner = search_params(faiss.downcast_index(base.index), ef_search, nprobe, sel)
+        if inner is None:
+            return None
+        cache = ("pre", id(inner))
+        outer = _PARAMS.get(cache) if sel is None else None  # type: ignore[call-overload]
+        if outer is None:
+            outer = faiss.SearchParametersPreTransform()
+            outer.index_params = inner
+            outer.keep = inner  # type: ignore[attr-defined]  # the wrapper does not own the inner object
+            if sel is None:
+                _PARAMS[cache] = outer  # type: ignore[index]
+        return outer
     if isinstance(base, faiss.IndexHNSW):
         kind, value = "hnsw", ef_search or DEFAULT_EF_SEARCH
     elif isinstance(base, faiss.IndexIVF):
@@ -105,10 +118,19 @@ def describe_storage(index: faiss.Index) -> str:
         return f"HNSW{base.hnsw.nb_neighbors(1)},{describe_storage(base.storage)}"  # type: ignore[attr-defined]
     if isinstance(base, faiss.IndexFlat):
         return "Flat"
+    if isinstance(base, faiss.IndexPreTransform):
+        chain = [_describe_transform(faiss.downcast_VectorTransform(base.chain.at(i))) for i in range(base.chain.size())]  # type: ignore[attr-defined]  # a SWIG vector, not a list
+        return ",".join([*chain, describe_storage(base.index)])
+    if isinstance(base, faiss.IndexIVFPQ):
+        return f"IVF{base.nlist},PQ{base.pq.M}"
     if isinstance(base, faiss.IndexScalarQuantizer):
         names = {faiss.ScalarQuantizer.QT_8bit: "SQ8", faiss.ScalarQuantizer.QT_fp16: "SQfp16"}
         return names.get(base.sq.qtype, f"SQ(qtype={base.sq.qtype})")
     return type(base).__name__
+
+
+def _describe_transform(t: Any) -> str:
+    return f"OPQ{t.M}" if isinstance(t, faiss.OPQMatrix) else type(t).__name__
 
 
 def flat_rows(index: faiss.Index) -> np.ndarray:

@@ -163,7 +163,10 @@ def _check_index_rows(path: Path, b: bfmt.Bundle, idx: vindex.VectorIndex) -> No
     probe = np.unique(np.linspace(0, b.count - 1, num=min(b.count, 16)).astype(np.int64))
     expected = vindex.prepare_rows(b.vectors[probe], b.metric)
     if isinstance(idx.rows, vindex.RawRows):  # quantized storage: its decoded codes, to the codes' precision
-        stored = np.stack([idx.index.reconstruct(int(i)) for i in probe])
+        try:
+            stored = np.stack([idx.index.reconstruct(int(i)) for i in probe])
+        except RuntimeError:
+            return  # IVF lists keep no id -> code map (it would cost 8 bytes a row): only shapes were checked
         close = np.allclose(stored, expected, atol=0.05 * max(1.0, float(np.abs(expected).max())))
     else:
         close = np.allclose(idx.rows[probe], expected, atol=1e-5)
