@@ -49,6 +49,9 @@ def check_against_dict(index: keyindex.KeyIndex, keys: list[str], probes: list[s
     truth = dict(zip(keys, range(len(keys))))
     want = [truth.get(k, -1) for k in probes]
     assert index.ids_for(probes).tolist() == want
+    # Without the empty key the batch takes the request-sized path (weight table, one comparison).
+    kept = [(k, w) for k, w in zip(probes, want) if k and len(k.encode("utf-8", "surrogatepass")) <= index.maxlen]
+    assert index.ids_for([k for k, _ in kept]).tolist() == [w for _, w in kept]
     assert [index.get(k, -1) for k in probes] == want
     assert [k in index for k in probes] == [w >= 0 for w in want]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import codecs
+import functools
 import mmap
 import os
 import struct
@@ -54,6 +55,23 @@ def _pow_table(maxlen: int) -> np.ndarray:
         out[j] = v
         v = v * 256 % _P
     return out
+
+
+_WINDOW_BYTES = 1 << 16  # batches up to this many bytes take the weight-table path
+_ARANGE = np.arange(_WINDOW_BYTES, dtype=np.int64)
+
+
+@functools.cache
+def _weights() -> tuple[np.ndarray, np.ndarray]:
+    """256**g and 256**-g modulo P for g < _WINDOW_BYTES (uint64, 1 MiB in all, built on first use)."""
+    w = np.empty(_WINDOW_BYTES, dtype=np.uint64)
+    inv = np.empty(_WINDOW_BYTES, dtype=np.uint64)
+    back = pow(256, -1, _P)
+    a = b = 1
+    for g in range(_WINDOW_BYTES):
+        w[g], inv[g] = a, b
+        a, b = a * 256 % _P, b * back % _P
+    return w, inv
 
 
 def key_hash(encoded: bytes) -> int:
@@ -157,7 +175,10 @@ class KeyIndex:
         starts = np.empty(m, dtype=np.int64)
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
-        return self._lookup(buf, starts, ends - starts)
+        lens = ends - starts
+        if len(buf) > _WINDOW_BYTES or int(lens.min()) == 0 or int(lens.max()) > self.maxlen:
+            return self._lookup(buf, starts, lens)
+        return self._lookup_request(buf, starts, ends)
 
     def _hash(self, buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, rel: np.ndarray | None = None) -> np.ndarray:
         """Hashes (uint32) of the keys ``buf[starts[i]:starts[i]+lens[i]]``; ``buf`` is "key\\n" repeated.
@@ -196,6 +217,34 @@ class KeyIndex:
         for a in np.flatnonzero(~ok & (self.hashes[pos] == h) & (lens > 0) & (lens <= self.maxlen)).tolist():
             out[a] = self._find(bytes(buf[starts[a] : starts[a] + lens[a]]), int(h[a]))
         return out
+
+    def _lookup_request(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """:meth:`_lookup` for a request-sized batch of valid-length keys, in fewer numpy calls.
+
+        Each byte is weighted by 256**(its position in ``buf``) from a table, so no per-byte
+        position within the key is needed: the key's hash is its segment sum times the inverse
+        weight of its first byte. The candidates' text (each with its line break) is gathered in
+        the layout of ``buf`` and compared in one pass, which also compares the lengths.
+        """
+        weight, inverse = _weights()
+        n = len(buf)
+        sums = np.add.reduceat(np.multiply(buf, weight[:n], dtype=np.uint64), starts) - np.uint64(10) * weight[ends]
+        h = ((sums % np.uint64(_P)) * inverse[starts] % np.uint64(_P)).astype(np.uint32)
+        pos = np.searchsorted(self.hashes, h)
+        np.minimum(pos, self.count - 1, out=pos)
+        cand = self.order[pos].astype(np.int64)
+        where = np.repeat(self.offsets[cand].astype(np.int64) - starts, ends - starts + 1)
+        where += _ARANGE[:n]
+        np.minimum(where, len(self.blob) - 1, out=where)  # a longer candidate near the end of the text
+        differ = self.blob[where] != buf
+        if not differ.any():
+            return cand
+        bad = np.flatnonzero(np.logical_or.reduceat(differ, starts))
+        cand[bad] = -1
+        # Absent, or another key with the same hash sorted first (rare): those one at a time.
+        for a in bad[self.hashes[pos[bad]] == h[bad]].tolist():
+            cand[a] = self._find(bytes(buf[starts[a] : ends[a]]), int(h[a]))
+        return cand
 
     # -- ids -> keys --------------------------------------------------------------------------
 
