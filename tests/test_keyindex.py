@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import BIN, make_table, running_server, wait_for_line
-from embserve_client import Client, keyindex
+from embserve_client import Client, keyfile, keyindex
 from embserve_client import bundle as bfmt
 from embserve_server.tables import TableRegistry, load_table
 
@@ -58,7 +58,7 @@ def check_against_dict(index: keyindex.KeyIndex, keys: list[str], probes: list[s
 
 def test_key_index_agrees_with_a_dict_on_random_and_unicode_keys() -> None:
     keys = random_keys(5000, seed=1)
-    index = keyindex.build(text_of(keys))
+    index = keyfile.build(text_of(keys))
     index.verify("test")
     absent = [k + "§" for k in keys[:300]] + ["", "x" * 500, "a\nb", "\ud800"]
     probes = keys[::3] + absent
@@ -74,7 +74,7 @@ def test_key_index_agrees_with_a_dict_on_random_and_unicode_keys() -> None:
 def test_keys_colliding_in_the_hash_are_told_apart() -> None:
     group = colliding_keys("collide!", 6)
     keys = ["collide!", *group[:4], *random_keys(200, seed=3)]
-    index = keyindex.build(text_of(keys))
+    index = keyfile.build(text_of(keys))
     index.verify("test")
     assert int((index.hashes[1:] == index.hashes[:-1]).sum()) >= 4  # the collisions are real
     # Batches (numpy path) and single keys, hits and colliding misses.
@@ -85,18 +85,18 @@ def test_keys_colliding_in_the_hash_are_told_apart() -> None:
 def test_written_index_maps_back_and_refuses_tampering(tmp_path: Path) -> None:
     keys = random_keys(3000, seed=4)
     (tmp_path / "keys.txt").write_bytes(text_of(keys))
-    keyindex.write(keyindex.build(text_of(keys)), tmp_path / "keys.idx")
-    loaded = keyindex.load(tmp_path / "keys.txt", tmp_path / "keys.idx")
+    keyfile.write(keyfile.build(text_of(keys)), tmp_path / "keys.idx")
+    loaded = keyfile.load(tmp_path / "keys.txt", tmp_path / "keys.idx")
     check_against_dict(loaded, keys, keys[::7] + ["nope"])
     # The index of another key order (same bytes, same offsets) disagrees with this keys.txt.
     swapped = keys[:]
     swapped[0], swapped[1] = swapped[1], swapped[0]
-    keyindex.write(keyindex.build(text_of(swapped)), tmp_path / "other.idx")
+    keyfile.write(keyfile.build(text_of(swapped)), tmp_path / "other.idx")
     with pytest.raises(keyindex.KeyIndexError, match="not to its own row|does not end|span"):
-        keyindex.load(tmp_path / "keys.txt", tmp_path / "other.idx")
+        keyfile.load(tmp_path / "keys.txt", tmp_path / "other.idx")
     (tmp_path / "dup.txt").write_bytes(text_of(["a", "b", "a"]))
     with pytest.raises(keyindex.KeyIndexError, match="duplicate key 'a' at rows 0 and 2"):
-        keyindex.load(tmp_path / "dup.txt", None)
+        keyfile.load(tmp_path / "dup.txt", None)
 
 
 def _without_key_index(src: Path, dst: Path) -> None:
@@ -146,7 +146,7 @@ def test_bad_key_index_is_refused_and_the_serving_version_stays(tmp_path: Path, 
     v2 = make_table(tables, n=2000, seed=1)
     keys = [f"w{i}" for i in range(2000)]
     keys[10], keys[11] = keys[11], keys[10]  # same lengths: only the mapping is wrong
-    keyindex.write(keyindex.build(text_of(keys)), tmp_path / "wrong.idx")
+    keyfile.write(keyfile.build(text_of(keys)), tmp_path / "wrong.idx")
     _tamper(v2, (tmp_path / "wrong.idx").read_bytes(), fix_checksum=fix_checksum)
     outcomes = registry.reload()
     assert [(o.outcome, o.version) for o in outcomes] == [("refused", 2)]

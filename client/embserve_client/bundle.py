@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from embserve_client import keyindex
+from embserve_client import keyfile, keyindex
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def _key_index(path: Path, manifest: dict[str, Any], like: Bundle | None, verifi
         return like.key_index  # the same sha256s: the same keys (and the same index), kept once
     stored = path / KEY_INDEX if KEY_INDEX in files else None
     try:
-        index = keyindex.load(path / KEYS, stored)
+        index = keyfile.load(path / KEYS, stored)
     except keyindex.KeyIndexError as exc:
         raise BundleError(str(exc)) from exc
     if index.count != manifest["count"]:

@@ -123,7 +123,9 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
     t0 = time.perf_counter()
     # like: the same keys.txt (a training run's snapshots) shares one key index between versions.
     b = bfmt.read_bundle(path, verify_checksums=verify_checksums, mmap=mmap, key_index=True, like=like.bundle if like else None)
-    assert b.key_index is not None  # read with key_index=True
+    keys = b.key_index
+    if keys is None:  # read_bundle(key_index=True) always sets it; a guard for type checkers and refactors
+        raise bfmt.BundleError(f"{path}: no key index was loaded")
     info = b.index_info
     index_path = b.file(bfmt.INDEX)
     if index_path is not None:
@@ -145,8 +147,8 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
     table = Table(
         bundle=b,
         index=idx,
-        key_to_id=b.key_index,
-        keys=b.key_index.keys,
+        key_to_id=keys,
+        keys=keys.keys,
         load_seconds=0.0,
         extras=_load_extras(b),
         raw=np.asarray(b.vectors),

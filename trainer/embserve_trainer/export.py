@@ -10,7 +10,7 @@ from typing import Any
 
 import embserve_index as vindex
 import numpy as np
-from embserve_client import keyindex
+from embserve_client import keyfile
 from embserve_client.bundle import INDEX, KEY_INDEX, BundleSpec, FileContent, write_bundle
 
 from embserve_trainer.progress import index_progress
@@ -98,4 +98,4 @@ def write_key_index(keys: list[str], path: Path) -> None:
 
     Built once here so that servers map it instead of building one per process at load.
     """
-    keyindex.write(keyindex.build(("\n".join(keys) + "\n").encode("utf-8")), path)
+    keyfile.write(keyfile.build(("\n".join(keys) + "\n").encode("utf-8")), path)
