@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -98,7 +99,10 @@ def build_index(
     if not index.is_trained:
         # A seeded sample: OPQ and k-means over millions of rows would take far longer for little gain.
         sample = rows if n <= PQ_TRAIN_SAMPLE else rows[np.sort(np.random.default_rng(0).choice(n, PQ_TRAIN_SAMPLE, replace=False))]
+        logger.info("training %s on %d of %d rows", factory, len(sample), n)
+        t0 = time.perf_counter()
         index.train(np.ascontiguousarray(sample))
+        logger.info("trained %s in %.1fs", factory, time.perf_counter() - t0)
     bar = progress(n, f"index {factory}") if progress else None
     for start in range(0, n, ADD_CHUNK):
         chunk = rows[start : start + ADD_CHUNK]
