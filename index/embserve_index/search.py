@@ -17,6 +17,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from embserve_index.rawrows import RawRows
+
 # OpenMP threads per search: one for small batches (many request threads, each with its own
 # OpenMP pool, would pile up and spin), every core for big batches. omp_set_num_threads is per thread in
 # libgomp, so it is set on every call, from whichever thread searches.
@@ -140,73 +142,6 @@ def flat_rows(index: faiss.Index) -> np.ndarray:
     if not isinstance(storage, faiss.IndexFlat):
         raise ValueError(f"index {type(base).__name__} has no flat storage to search exactly")
     return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
-
-
-EXACT_CHUNK = 65_536  # rows per matmul of a brute-force search over raw rows (bounded temporaries)
-
-
-class RawRows:
-    """The rows as the index sees them, computed from the raw rows on access: no second float32 copy.
-
-    For an index whose storage is quantized (SQfp16, SQ8): the re-rank and exact searches read
-    the bundle's raw rows (memory-mapped) and, for cosine tables, divide by norms kept here
-    (4 bytes a row), the same division :func:`embserve_client.wire.unit` does.
-    Indexable like the (n, d) array it stands for: ``rows[i]``, ``rows[a:b]``, ``rows[ids]``.
-    """
-
-    def __init__(self, raw: np.ndarray, normalized: bool) -> None:
-        self.raw = raw
-        self.shape = raw.shape
-        self.dtype = np.dtype(np.float32)
-        self.norms: np.ndarray | None = None
-        if normalized:
-            norms = np.empty(len(raw), dtype=np.float32)
-            for a in range(0, len(raw), EXACT_CHUNK):  # chunked: no (n, d) temporary
-                norms[a : a + EXACT_CHUNK] = np.linalg.norm(np.asarray(raw[a : a + EXACT_CHUNK], dtype=np.float32), axis=-1)
-            self.norms = norms
-
-    def __len__(self) -> int:
-        return int(self.shape[0])
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held beyond the raw rows (the norms)."""
-        return 0 if self.norms is None else int(self.norms.nbytes)
-
-    def __getitem__(self, item: Any) -> np.ndarray:
-        rows = np.asarray(self.raw[item], dtype=np.float32)
-        if self.norms is None:
-            return np.array(rows, copy=True)
-        norms = self.norms[item][..., None]
-        return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
-
-    def take(self, ids: np.ndarray, axis: int = 0) -> np.ndarray:
-        return self[np.asarray(ids, dtype=np.int64)]
-
-    def knn(self, queries: np.ndarray, k: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``k`` by inner product with rows [0, limit), in chunks: ``D, I`` like faiss.knn."""
-        k = min(k, limit)
-        nq = len(queries)
-        best_d = np.empty((nq, 0), dtype=np.float32)
-        best_i = np.empty((nq, 0), dtype=np.int64)
-        for a in range(0, limit, EXACT_CHUNK):
-            b = min(limit, a + EXACT_CHUNK)
-            scores = queries @ np.asarray(self.raw[a:b], dtype=np.float32).T  # (nq, b - a)
-            if self.norms is not None:
-                n = self.norms[a:b]
-                scores = np.divide(scores, n, out=np.zeros_like(scores), where=n > 0)
-            if scores.shape[1] > k:
-                part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                scores = np.take_along_axis(scores, part, axis=1)
-                ids = part + a
-            else:
-                ids = np.broadcast_to(np.arange(a, b), scores.shape)
-            best_d, best_i = np.concatenate([best_d, scores], axis=1), np.concatenate([best_i, ids], axis=1)
-            if best_d.shape[1] > k:
-                keep = np.argpartition(-best_d, k - 1, axis=1)[:, :k]
-                best_d, best_i = np.take_along_axis(best_d, keep, axis=1), np.take_along_axis(best_i, keep, axis=1)
-        order = np.argsort(-best_d, axis=1, kind="stable")
-        return np.take_along_axis(best_d, order, axis=1).astype(np.float32), np.take_along_axis(best_i, order, axis=1)
 
 
 def has_flat_storage(index: faiss.Index) -> bool:
@@ -363,10 +298,32 @@ class VectorIndex:
         return D, I
 
     def _rerank(self, queries: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores of the candidates ``I`` (quantized storage scores approximately); best ``k`` kept."""
+        """Exact scores of the candidates ``I`` (quantized storage scores approximately); best ``k`` kept.
+
+        Scored against the raw rows and divided by their norms (cosine): the query is unit-norm
+        already, so that is the cosine, without building unit copies of the candidate rows.
+        """
+        rows = self.rows
+        raw, norms = (rows.raw, rows.norms) if isinstance(rows, RawRows) else (rows, None)
+        if len(queries) == 1:  # most_similar(key): a few small numpy calls, not the batch machinery
+            ids = I[0]
+            if ids.min() < 0:
+                ids = ids[ids >= 0]
+            scores = np.asarray(raw[ids], dtype=np.float32) @ queries[0]
+            if norms is not None:
+                scores = np.divide(scores, norms[ids])
+                scores[~np.isfinite(scores)] = 0.0  # a zero row: cosine 0, as unit() makes it
+            top = np.argsort(-scores, kind="stable")[:k]
+            if len(top) == k:
+                return scores[top][None, :], ids[top][None, :]
+            pad = k - len(top)
+            return np.concatenate([scores[top], np.zeros(pad, np.float32)])[None, :], np.concatenate([ids[top], np.full(pad, -1)])[None, :]
         valid = I >= 0
-        cand = self.rows[np.maximum(I, 0)]  # (nq, fetch, d)
-        scores = np.einsum("qkd,qd->qk", cand, queries)
+        safe = np.where(valid, I, 0)
+        scores = np.einsum("qkd,qd->qk", np.asarray(raw[safe], dtype=np.float32), queries)
+        if norms is not None:
+            n = norms[safe]
+            scores = np.divide(scores, n, out=np.zeros_like(scores), where=n > 0)
         scores[~valid] = -np.inf
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         D, I = np.take_along_axis(scores, order, axis=1), np.take_along_axis(I, order, axis=1)
