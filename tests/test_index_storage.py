@@ -70,7 +70,7 @@ def test_trainer_cli_records_storage_in_the_manifest(tmp_path: Path) -> None:
     src.write_text("".join(f"{k} {' '.join(f'{x:.5f}' for x in v)}\n" for k, v in zip(keys, vectors)))
     assert train_main(["import", str(src), "--format", "glove", "--tables", str(tmp_path / "t"), "--name", "s", "--index-storage", "sq8"]) == 0
     info = bfmt.read_manifest(tmp_path / "t" / "s" / "1")["index"]
-    assert info["factory"] == f"HNSW{vindex.build.HNSW_M},SQ8" and info["storage"] == "sq8" and info["rerank"] == vindex.RERANK_FACTOR
+    assert info["factory"] == "HNSW16,SQ8" and info["storage"] == "sq8" and info["rerank"] == vindex.RERANK_FACTOR
     assert info["recall_at_10"] >= vindex.TARGET_RECALL
 
 
