@@ -35,6 +35,7 @@ def test_storage_meets_recall_against_exact_search_with_exact_scores(bundles: di
     assert info["rerank"] == (1 if storage == "flat" else vindex.RERANK_FACTOR)
     assert info["recall_at_10"] >= vindex.TARGET_RECALL
     table = load_table(path)
+    assert table.index.index_dim == (0 if storage == "flat" else 32)  # SQ codes padded to SIMD width
     b = bfmt.read_bundle(path)
     unit = vindex.prepare_rows(b.vectors, "cosine")
     rng = np.random.default_rng(3)

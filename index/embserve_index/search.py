@@ -169,6 +169,7 @@ class VectorIndex:
     is_exact: bool = False  # a Flat index: every search is brute force
     owner: Any = None  # the wrapper that owns the C++ index: the downcast one does not keep it alive
     rerank: int = 1  # > 1: fetch rerank x k candidates, re-score them exactly against ``rows``
+    index_dim: int = 0  # > row dim: the index holds zero-padded rows (SIMD-sized codes), queries are padded
 
     @classmethod
     def from_index(
@@ -196,6 +197,9 @@ class VectorIndex:
                 rows = RawRows(raw, normalized)
             else:
                 raise ValueError(f"index {describe_storage(base)} stores quantized codes: pass the raw rows to re-rank against")
+        dim = int(rows.shape[1])
+        if base.d < dim:
+            raise ValueError(f"index has {base.d} dimensions, the rows {dim}")
         return cls(
             index=base,
             rows=rows,
@@ -204,6 +208,7 @@ class VectorIndex:
             is_exact=isinstance(base, faiss.IndexFlat),
             owner=index,
             rerank=max(1, int(rerank)),
+            index_dim=int(base.d) if base.d > dim else 0,
         )
 
     @property
@@ -291,7 +296,11 @@ class VectorIndex:
         sel, keep_alive = _selector(limit, n, exclude)
         fetch = k * self.rerank
         params = search_params(self.index, ef_search or max(self.ef_search, fetch), nprobe or self.nprobe, sel)
-        D, I = self.index.search(queries, fetch, params=params)
+        asked = queries
+        if self.index_dim:
+            asked = np.zeros((len(queries), self.index_dim), dtype=np.float32)
+            asked[:, : queries.shape[1]] = queries
+        D, I = self.index.search(asked, fetch, params=params)
         del keep_alive  # the selector's bitmap had to outlive the search
         if self.rerank > 1:
             D, I = self._rerank(queries, I, k)
