@@ -312,10 +312,24 @@ def _key_index(path: Path, manifest: dict[str, Any], like: Bundle | None, verifi
     try:
         index = keyfile.load(path / KEYS, stored)
     except keyindex.KeyIndexError as exc:
+        if stored is not None:
+            # Name what is wrong with keys.txt itself (a line count, a duplicate), when it is.
+            _check_key_count(path, manifest, _built_key_index(path))
         raise BundleError(str(exc)) from exc
+    _check_key_count(path, manifest, index)
+    return index
+
+
+def _built_key_index(path: Path) -> keyindex.KeyIndex:
+    try:
+        return keyfile.load(path / KEYS, None)
+    except keyindex.KeyIndexError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def _check_key_count(path: Path, manifest: dict[str, Any], index: keyindex.KeyIndex) -> None:
     if index.count != manifest["count"]:
         raise BundleError(f"{path / KEYS}: has {index.count} keys, manifest says count={manifest['count']}")
-    return index
 
 
 def _check_finite(path: Path, vectors: np.ndarray, chunk: int = 1 << 16) -> None:
