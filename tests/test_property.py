@@ -31,6 +31,12 @@ METHODS = {
     "Similarity": "/embserve.v1.EmbeddingService/Similarity",
     "Tokenize": "/embserve.v1.EmbeddingService/Tokenize",
     "LookupText": "/embserve.v1.EmbeddingService/LookupText",
+    "ListKeys": "/embserve.v1.EmbeddingService/ListKeys",
+    "MostSimilarCosmul": "/embserve.v1.EmbeddingService/MostSimilarCosmul",
+    "RankByCentrality": "/embserve.v1.EmbeddingService/RankByCentrality",
+    "CloserThan": "/embserve.v1.EmbeddingService/CloserThan",
+    "EvaluateWordPairs": "/embserve.v1.EmbeddingService/EvaluateWordPairs",
+    "EvaluateWordAnalogies": "/embserve.v1.EmbeddingService/EvaluateWordAnalogies",
     "Reload": "/embserve.v1.AdminService/Reload",
 }
 

@@ -21,7 +21,7 @@ from embserve_client.errors import AuthenticationError, PermissionDeniedError, U
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_server.app import Server
-from embserve_server.guard import load_tokens
+from embserve_server.auth import load_tokens
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -32,9 +32,9 @@ def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
+def make_pki(d: Path) -> Path:
+    """In ``d``: a test CA (ca.pem/key), server.pem/key for 127.0.0.1 + localhost signed by it, a
+    client.pem/key for mutual TLS, and an unrelated self-signed other.pem/key. Returns ``d``."""
     for name, subject, ext in (
         ("server", "/CN=embserve-test-server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
         ("client", "/CN=embserve-test-client", "extendedKeyUsage=clientAuth"),
@@ -50,6 +50,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
             "-days", "2", "-subj", "/CN=someone-else", cwd=d)
     return d
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

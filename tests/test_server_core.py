@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 from conftest import make_table, running_server, seeded_table
-from embserve_client import Client, InvalidArgumentError, UnknownKeyError, UnknownTableError
+from embserve_client import Client, FailedPreconditionError, InvalidArgumentError, UnknownKeyError, UnknownTableError
 from embserve_client.bundle import read_bundle
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_server.config import Limits
@@ -54,7 +54,7 @@ def test_missing_key_policies(client: Client, tables: Path) -> None:
     zero = client.lookup(keys, missing="zero")
     assert zero.vectors.shape == (3, 16)
     assert np.array_equal(zero.vectors[[0, 2]], stored.vectors[[1, 2]]) and not zero.vectors[1].any()
-    with pytest.raises(Exception, match="FAILED_PRECONDITION: .*no subword"):
+    with pytest.raises(FailedPreconditionError, match="FAILED_PRECONDITION: table 't' has no subword n-grams: missing policy 'subword' needs a fastText table"):
         client.lookup(keys, missing="subword")
 
 
@@ -204,8 +204,9 @@ def test_message_size_limit(tables: Path) -> None:
     limits = Limits(max_message_bytes=4096)
     with running_server(tables, limits=limits) as server:
         with Client(f"127.0.0.1:{server.port}") as big:
-            # 200 keys * 16 dims * 4 bytes = 12.8 kB response > 4 kB: the server refuses to send it
-            with pytest.raises(Exception, match="RESOURCE_EXHAUSTED|INVALID_ARGUMENT"):
+            # 200 keys * 16 dims * 4 bytes = 12.8 kB response > 4 kB: the server refuses to send it,
+            # with the code README's limits table gives an answer over --max-message-bytes
+            with pytest.raises(InvalidArgumentError, match=r"INVALID_ARGUMENT: response: \d+ bytes is over the limit of 4096 \(--max-message-bytes\); ask for fewer rows per call"):
                 big.lookup([f"w{i}" for i in range(200)])
         with Client(f"127.0.0.1:{server.port}", max_message_bytes=4096) as small:
             got = small.lookup([f"w{i}" for i in range(2000)])  # split into calls under 4 kB

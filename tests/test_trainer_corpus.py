@@ -103,8 +103,8 @@ def test_empty_directory_is_refused(tmp_path: Path) -> None:
 def test_tokenization_is_deterministic_and_normalised() -> None:
     tok = Tokenizer()
     text = "Ｔｈｅ ﬁne CAT's naïve café — don't_stop 42!"
-    assert tok(text) == tok(text) == Tokenizer()(text)
-    assert tok(text) == ["the", "fine", "cat's", "naïve", "café", "don't", "stop", "42"]
+    expected = ["the", "fine", "cat's", "naïve", "café", "don't", "stop", "42"]
+    assert [tok(text), tok(text), Tokenizer()(text)] == [expected] * 3  # same answer again, and from a new instance
     assert Tokenizer(lowercase=False)("Cat cat") == ["Cat", "cat"]
     assert Tokenizer(pattern="alpha")("route 66 ok") == ["route", "ok"]
     assert tok.settings()["normalization"] == "NFKC" and tok.settings()["regex"]
@@ -132,5 +132,5 @@ def test_long_documents_are_split_not_truncated() -> None:
     text = " ".join(f"w{i}" for i in range(25_001))
     chunks = list(tok.chunks(text))
     assert [len(c) for c in chunks] == [10_000, 10_000, 5_001]
-    assert [t for c in chunks for t in c] == tok(text)
+    assert [t for c in chunks for t in c] == [f"w{i}" for i in range(25_001)]
     assert list(tok.chunks("  ...  ")) == []

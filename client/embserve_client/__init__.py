@@ -26,6 +26,7 @@ from embserve_client.errors import (
     UnknownKeyError,
     UnknownTableError,
 )
+from embserve_client.keyedvectors import ReadOnlyTableError, RemoteKeyedVectors
 from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized
 
 __version__ = "0.1.0"
@@ -48,6 +49,8 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
+    "ReadOnlyTableError",
+    "RemoteKeyedVectors",
     "SearchResult",
     "ServerError",
     "TableInfo",

@@ -20,6 +20,7 @@ crash never leaves a half-written version visible; readers ignore hidden directo
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import logging
@@ -55,6 +56,9 @@ REQUIRED_FILES = (VECTORS, KEYS)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _REQUIRED_FIELDS = ("format", "name", "version", "vector_size", "count", "dtype", "metric", "files")
 _HASH_CHUNK = 1 << 22
+_FINITE_CHUNK = 1 << 16  # rows per NaN/Inf check when writing
+# Writers that lose the race to a version move on to the next one; this bounds how often.
+PUBLISH_ATTEMPTS = 64
 
 FileContent = bytes | str | Callable[[Path], None]
 
@@ -405,9 +409,10 @@ def write_bundle(
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
         raise ValueError(f"vectors must be a non-empty 2-D array, got shape {vectors.shape}")
-    if not np.isfinite(vectors).all():
-        bad = int(np.argwhere(~np.isfinite(vectors))[0][0])
-        raise ValueError(f"vectors row {bad} contains NaN or Inf")
+    for start in range(0, len(vectors), _FINITE_CHUNK):  # chunked: no (count, dim) bool temporary
+        finite = np.isfinite(vectors[start : start + _FINITE_CHUNK]).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"vectors row {start + int(np.argmin(finite))} contains NaN or Inf")
     keys = list(keys)
     _check_keys(keys, vectors.shape[0])
     counts = None
@@ -422,12 +427,12 @@ def write_bundle(
 
     table_dir = Path(tables_dir) / name
     table_dir.mkdir(parents=True, exist_ok=True)
-    version = validate_version(version) if version is not None else next_version(tables_dir, name)
-    final = table_dir / str(version)
-    if final.exists():
-        raise ValueError(f"{final} already exists: versions are immutable, pick a new version")
+    if version is not None:
+        validate_version(version)
+        if (table_dir / str(version)).exists():
+            raise ValueError(f"{table_dir / str(version)} already exists: versions are immutable, pick a new version")
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=table_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=table_dir))
     try:
         np.save(tmp / VECTORS, vectors, allow_pickle=False)
         (tmp / KEYS).write_bytes(("\n".join(keys) + "\n").encode("utf-8"))
@@ -445,7 +450,6 @@ def write_bundle(
         manifest = {
             "format": FORMAT,
             "name": name,
-            "version": version,
             "vector_size": int(vectors.shape[1]),
             "count": int(vectors.shape[0]),
             "dtype": "float32",
@@ -456,17 +460,57 @@ def write_bundle(
             "extras": spec.extras,
             "files": {f: sha256_file(tmp / f) for f in file_names},
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         for f in tmp.iterdir():
             _fsync(f)
-        _fsync(tmp)
-        os.rename(tmp, final)  # atomic publish; fails if a concurrent writer took the version
-        _fsync(table_dir)
+        final = publish(tmp, manifest, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("wrote bundle %s (%d x %d)", final, vectors.shape[0], vectors.shape[1])
     return final
+
+
+def publish(tmp: Path, manifest: dict[str, Any], version: int | None = None) -> Path:
+    """Publish the finished hidden bundle directory ``tmp`` as the next version of its table.
+
+    The one way a version becomes visible (imports, training runs and their snapshots all go
+    through :func:`write_bundle`, which calls this). ``rename`` of a directory onto an existing,
+    non-empty version fails instead of replacing it, so two writers can never both get version N:
+    the loser rewrites the manifest with the next free version and tries again.
+
+    Args:
+        tmp: hidden sibling of the versions, every file written and fsynced, no manifest yet.
+        manifest: the manifest without "version" (it is set to the version taken).
+        version: an explicit version (no retry: an error if taken), or None for the next free one.
+
+    Returns:
+        The published ``<table>/<version>`` directory.
+
+    Raises:
+        ValueError: the explicit version exists, or PUBLISH_ATTEMPTS versions were taken in a row.
+    """
+    table_dir = tmp.parent
+    for _ in range(PUBLISH_ATTEMPTS if version is None else 1):
+        taken = version if version is not None else next_version(table_dir.parent, table_dir.name)
+        manifest = {**manifest, "version": taken}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _fsync(tmp / MANIFEST)
+        _fsync(tmp)
+        final = table_dir / str(taken)
+        try:
+            os.rename(tmp, final)  # atomic; ENOTEMPTY/EEXIST when another writer took the version
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            if version is not None:
+                raise ValueError(f"{final} already exists: versions are immutable, pick a new version") from None
+            logger.info("version %s of %s was taken by another writer; trying the next one", taken, table_dir.name)
+            continue
+        _fsync(table_dir)
+        return final
+    raise ValueError(
+        f"{table_dir}: {PUBLISH_ATTEMPTS} versions in a row were taken by concurrent writers; nothing published"
+    )
 
 
 def _check_keys(keys: list[str], count: int) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embserve_client import __version__
 from embserve_client.client import Client
@@ -94,21 +95,22 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-# grpc.health.v1 without a dependency on grpcio-health-checking: the messages are one field each.
-HEALTH_STATUSES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
-
-
 def health_check(channel: grpc.Channel, service: str, timeout: float) -> str:
-    """Standard health check of ``service`` ('' = overall); returns the status name."""
-    name = service.encode("utf-8")
-    request = (b"\x0a" + bytes([len(name)]) + name) if name else b""
-    if len(name) > 127:
-        raise ValueError(f"service name {service!r} is too long")
-    check = channel.unary_unary("/grpc.health.v1.Health/Check")
-    response = check(request, timeout=timeout)
-    # HealthCheckResponse{status = 1 (enum)}: b"\x08<status>"; an absent field means 0 (UNKNOWN).
-    status = response[1] if len(response) >= 2 and response[0] == 0x08 else 0
-    return HEALTH_STATUSES.get(status, f"STATUS_{status}")
+    """Standard ``grpc.health.v1`` check of ``service`` ('' = overall).
+
+    Args:
+        channel: an open channel to the server.
+        service: the service name to check; '' asks about the server as a whole.
+        timeout: seconds for the call.
+
+    Returns:
+        The status name: SERVING, NOT_SERVING, UNKNOWN or SERVICE_UNKNOWN.
+
+    Raises:
+        grpc.RpcError: the call failed (unreachable, NOT_FOUND for a service the server does not know).
+    """
+    response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
 def cmd_map(args: argparse.Namespace) -> int:

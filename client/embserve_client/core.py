@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from embserve_client import wire
 from embserve_client.errors import ClientClosedError, InvalidArgumentError
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
@@ -24,9 +25,9 @@ from embserve_client.wire import LE_F32, LE_I64, MISSING_POLICIES
 
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_TIMEOUT = 10.0  # seconds per call (a deadline is always set)
-DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # matches the server's default limit
-DEFAULT_MAX_KEYS_PER_CALL = 65_536  # the server's default --max-keys
-DEFAULT_MAX_QUERIES_PER_CALL = 4_096  # the server's default --max-queries
+DEFAULT_MAX_MESSAGE_BYTES = wire.MAX_MESSAGE_BYTES  # the server's default limit
+DEFAULT_MAX_KEYS_PER_CALL = wire.MAX_KEYS_PER_CALL  # the server's default --max-keys
+DEFAULT_MAX_QUERIES_PER_CALL = wire.MAX_QUERIES_PER_CALL  # the server's default --max-queries
 # Transparent retries with exponential backoff for overload and brief unavailability (reloads,
 # restarts). Every method here is read-only or idempotent, so a retry is always safe.
 RETRY_SERVICE_CONFIG = {
@@ -100,11 +101,11 @@ class _ClientCore:
         self.max_message_bytes = max_message_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         base_options = [
+            *options,  # first: gRPC keeps the first value of a repeated channel arg, so the caller's win
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.enable_retries", 1),
             ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
-            *options,
         ]
         secure = tls or root_certificates is not None or certificate_chain is not None
         credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if secure else None

@@ -299,7 +299,7 @@ def _positions(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndar
 class KeyList(Sequence[str]):
     """The id -> key direction of a :class:`KeyIndex`, indexable like the old object array of keys.
 
-    ``keys[i]`` is a str, ``keys[slice]`` a list, ``keys[array]`` an object array of that shape.
+    ``keys[i]`` is a str, ``keys[slice]`` and ``keys[array]`` object arrays (of that shape).
     """
 
     def __init__(self, index: KeyIndex) -> None:
@@ -318,7 +318,7 @@ class KeyList(Sequence[str]):
                 raise IndexError(f"key id {item} out of range [0, {ix.count})")
             return ix.key(i)
         if isinstance(item, slice):
-            return ix.keys_of(np.arange(ix.count)[item])
+            item = np.arange(ix.count)[item]  # an object array, like the object array of keys this replaces
         ids = np.asarray(item, dtype=np.int64)
         out = np.empty(ids.shape, dtype=object)
         out.ravel()[:] = ix.keys_of(ids)

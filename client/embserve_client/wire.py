@@ -11,6 +11,12 @@ import numpy as np
 
 from embserve_client.pb import embserve_pb2 as pb
 
+# Default limits both sides know: the server refuses beyond them, the client splits batches under them.
+MAX_MESSAGE_BYTES = 64 << 20  # gRPC send and receive (grpc's own default is 4 MiB)
+MAX_KEYS_PER_CALL = 65_536  # keys or ids per Lookup
+MAX_QUERIES_PER_CALL = 4_096  # queries per Search
+MAX_PAIRS_PER_CALL = 65_536  # word pairs per Similarity / EvaluateWordPairs, questions per EvaluateWordAnalogies
+
 LE_F32 = np.dtype("<f4")  # vectors and scores: little-endian float32, C order
 LE_I64 = np.dtype("<i8")  # row ids: little-endian int64, -1 for "none"
 

@@ -161,7 +161,7 @@ class VectorIndex:
     (``exclude`` for all queries, ``drop`` per query, ``min_score``) and get ``k`` clean slots back.
     """
 
-    index: faiss.Index  # downcast to its concrete class once, not per call
+    index: faiss.Index | None  # downcast to its concrete class once, not per call; None: brute force only
     # (n, d) prepared rows (unit-norm for cosine): zero-copy from a flat index, else RawRows
     rows: Any
     ef_search: int = DEFAULT_EF_SEARCH
@@ -210,6 +210,11 @@ class VectorIndex:
             rerank=max(1, int(rerank)),
             index_dim=int(base.d) if base.d > dim else 0,
         )
+
+    @classmethod
+    def brute_force(cls, rows: np.ndarray) -> VectorIndex:
+        """Exact inner-product search over ``rows`` ((n, d) C-contiguous float32), no FAISS index."""
+        return cls(index=None, rows=rows, is_exact=True)
 
     @property
     def ntotal(self) -> int:
@@ -287,7 +292,7 @@ class VectorIndex:
         n = self.ntotal
         limit = n if restrict <= 0 else min(restrict, n)
         faiss.omp_set_num_threads(CORES if len(queries) >= PARALLEL_MIN_QUERIES else 1)
-        if exact or self.is_exact:
+        if exact or self.is_exact or self.index is None:
             # faiss.knn takes no selector: fetch enough extra rows to cover the excluded ones.
             extra = int(exclude[:limit].sum()) if exclude is not None else 0
             if isinstance(self.rows, RawRows):

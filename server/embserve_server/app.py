@@ -18,11 +18,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from embserve_server import guard
+from embserve_server.admission import Admission, admission_for, hard_limit, rpc_executor
+from embserve_server.auth import TokenCheck, token_check
 from embserve_server.config import ServerConfig
+from embserve_server.decode import DecodeGuard
+from embserve_server.interceptors import interceptors
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
 from embserve_server.service import AdminService, EmbeddingService
 from embserve_server.tables import TableRegistry
+from embserve_server.tls import add_port, check_http_exposure
 from embserve_server.wrappers import add_servicer
 
 logger = logging.getLogger(__name__)
@@ -51,6 +55,8 @@ class Server:
     registry: TableRegistry
     health: health.HealthServicer
     metrics: ServerMetrics
+    tokens: TokenCheck | None = None  # shared with the HTTP port: one token check, one refusal counter
+    admission: Admission | None = None  # shared with the HTTP port's JSON API: one limit
 
     def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -84,14 +90,15 @@ def create_server(
         RuntimeError: the address cannot be bound.
     """
     metrics = metrics or ServerMetrics(CollectorRegistry(), METHODS)
-    executor = guard.rpc_executor(config)
+    tokens = token_check(config.auth_token_file, metrics.rejected)
+    admission = admission_for(config, metrics.rejected)
     timed = MetricsWrapper(metrics)
-    wrappers = [timed, guard.DecodeGuard(config.limits.max_message_bytes)]  # outermost first
+    wrappers = [timed, DecodeGuard(config.limits.max_message_bytes)]  # outermost first
     server = grpc.server(
-        executor,
-        interceptors=guard.interceptors(config, metrics, executor, counted=timed.refusal),
+        rpc_executor(config, admission),
+        interceptors=interceptors(tokens, admission, counted=timed.refusal),
         options=grpc_options(config),
-        maximum_concurrent_rpcs=guard.hard_limit(config),
+        maximum_concurrent_rpcs=hard_limit(config),
     )
     add_servicer(server, pb_grpc.add_EmbeddingServiceServicer_to_server, EmbeddingService(registry, config.limits), wrappers)
     add_servicer(server, pb_grpc.add_AdminServiceServicer_to_server, AdminService(registry), wrappers)
@@ -101,10 +108,10 @@ def create_server(
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
         )
-    port = guard.add_port(server, config)  # TLS when --tls-cert/--tls-key are set
+    port = add_port(server, config)  # TLS when --tls-cert/--tls-key are set
     if port == 0:
         raise RuntimeError(f"cannot bind {config.address}")
-    result = Server(server, port, registry, health_servicer, metrics)
+    result = Server(server, port, registry, health_servicer, metrics, tokens, admission)
     result.set_serving(False)
     return result
 
@@ -116,6 +123,9 @@ def serve(config: ServerConfig, *, stop: threading.Event | None = None) -> int:
     """
     if config.explorer and (not config.metrics_address or config.workers > 1):
         raise ValueError("--explorer: needs --metrics-address (it shares that HTTP port) and a single worker")
+    if config.metrics_auth and (not config.metrics_address or config.auth_token_file is None):
+        raise ValueError("--metrics-auth: needs --metrics-address and --auth-token-file (the tokens /metrics accepts)")
+    check_http_exposure(config)  # no bearer tokens over plaintext HTTP beyond loopback
     if config.workers > 1:
         from embserve_server.workers import serve_workers
 
@@ -150,6 +160,8 @@ def run_worker(
     registry.on_change = metrics.table_changed
     for table in registry.all():
         metrics.publish_table(table)
+    server = create_server(config, registry, metrics=metrics)
+    http = None
     if config.metrics_address and worker is None:
         from embserve_server.metrics_http import start_metrics_http
 
@@ -158,8 +170,7 @@ def run_worker(
             from embserve_server.explorer import Explorer
 
             explorer = Explorer(registry, config.limits)
-        start_metrics_http(config.metrics_address, prom, explorer=explorer)
-    server = create_server(config, registry, metrics=metrics)
+        http = start_metrics_http(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission)
     server.grpc_server.start()
     host = config.address.rsplit(":", 1)[0]
     who = "" if worker is None else f"worker {worker} (pid {os.getpid()}) "
@@ -187,5 +198,7 @@ def run_worker(
             if len(registry):
                 server.set_serving(True)
     server.drain(config.grace_period)
+    if http is not None:
+        http.close()
     logger.info("%sstopped", who)
     return 0

@@ -10,17 +10,27 @@ import tempfile
 from pathlib import Path
 
 from embserve_server import __version__
-from embserve_server.config import Limits, ServerConfig
+from embserve_server.config import HttpLimits, Limits, ServerConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d, lim = ServerConfig(Path(".")), Limits()
+    d, lim, http = ServerConfig(Path(".")), Limits(), HttpLimits()
     p = argparse.ArgumentParser(prog="embserve-server", description="Serve embedding table bundles over gRPC.")
     p.add_argument("--version", action="version", version=__version__)
     p.add_argument("--tables", type=Path, required=True, help="tables root: <name>/<version>/ bundles")
     p.add_argument("--address", default=d.address, help="gRPC HOST:PORT (port 0 picks a free one; default %(default)s)")
     p.add_argument("--metrics-address", default=None, help="HOST:PORT for Prometheus /metrics (default: off)")
     p.add_argument("--explorer", action="store_true", help="serve the web explorer on the --metrics-address port")
+    p.add_argument("--metrics-auth", action="store_true", help="/metrics asks for a read token too (needs --auth-token-file)")
+    p.add_argument("--allow-insecure-http", action="store_true",
+                   help="let the HTTP port take tokens over plaintext on a non-loopback address (behind a TLS proxy)")
+    p.add_argument("--http-header-timeout", type=float, default=http.header_timeout,
+                   help="seconds an HTTP client has to send a request's head (default %(default)s)")
+    p.add_argument("--http-idle-timeout", type=float, default=http.idle_timeout,
+                   help="seconds an idle HTTP keep-alive connection stays open (default %(default)s)")
+    p.add_argument("--http-max-connections", type=int, default=http.max_connections,
+                   help="open HTTP connections at most (default %(default)s)")
+    p.add_argument("--http-threads", type=int, default=http.api_threads, help="threads for the explorer's JSON API (default %(default)s)")
     p.add_argument("--default-table", default=None, help="table used when a request names none")
     p.add_argument("--pin", action="append", default=[], metavar="TABLE=VERSION", help="serve exactly this version of a table (repeatable)")
     p.add_argument("--keep-versions", type=int, default=d.keep_versions, metavar="K",
@@ -60,11 +70,19 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_ef_search=args.max_ef_search,
         max_message_bytes=args.max_message_bytes,
     )
+    http = HttpLimits(
+        header_timeout=args.http_header_timeout,
+        idle_timeout=args.http_idle_timeout,
+        max_connections=args.http_max_connections,
+        api_threads=args.http_threads,
+    )
     return ServerConfig(
         tables_dir=args.tables,
         address=args.address,
         metrics_address=args.metrics_address,
         explorer=args.explorer,
+        metrics_auth=args.metrics_auth,
+        allow_insecure_http=args.allow_insecure_http,
         default_table=args.default_table,
         pinned=tuple(parse_pin(p) for p in args.pin),
         keep_versions=args.keep_versions,
@@ -80,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_client_ca=args.tls_client_ca,
         auth_token_file=args.auth_token_file,
         limits=limits,
+        http=http,
     )
 
 

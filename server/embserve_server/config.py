@@ -5,24 +5,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MiB = 1 << 20
+from embserve_client import wire
 
 
 @dataclass(frozen=True)
 class Limits:
     """Request limits; anything beyond them is refused with INVALID_ARGUMENT naming the limit."""
 
-    max_keys: int = 65_536  # keys or ids per Lookup
-    max_queries: int = 4_096  # queries per Search
+    max_keys: int = wire.MAX_KEYS_PER_CALL  # keys or ids per Lookup
+    max_queries: int = wire.MAX_QUERIES_PER_CALL  # queries per Search
     max_terms: int = 64  # positive + negative keys/ids per query
-    max_pairs: int = 65_536  # pairs per Similarity
+    max_pairs: int = wire.MAX_PAIRS_PER_CALL  # pairs per Similarity/EvaluateWordPairs, questions per EvaluateWordAnalogies
     max_topn: int = 1_000
     max_key_chars: int = 1_024
     max_texts: int = 1_024  # texts per Tokenize
     max_text_chars: int = 100_000
     max_ef_search: int = 4_096  # per-call HNSW effort (FAISS allocates O(efSearch) per query)
     max_nprobe: int = 65_536  # per-call IVF lists probed
-    max_message_bytes: int = 64 * MiB  # gRPC send and receive
+    max_message_bytes: int = wire.MAX_MESSAGE_BYTES  # gRPC send and receive
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The HTTP side port's (``/metrics``, explorer) defences against slow and numerous clients."""
+
+    header_timeout: float = 10.0  # seconds from connect (or a request's first byte) to its complete head;
+    # also the TLS handshake and each response write
+    idle_timeout: float = 30.0  # seconds a keep-alive connection may wait for its next request
+    max_connections: int = 256  # open connections; beyond it the oldest idle one is closed, else 503
+    api_threads: int = 2  # threads for the explorer's JSON API (CPU-bound); also its share of admission
+    max_header_bytes: int = 16 * 1024  # request line + headers; beyond it 431
 
 
 @dataclass(frozen=True)
@@ -31,12 +43,14 @@ class ServerConfig:
     address: str = "127.0.0.1:50051"
     metrics_address: str | None = None  # "HOST:PORT" for /metrics; None = no metrics endpoint
     explorer: bool = False  # serve the web explorer (/, /api/*) on the metrics_address port
+    metrics_auth: bool = False  # /metrics asks for a bearer token too (default open, as Prometheus expects)
+    allow_insecure_http: bool = False  # tokens over plaintext HTTP on a non-loopback address (tls.py)
     default_table: str | None = None  # used when a request names no table; default: the only/first one
     pinned: tuple[tuple[str, int], ...] = ()  # (table, version): serve exactly that version
     keep_versions: int = 1  # newest valid versions of each table kept loaded (requests may name one)
     threads: int = 8  # gRPC handler threads
     workers: int = 1  # serving processes sharing the port (SO_REUSEPORT), forked before any server exists
-    max_concurrent_rpcs: int | None = None  # queued + running calls; beyond it RESOURCE_EXHAUSTED (guard.py)
+    max_concurrent_rpcs: int | None = None  # queued + running calls; beyond it RESOURCE_EXHAUSTED (admission.py)
     reflection: bool = True
     poll_interval: float = 0.0  # seconds between scans for new versions; 0 = no polling
     grace_period: float = 10.0  # seconds to finish in-flight calls on SIGTERM
@@ -47,3 +61,4 @@ class ServerConfig:
     tls_client_ca: Path | None = None  # PEM CA: require and verify client certificates (mutual TLS)
     auth_token_file: Path | None = None  # lines "TOKEN read|admin"; None = no auth
     limits: Limits = field(default_factory=Limits)
+    http: HttpLimits = field(default_factory=HttpLimits)

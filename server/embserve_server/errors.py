@@ -1,6 +1,7 @@
 """Domain exceptions of the server core and the ONE map from them to gRPC status codes.
 
-Exception tree (core raises these; only :func:`status_for` knows about gRPC)::
+Exception tree (core raises these; only :func:`status_for` knows about gRPC; the HTTP port turns
+the gRPC code into an HTTP status with ``explorer.HTTP_STATUS``)::
 
     LookupError
     ├── UnknownTableError        NOT_FOUND          no such table
@@ -12,8 +13,9 @@ Exception tree (core raises these; only :func:`status_for` knows about gRPC)::
     └── BundleError              FAILED_PRECONDITION / DATA_LOSS (ChecksumError)
     TableUnavailableError        UNAVAILABLE        nothing loaded yet, or draining
     FailedPreconditionError      FAILED_PRECONDITION table lacks what the call needs (tokenizer, subwords)
-    OverloadedError              RESOURCE_EXHAUSTED too many concurrent calls
-    AuthError                    UNAUTHENTICATED / PERMISSION_DENIED
+    OverloadedError              RESOURCE_EXHAUSTED too many concurrent calls (admission.py)
+    ConnectionLimitError         UNAVAILABLE        the HTTP port holds its maximum of connections
+    AuthError                    UNAUTHENTICATED / PERMISSION_DENIED   (auth.py)
     anything else                INTERNAL           a bug
 """
 
@@ -69,10 +71,16 @@ class FailedPreconditionError(Exception):
 
 
 class OverloadedError(Exception):
-    """More concurrent calls than the server admits."""
+    """More concurrent calls than the server admits (the caller retries with backoff)."""
+
+
+class ConnectionLimitError(Exception):
+    """More open HTTP connections than the port accepts (try again shortly, or another replica)."""
 
 
 class AuthError(Exception):
+    """No, or an unknown, bearer token; or a token whose role does not allow the call (``denied``)."""
+
     def __init__(self, message: str, *, denied: bool = False) -> None:
         super().__init__(message)
         self.denied = denied  # True: authenticated but not allowed (PERMISSION_DENIED)
@@ -94,6 +102,8 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, OverloadedError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, ConnectionLimitError):
+        return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, AuthError):
         return grpc.StatusCode.PERMISSION_DENIED if exc.denied else grpc.StatusCode.UNAUTHENTICATED
     return grpc.StatusCode.INTERNAL

@@ -16,15 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from embserve_client import wire
 from embserve_client.wire import LE_F32, LE_I64, unit
 
 from embserve_server import subword, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.errors import UnknownKeyError
 from embserve_server.tables import Table
-from embserve_server.validate import check_ids, check_keys, check_limit
+from embserve_server.validate import check_ids, check_keys, check_limit, check_pairs
 
-MISSING_POLICIES = ("error", "skip", "zero", "subword")
+MISSING_POLICIES = tuple(wire.MISSING_POLICIES)  # "error", "skip", "zero", "subword"
 DEFAULT_TOPN = 10
 
 
@@ -374,13 +375,7 @@ def similarity(table: Table, a: Sequence[str], b: Sequence[str], limits: Limits)
     Raises:
         ValueError: different lengths, empty request, over a limit. UnknownKeyError: a missing key.
     """
-    if len(a) != len(b):
-        raise ValueError(f"a and b: pair lists differ in length ({len(a)} vs {len(b)})")
-    if not len(a):
-        raise ValueError("a/b: the request holds no pair")
-    check_limit("pairs", len(a), limits.max_pairs)
-    check_keys("a", a, limits)
-    check_keys("b", b, limits)
+    check_pairs(a, b, limits)
     ia, ib = table.ids_for(a), table.ids_for(b)
     for keys, ids in ((a, ia), (b, ib)):
         if (ids < 0).any():

@@ -17,9 +17,9 @@ import grpc
 import numpy as np
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
-from embserve_client.wire import LE_F32, POLICY_NAMES
+from embserve_client.wire import LE_F32, LE_I64, POLICY_NAMES
 
-from embserve_server import query, subword, tokenizer_table
+from embserve_server import gensim_eval, gensim_ops, query, subword, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.errors import status_for
 from embserve_server.tables import Table, TableRegistry
@@ -164,6 +164,70 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             tokens=enc.tokens,
             vectors=np.ascontiguousarray(vectors, dtype=LE_F32).tobytes(),
             mean=mean.astype(LE_F32).tobytes(),
+        )
+
+
+    # -- gensim KeyedVectors support (gensim_ops / gensim_eval) ----------------------------------
+
+    @handle
+    def ListKeys(self, request: pb.ListKeysRequest, context: grpc.ServicerContext) -> pb.ListKeysResponse:
+        table = self.registry.get(request.table, request.version)
+        keys = gensim_ops.list_keys(table, request.offset, request.limit, self.limits)
+        return pb.ListKeysResponse(table=table.name, version=table.version, count=table.count, keys=keys)
+
+    @handle
+    def MostSimilarCosmul(self, request: pb.MostSimilarCosmulRequest, context: grpc.ServicerContext) -> pb.MostSimilarCosmulResponse:
+        table = self.registry.get(request.table, request.version)
+        ids, scores = gensim_ops.most_similar_cosmul(
+            table, list(request.positive), list(request.negative), request.positive_vectors, request.negative_vectors,
+            request.topn, self.limits,
+        )
+        return pb.MostSimilarCosmulResponse(
+            table=table.name, version=table.version, ids=ids.astype(LE_I64).tobytes(),
+            scores=scores.astype(LE_F32).tobytes(), keys=table.keys[ids].tolist(),
+        )
+
+    @handle
+    def RankByCentrality(self, request: pb.RankByCentralityRequest, context: grpc.ServicerContext) -> pb.RankByCentralityResponse:
+        table = self.registry.get(request.table, request.version)
+        found, scores = gensim_ops.rank_by_centrality(table, list(request.keys), not request.raw, self.limits)
+        return pb.RankByCentralityResponse(
+            table=table.name, version=table.version, found=found.view(np.uint8).tobytes(), scores=scores.astype(LE_F32).tobytes()
+        )
+
+    @handle
+    def CloserThan(self, request: pb.CloserThanRequest, context: grpc.ServicerContext) -> pb.CloserThanResponse:
+        table = self.registry.get(request.table, request.version)
+        ids = gensim_ops.closer_than(table, request.key1, request.key2, self.limits)
+        if request.count_only:
+            return pb.CloserThanResponse(table=table.name, version=table.version, count=len(ids))
+        return pb.CloserThanResponse(
+            table=table.name, version=table.version, count=len(ids), ids=ids.astype(LE_I64).tobytes(), keys=table.keys[ids].tolist()
+        )
+
+    @handle
+    def EvaluateWordPairs(self, request: pb.EvaluateWordPairsRequest, context: grpc.ServicerContext) -> pb.EvaluateWordPairsResponse:
+        table = self.registry.get(request.table, request.version)
+        found, scores = gensim_eval.word_pairs(
+            table, list(request.a), list(request.b), request.restrict_vocab, request.case_insensitive, self.limits
+        )
+        return pb.EvaluateWordPairsResponse(
+            table=table.name, version=table.version, found=found.view(np.uint8).tobytes(), scores=scores.astype(LE_F32).tobytes()
+        )
+
+    @handle
+    def EvaluateWordAnalogies(
+        self, request: pb.EvaluateWordAnalogiesRequest, context: grpc.ServicerContext
+    ) -> pb.EvaluateWordAnalogiesResponse:
+        table = self.registry.get(request.table, request.version)
+        questions = [list(request.a), list(request.b), list(request.c), list(request.expected)]
+        found, correct, search = gensim_eval.word_analogies(
+            table, questions, request.restrict_vocab, request.case_insensitive, self.limits,
+            approximate=request.approximate, ef_search=request.ef_search,
+        )
+        return pb.EvaluateWordAnalogiesResponse(
+            table=table.name, version=table.version, found=found.view(np.uint8).tobytes(),
+            correct=correct.view(np.uint8).tobytes(), search=search,
         )
 
 

@@ -20,7 +20,6 @@ bundle file); :func:`compose_for_table` answers the missing-key policy "subword"
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,10 +32,8 @@ from embserve_server.errors import FailedPreconditionError
 if TYPE_CHECKING:
     from embserve_server.tables import Table
 
-logger = logging.getLogger(__name__)
 
 EXTRA = "subwords"  # Table.extras entry
-NGRAMS_FILE = "ngrams.npy"
 FNV_OFFSET = 2166136261
 FNV_PRIME = 16777619
 
@@ -172,7 +169,7 @@ def load(b: bfmt.Bundle) -> SubwordTable | None:
         raise bfmt.BundleError(f"{b.path / bfmt.MANIFEST}: {exc}") from exc
     if spec is None:
         return None
-    fname = str((b.extras.get("subword") or {}).get("file") or NGRAMS_FILE)
+    fname = str((b.extras.get("subword") or {}).get("file") or bfmt.NGRAMS)
     path = b.file(fname)
     if path is None:
         raise bfmt.BundleError(f"{b.path}: extras.subword is set but {fname} is not listed in the manifest files")

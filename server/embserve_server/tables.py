@@ -164,7 +164,7 @@ def _check_index_rows(path: Path, b: bfmt.Bundle, idx: vindex.VectorIndex) -> No
     """Spot-check that the index rows are the bundle's vectors (catches a swapped index file)."""
     probe = np.unique(np.linspace(0, b.count - 1, num=min(b.count, 16)).astype(np.int64))
     expected = vindex.prepare_rows(b.vectors[probe], b.metric)
-    if isinstance(idx.rows, vindex.RawRows):  # quantized storage: its decoded codes, to the codes' precision
+    if isinstance(idx.rows, vindex.RawRows) and idx.index is not None:  # quantized storage: its decoded codes, to the codes' precision
         try:
             stored = np.stack([idx.index.reconstruct(int(i))[: b.vector_size] for i in probe])  # codes may be zero-padded
         except RuntimeError:
@@ -333,11 +333,11 @@ class TableRegistry:
             versions = [v for v in versions if v == self._pinned[name]]
         outcomes: list[ReloadOutcome] = []
         current = max(loaded) if loaded else None
-        vanished = current is not None and current not in versions
-        if vanished and current is not None and self._refused.get((name, current)) != _VANISHED:
-            self._refused[(name, current)] = _VANISHED  # log and count it once
-            logger.error("table %s version %d vanished from %s; still serving the loaded copy", name, current, self.tables_dir)
-            outcomes.append(ReloadOutcome(name, "refused", current, "bundle directory vanished; still serving the loaded copy"))  # type: ignore[arg-type]
+        vanished = current if current is not None and current not in versions else None
+        if vanished is not None and self._refused.get((name, vanished)) != _VANISHED:
+            self._refused[(name, vanished)] = _VANISHED  # log and count it once
+            logger.error("table %s version %d vanished from %s; still serving the loaded copy", name, vanished, self.tables_dir)
+            outcomes.append(ReloadOutcome(name, "refused", vanished, "bundle directory vanished; still serving the loaded copy"))
         keep: dict[int, Table] = {}
         # Newest first, until keep_versions are loaded (with one version kept: down to the serving one).
         for version in reversed(versions):
@@ -359,8 +359,8 @@ class TableRegistry:
                 outcomes.append(ReloadOutcome(name, "refused", version, str(exc)))
                 continue  # an older version may still be newer than the one being served
             outcomes.append(ReloadOutcome(name, "loaded", version))
-        if vanished:
-            keep[current] = loaded[current]  # type: ignore[index]  # the mapped pages outlive the files
+        if vanished is not None:
+            keep[vanished] = loaded[vanished]  # the mapped pages outlive the files
             keep = dict(sorted(keep.items())[-self.keep_versions :])  # unless newer versions replace it
         if current is not None and current in keep and not outcomes:
             outcomes.append(ReloadOutcome(name, "unchanged", current))

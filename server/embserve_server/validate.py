@@ -36,3 +36,14 @@ def check_ids(field_name: str, ids: np.ndarray, count: int) -> None:
     if ids.size and (ids.min() < 0 or ids.max() >= count):
         bad = int(ids[(ids < 0) | (ids >= count)][0])
         raise ValueError(f"{field_name}: id {bad} is out of range [0, {count})")
+
+
+def check_pairs(a: Sequence[str], b: Sequence[str], limits: Limits) -> None:
+    """Two equally long, non-empty lists of valid keys (word pairs), within the pair limit."""
+    if len(a) != len(b):
+        raise ValueError(f"a and b: pair lists differ in length ({len(a)} vs {len(b)})")
+    if not len(a):
+        raise ValueError("a/b: the request holds no pair")
+    check_limit("pairs", len(a), limits.max_pairs)
+    check_keys("a", a, limits)
+    check_keys("b", b, limits)

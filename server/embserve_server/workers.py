@@ -9,12 +9,12 @@ aggregating all workers through prometheus-client's multiprocess mode.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
 import signal
 import socket
-import time
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -37,6 +37,32 @@ def reserve_port(address: str) -> tuple[socket.socket, str]:
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     return sock, f"{shown}:{bound}"
+
+
+# <sys/prctl.h>: deliver a signal to this process when the thread that forked it dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """In a freshly forked worker: get SIGTERM (a graceful drain) when the parent process dies.
+
+    Without this, a parent killed by SIGKILL (the OOM killer, a supervisor without cgroups) leaves
+    its workers serving on the SO_REUSEPORT port, so a restarted server shares the port with orphans
+    answering from whatever they loaded.
+
+    Args:
+        parent: the pid of the parent, read before ``fork()``.
+
+    Raises:
+        OSError: prctl failed (not Linux).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    # The parent may have died between fork() and prctl(): then no signal will ever come.
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _clear(directory: Path) -> None:
@@ -69,6 +95,7 @@ def serve_workers(config: ServerConfig) -> int:
     reservation, address = reserve_port(config.address)
     worker_config = replace(config, address=address, workers=1)
     children: dict[int, int] = {}
+    parent = os.getpid()
     for n in range(config.workers):
         pid = os.fork()
         if pid == 0:  # child: nothing gRPC exists yet in this process
@@ -76,6 +103,7 @@ def serve_workers(config: ServerConfig) -> int:
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                die_with_parent(parent)
                 from embserve_server.app import run_worker
 
                 code = run_worker(worker_config, worker=n, registry=registry)
@@ -91,11 +119,15 @@ def serve_workers(config: ServerConfig) -> int:
         from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        from embserve_server.auth import token_check
+        from embserve_server.metrics import ServerMetrics
         from embserve_server.metrics_http import start_metrics_http
 
         aggregate = CollectorRegistry()
         MultiProcessCollector(aggregate, path=mp_dir)
-        start_metrics_http(config.metrics_address, aggregate)
+        # The parent's own refusals (/metrics with --metrics-auth) land in the multiprocess files too.
+        rejected = ServerMetrics(CollectorRegistry()).rejected
+        start_metrics_http(config, aggregate, tokens=token_check(config.auth_token_file, rejected))
 
     def forward(signum: int, frame: FrameType | None) -> None:
         logger.info("received %s: stopping %d workers", signal.Signals(signum).name, len(children))
@@ -124,6 +156,5 @@ def serve_workers(config: ServerConfig) -> int:
             failed += 1
             logger.error("worker %d (pid %d) exited with %d; stopping the others", n, pid, code)
             forward(signal.SIGTERM, None)
-    time.sleep(0)  # let the metrics thread finish a scrape in progress
     _clear(Path(mp_dir))
     return 1 if failed else 0

@@ -7,7 +7,7 @@ themselves, once, at registration: a call then pays only for the wrapper code it
 
     add_servicer(server, pb_grpc.add_EmbeddingServiceServicer_to_server, servicer, [metrics, decode])
 
-Interceptors remain for what must decide before a handler is chosen (auth, admission: guard.py).
+Interceptors remain for what must decide before a handler is chosen (auth, admission: interceptors.py).
 """
 
 from __future__ import annotations

@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import embserve_index as vindex
 import numpy as np
+from embserve_client import bundle as bfmt
 
 from embserve_trainer import __version__
+from embserve_trainer.curve import plot_curve, read_curve
 from embserve_trainer.evaluate import ANALOGY_EF_SEARCH, RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
 from embserve_trainer.export import export_table
+from embserve_trainer.formats import DEFAULT_BLOCK_SIZE, DUPLICATES, UNICODE_ERRORS
 from embserve_trainer.importers import FORMATS, import_table
+from embserve_trainer.lm_config import DEVICES, LMConfig
 from embserve_trainer.tokenize import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
 from embserve_trainer.train import MODELS, TrainConfig, default_workers, train_table
 
 logger = logging.getLogger("embserve_trainer")
 
+NEXTTOKEN = "nexttoken"
+TORCH_VERSION = "2.13.0"  # the [lm] extra's pin (trainer/pyproject.toml); other versions pull CUDA wheels
+
 
 def cmd_import(args: argparse.Namespace) -> int:
     imported = import_table(
-        args.format, args.input, vocab=args.vocab, limit=args.limit, tokenizer=args.tokenizer, tensor=args.tensor
+        args.format, args.input, vocab=args.vocab, limit=args.limit, tokenizer=args.tokenizer, tensor=args.tensor,
+        unicode_errors=args.unicode_errors, duplicates=args.duplicates, block_size=args.block_size,
+        progress=not args.no_progress,
     )
     path = export_table(
         args.tables,
@@ -42,28 +53,71 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    config = TrainConfig(
-        model=args.model, dim=args.dim, window=args.window, min_count=args.min_count, max_vocab=args.max_vocab,
-        epochs=args.epochs, negative=args.negative, sample=args.sample, alpha=args.alpha,
-        workers=args.workers, seed=args.seed, minn=args.minn, maxn=args.maxn, bucket=args.bucket,
-        compute_loss=not args.no_loss,
-    )
-    tokenizer = None
+def _tokenizer(args: argparse.Namespace) -> Tokenizer | None:
+    """The tokenizer the flags ask for, or None for the corpus-dependent default."""
     if args.cleaner != "auto" or args.normalization != "NFKC" or args.keep_case or args.pattern != "words":
-        tokenizer = Tokenizer(
+        return Tokenizer(
             cleaner="none" if args.cleaner == "auto" else args.cleaner, normalization=args.normalization,
             lowercase=not args.keep_case, pattern=args.pattern,
         )
+    return None
+
+
+def _import_lm() -> ModuleType:
+    """The next-token trainer, imported only when asked for: torch is an optional extra."""
+    try:
+        return importlib.import_module("embserve_trainer.lm")
+    except ImportError as exc:
+        if exc.name != "torch" and "torch" not in str(exc):
+            raise
+        raise ValueError(
+            f"--model nexttoken needs PyTorch, which is not installed ({exc}); install the trainer's lm extra: "
+            f"pip install './trainer[lm]' (torch=={TORCH_VERSION}, a CPU build installs offline)"
+        ) from exc
+
+
+def cmd_train_nexttoken(args: argparse.Namespace) -> int:
+    lm = _import_lm()  # before anything touches --tables: without torch nothing is written
+    defaults = LMConfig()
+    config = LMConfig(
+        dim=defaults.dim if args.dim is None else args.dim, layers=args.layers, heads=args.heads, context=args.context, batch=args.batch,
+        epochs=defaults.epochs if args.epochs is None else args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes, lr=args.lr, warmup_steps=args.warmup,
+        weight_decay=args.weight_decay, embedding_decay=args.embedding_decay, min_count=args.min_count,
+        max_vocab=args.max_vocab, tied=args.tie, seed=args.seed, device=args.device,
+    )
+    try:
+        path = lm.train_nexttoken(
+            args.corpus, config, tables=args.tables, name=args.name, tokenizer=_tokenizer(args),
+            documents=args.documents, snapshot_every=None if args.no_snapshots else args.snapshot_every, resume=args.resume,
+            checkpoint=args.checkpoint, metric=args.metric, factory=None if args.index == "auto" else args.index,
+            evaluate=not args.no_eval, work_dir=args.work_dir,
+        )
+    except lm.Interrupted as exc:
+        print(f"embserve-train: {exc}", file=sys.stderr)
+        return 130
+    print(path)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.model == "nexttoken":
+        return cmd_train_nexttoken(args)
+    config = TrainConfig(
+        model=args.model, dim=TrainConfig.dim if args.dim is None else args.dim, window=args.window, min_count=args.min_count,
+        max_vocab=args.max_vocab, epochs=TrainConfig.epochs if args.epochs is None else args.epochs, negative=args.negative,
+        sample=args.sample, alpha=args.alpha, workers=args.workers, seed=args.seed, minn=args.minn, maxn=args.maxn,
+        bucket=args.bucket, compute_loss=not args.no_loss,
+    )
+    tokenizer = _tokenizer(args)
     trained = train_table(args.corpus, config, tokenizer=tokenizer, documents=args.documents, work_dir=args.work_dir)
     files: dict[str, object] = {}
     if not args.no_eval:
         report = evaluate_table(trained.vectors, trained.keys, restrict_vocab=args.restrict_vocab)
         print(format_report(report), file=sys.stderr)
-        files["eval.json"] = json.dumps(report, indent=2, sort_keys=True) + "\n"
+        files[bfmt.EVAL] = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if trained.ngrams is not None:
         ngrams = trained.ngrams
-        files["ngrams.npy"] = lambda p: np.save(p, ngrams, allow_pickle=False)
+        files[bfmt.NGRAMS] = lambda p: np.save(p, ngrams, allow_pickle=False)
     path = export_table(
         args.tables, args.name, trained.vectors, trained.keys,
         source=trained.source, metric=args.metric, counts=trained.counts,
@@ -88,6 +142,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_nexttoken_flags(tr: argparse.ArgumentParser) -> None:
+    """Flags of ``--model nexttoken`` (defaults from ``LMConfig``, which imports without torch)."""
+    d = LMConfig
+    g = tr.add_argument_group("nexttoken (--model nexttoken only)")
+    g.add_argument("--context", type=int, default=d.context, help="tokens per training window")
+    g.add_argument("--layers", type=int, default=d.layers, help="Transformer blocks")
+    g.add_argument("--heads", type=int, default=d.heads, help="attention heads (must divide --dim)")
+    g.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate (warm-up, then cosine)")
+    g.add_argument("--warmup", type=int, default=d.warmup_steps, help="warm-up steps")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay of the blocks' and head's matrices")
+    g.add_argument("--embedding-decay", type=float, default=d.embedding_decay, help="AdamW decay of the input table")
+    g.add_argument("--tie", action="store_true",
+                   help="tie input and output embeddings: the served table is also the softmax's output rows")
+    g.add_argument("--batch", type=int, default=d.batch, help="windows per optimizer step")
+    g.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (ends the schedule there)")
+    g.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this much training time (the schedule follows the clock; not bit-reproducible)")
+    g.add_argument("--snapshot-every", type=int, default=500, metavar="STEPS",
+                   help="publish the table as the next version every STEPS optimizer steps (and at step 0)")
+    g.add_argument("--no-snapshots", action="store_true", help="publish only the final table")
+    g.add_argument("--device", default=d.device, choices=DEVICES, help="auto: cuda when available")
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoint of an interrupted run")
+    g.add_argument("--checkpoint", type=Path, default=None,
+                   help="checkpoint file (None: TABLES/.checkpoints/NAME.pt)")
+
+
+def cmd_curve(args: argparse.Namespace) -> int:
+    points = read_curve(args.tables, args.table)
+    plot_curve(points, args.table, args.out)
+    for p in points:
+        print(f"v{p.version} step {p.step} tokens {p.tokens_seen} loss {p.train_loss} "
+              f"perplexity {p.heldout_perplexity} wordsim353 {p.wordsim353} simlex999 {p.simlex999}")
+    print(args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embserve-train", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
@@ -109,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--index-storage", default="flat", choices=tuple(vindex.STORAGES),
                      help="how the HNSW index stores rows: flat float32, fp16 or sq8 codes (searches re-rank against the raw rows)")
     imp.add_argument("--seed", type=int, default=0, help="seed of the recall-tuning sample")
+    imp.add_argument("--unicode-errors", default="strict", choices=UNICODE_ERRORS,
+                     help="keys that are not UTF-8: refuse the file (strict, gensim's default) or replace/ignore "
+                     "the bad bytes (recorded in the manifest)")
+    imp.add_argument("--duplicates", default="keep-first", choices=DUPLICATES,
+                     help="a key on several rows: keep the first row and count the rest in a warning (gensim), or refuse")
+    imp.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
+                     help="bytes parsed at once from text files (the parser's memory is about 10x this)")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     imp.set_defaults(func=cmd_import)
 
     tr = sub.add_parser("train", help="learn a table from a corpus (gensim) and export it as a bundle",
@@ -117,13 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="text files or directories: plain, .gz, .bz2, .xz, dictd .dict/.dict.dz")
     tr.add_argument("--tables", type=Path, required=True, help="tables root directory")
     tr.add_argument("--name", required=True, help="table name")
-    tr.add_argument("--model", default="skipgram", choices=MODELS,
-                    help="skip-gram or CBOW with negative sampling; fasttext adds subword n-grams")
-    tr.add_argument("--dim", type=int, default=TrainConfig.dim, help="vector size")
+    tr.add_argument("--model", default="skipgram", choices=(*MODELS, NEXTTOKEN),
+                    help="skip-gram or CBOW with negative sampling; fasttext adds subword n-grams; nexttoken: "
+                    "a small causal Transformer language model (PyTorch, extra [lm]) whose input table is exported")
+    tr.add_argument("--dim", type=int, default=None,
+                    help=f"vector size (default {TrainConfig.dim}; nexttoken: {LMConfig.dim}, the model width)")
     tr.add_argument("--window", type=int, default=TrainConfig.window, help="max context distance")
     tr.add_argument("--min-count", type=int, default=TrainConfig.min_count, help="drop tokens seen fewer times")
     tr.add_argument("--max-vocab", type=int, default=TrainConfig.max_vocab, help="keep only the N most frequent tokens")
-    tr.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    tr.add_argument("--epochs", type=int, default=None,
+                    help=f"passes over the corpus (default {TrainConfig.epochs}; nexttoken: {LMConfig.epochs})")
     tr.add_argument("--negative", type=int, default=TrainConfig.negative, help="negative samples per positive")
     tr.add_argument("--sample", type=float, default=TrainConfig.sample, help="down-sampling threshold of frequent tokens")
     tr.add_argument("--alpha", type=float, default=TrainConfig.alpha, help="initial learning rate")
@@ -149,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="evaluation: rows taking part")
     tr.add_argument("--no-eval", action="store_true", help="skip the evaluation report (eval.json)")
     tr.add_argument("--work-dir", type=Path, default=None, help="directory for the temporary token file")
+    add_nexttoken_flags(tr)
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="WordSim-353, SimLex-999 and analogies of a bundle (read-only)",
@@ -162,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ef-search", type=int, default=ANALOGY_EF_SEARCH, help="HNSW effort for analogy questions")
     ev.add_argument("--out", type=Path, default=None, help="write the JSON report here (the bundle stays untouched)")
     ev.set_defaults(func=cmd_evaluate)
+
+    cu = sub.add_parser("curve", help="loss, held-out perplexity, WordSim-353, SimLex-999 across a table's snapshots")
+    cu.add_argument("table", help="table name (its versions are the snapshots of a --model nexttoken run)")
+    cu.add_argument("--tables", type=Path, required=True, help="tables root directory")
+    cu.add_argument("--out", type=Path, default=Path("curve.png"), help="picture to write (.png, .svg, .pdf)")
+    cu.set_defaults(func=cmd_curve)
     return p
 
 

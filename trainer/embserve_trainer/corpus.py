@@ -14,7 +14,6 @@ import bz2
 import gzip
 import hashlib
 import io
-import logging
 import lzma
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -23,8 +22,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from embserve_client.bundle import sha256_file
-
-logger = logging.getLogger(__name__)
 
 # Suffix -> opener. dictd's ".dz" is dictzip: gzip with random-access chunks, readable as plain gzip.
 OPENERS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".dz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}

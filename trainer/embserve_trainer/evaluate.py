@@ -12,14 +12,10 @@ exactly (so figures compare with published gensim numbers):
   a question word.
 
 The difference is speed: all questions go to FAISS as one (n, d) batch instead of one
-``most_similar`` call each. Two searches answer them:
-
-- ``exact``: ``faiss.knn`` inner product over the unit rows, gensim's answers to the last question
-  (BLAS-bound: ~3.5 s for 19,544 questions x 300k x 50 on 2 cores);
-- the bundle's own HNSW index (what the server searches) at ``efSearch`` 128, restricted to the first
-  ``restrict_vocab`` rows by an id selector: ~1 s; on GloVe 6B 50d 36 of 19,486 answers differ from
-  exact (efSearch 160: 25, 256: 14) and accuracy moves by 0.0001 (46.36% vs 46.37%). ``evaluate_bundle`` uses it when the index ranks by
-  cosine; ``exact=True`` forces brute force. The report names the search that answered.
+``most_similar`` call each, answered either exactly (``faiss.knn``, gensim's answers to the last
+question) or by the bundle's own HNSW index restricted to the first ``restrict_vocab`` rows (what
+``evaluate_bundle`` uses when the index ranks by cosine; ``exact=True`` forces brute force). The
+report names the search that answered; bench/bench_evaluate.py measures both against gensim.
 
     report = evaluate_table(vectors, keys)            # dict, written as eval.json
     print(format_report(report))
@@ -37,44 +33,48 @@ from typing import Any
 
 import faiss
 import numpy as np
-from embserve_client.bundle import Bundle, list_versions, read_bundle, sha256_file
-from embserve_index import VectorIndex, load_index, prepare_rows
+from embserve_client.bundle import INDEX, Bundle, list_versions, read_bundle, sha256_file
+from embserve_client.gensim_calls import read_analogies
+from embserve_index import VectorIndex, analogies, load_index, prepare_rows
+from embserve_index.analogies import ANALOGY_EF_SEARCH, RESTRICT_VOCAB
 from scipy import stats
 
 logger = logging.getLogger(__name__)
 
 REPORT_FORMAT = "embserve-eval/1"
-RESTRICT_VOCAB = 300_000  # gensim's default
-ANALOGY_TOPN = 5  # gensim asks most_similar for 5 answers and takes the first acceptable one
 PAIR_SETS = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
 ANALOGY_SET = "questions-words.txt"
-ANALOGY_EF_SEARCH = 128  # HNSW effort for analogy questions (off-manifold queries need more than key queries)
 
 
 @dataclass(frozen=True)
 class AnalogySearch:
-    """How analogy questions are answered: ``run(queries, k)`` -> (nq, k) row ids, -1 for none."""
+    """How analogy questions are answered: an index over unit rows, only rows below ``restrict``."""
 
     name: str  # recorded in the report, e.g. "exact" or "hnsw efSearch=256"
-    run: Callable[[np.ndarray, int], np.ndarray]
+    index: VectorIndex
+    restrict: int
+    exact: bool = True
+    ef_search: int = ANALOGY_EF_SEARCH
+
+    def run(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """(nq, k) nearest row ids of unit ``queries``, -1 for none."""
+        return self.index.search(queries, k, exact=self.exact, ef_search=self.ef_search, restrict=self.restrict)[1]
 
 
 def exact_search(rows: np.ndarray) -> AnalogySearch:
     """Brute-force inner product over ``rows`` (unit rows: cosine), one BLAS batch."""
-    return AnalogySearch("exact", lambda q, k: faiss.knn(q, rows, k, metric=faiss.METRIC_INNER_PRODUCT)[1])
+    return AnalogySearch("exact", VectorIndex.brute_force(np.ascontiguousarray(rows, dtype=np.float32)), len(rows))
 
 
 def index_search(index: VectorIndex, n_rows: int, ef_search: int = ANALOGY_EF_SEARCH) -> AnalogySearch:
     """Search an approximate ``index`` over unit rows (the server's search), only rows below
     ``n_rows`` (the ``restrict_vocab`` cut)."""
-    return AnalogySearch(
-        f"hnsw efSearch={ef_search}", lambda q, k: index.search(q, k, ef_search=ef_search, restrict=n_rows)[1]
-    )
+    return AnalogySearch(f"hnsw efSearch={ef_search}", index, n_rows, exact=False, ef_search=ef_search)
 
 
 def bundle_index_search(bundle: Bundle, n_rows: int, ef_search: int = ANALOGY_EF_SEARCH) -> AnalogySearch | None:
     """The bundle's HNSW index as an analogy search, if it ranks exactly as cosine over the rows; else None."""
-    meta, path = bundle.index_info, bundle.file("index.faiss")
+    meta, path = bundle.index_info, bundle.file(INDEX)
     if path is None or not (meta.get("normalized") and meta.get("faiss_metric") == "inner_product"):
         return None
     index = VectorIndex.from_index(load_index(path), raw=bundle.vectors, rerank=int(meta.get("rerank") or 1))
@@ -91,15 +91,7 @@ def gensim_test_data() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data"
 
 
-def vocab_index(keys: Sequence[str], restrict_vocab: int, case_insensitive: bool) -> dict[str, int]:
-    """Test word -> row, over the first ``restrict_vocab`` keys; upper-cased keys map to their first row."""
-    ok = keys[:restrict_vocab]
-    if not case_insensitive:
-        return {k: i for i, k in enumerate(ok)}
-    out: dict[str, int] = {}
-    for i, k in enumerate(ok):
-        out.setdefault(k.upper(), i)
-    return out
+vocab_index = analogies.vocabulary  # test word -> row over the first N keys (upper-cased: first row)
 
 
 def evaluate_word_pairs(
@@ -156,23 +148,6 @@ def evaluate_word_pairs(
     }
 
 
-def _read_analogies(path: Path, case_insensitive: bool) -> list[tuple[str, list[tuple[str, ...]]]]:
-    sections: list[tuple[str, list[tuple[str, ...]]]] = []
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f):
-            line = raw.decode("utf8")
-            if line.startswith(": "):
-                sections.append((line.lstrip(": ").strip(), []))
-                continue
-            if not sections:
-                raise ValueError(f"{path}: missing section header before line {line_no + 1}")
-            words = line.split()
-            if len(words) != 4:
-                continue
-            sections[-1][1].append(tuple(w.upper() for w in words) if case_insensitive else tuple(words))
-    return sections
-
-
 def evaluate_word_analogies(
     rows: np.ndarray,
     keys: Sequence[str],
@@ -195,7 +170,7 @@ def evaluate_word_analogies(
     """
     search = search or exact_search(rows)
     t0 = time.perf_counter()
-    sections = _read_analogies(path, case_insensitive)
+    sections = read_analogies(path, case_insensitive)  # gensim's reading, shared with RemoteKeyedVectors
     quads, owner = [], []  # known questions as row ids (a, b, c, expected), and their section
     for s, (_, questions) in enumerate(sections):
         for q in questions:
@@ -203,25 +178,9 @@ def evaluate_word_analogies(
                 quads.append([vocab[w] for w in q])
                 owner.append(s)
     ids = np.array(quads, dtype=np.int64).reshape(-1, 4)  # (nq, 4)
-    correct = np.zeros(len(ids), dtype=bool)
-    if len(ids):
-        # gensim: mean of weighted unit vectors (b, c positive, a negative), then unit length.
-        query = (rows[ids[:, 1]] + rows[ids[:, 2]] - rows[ids[:, 0]]) / np.float32(3)
-        query = np.ascontiguousarray(query, dtype=np.float32)
-        faiss.normalize_L2(query)
-        k = min(ANALOGY_TOPN + 3, len(rows))  # gensim's argsort(topn + len(question words))
-        top = search.run(query, k)  # (nq, k)
-        # A key's canonical row: the row its upper-cased form maps to (a question word's variants are ignored).
-        canon = (lambda i: vocab[keys[i].upper()]) if case_insensitive else (lambda i: i)
-        for qi in range(len(ids)):
-            a, b, c, expected = ids[qi]
-            results = [j for j in top[qi] if j >= 0 and j != a and j != b and j != c][:ANALOGY_TOPN]
-            predicted = -1
-            for j in results:
-                predicted = canon(int(j))
-                if predicted not in (a, b, c):
-                    break
-            correct[qi] = predicted == expected
+    correct = analogies.answer(
+        search.index, ids, keys, vocab, case_insensitive=case_insensitive, restrict=search.restrict, exact=search.exact, ef_search=search.ef_search
+    )
     per_section = []
     owner_arr = np.array(owner, dtype=np.int64)
     for s, (name, questions) in enumerate(sections):

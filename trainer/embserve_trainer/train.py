@@ -18,12 +18,13 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from embserve_client import bundle as bfmt
 from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
@@ -215,6 +216,28 @@ def build_model(config: TrainConfig) -> Word2Vec:
     return Word2Vec(compute_loss=config.compute_loss, **common)
 
 
+def open_corpus(
+    corpus: Iterable[Path], tokenizer: Tokenizer | None, documents: str
+) -> tuple[list[CorpusFile], Tokenizer, str, str, str, dict[str, str]]:
+    """What every trainer needs before reading a corpus: its files, tokenizer, document mode and digests.
+
+    Returns:
+        (files, tokenizer — the gcide cleaner when a GCIDE dictd file is among the files, else none —,
+        document mode, a short description of the files, the combined sha256, sha256 per file).
+
+    Raises:
+        ValueError: missing, unreadable or unsupported corpus files.
+    """
+    files = resolve_corpus(corpus)
+    if tokenizer is None:
+        gcide = any(f.kind == "dictd" and f.path.name.lower().startswith("gcide") for f in files)
+        tokenizer = Tokenizer(cleaner="gcide" if gcide else "none")
+    documents = document_mode(files, documents)
+    names = ", ".join(str(f.path) for f in files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
+    digest, per_file = corpus_sha256(files)
+    return files, tokenizer, documents, names, digest, per_file
+
+
 def train_table(
     corpus: list[Path],
     config: TrainConfig | None = None,
@@ -241,13 +264,7 @@ def train_table(
             reaching ``min_count`` (messages name the files and the fix).
     """
     config = config or TrainConfig()
-    files = resolve_corpus(corpus)
-    if tokenizer is None:
-        gcide = any(f.kind == "dictd" and f.path.name.lower().startswith("gcide") for f in files)
-        tokenizer = Tokenizer(cleaner="gcide" if gcide else "none")
-    documents = document_mode(files, documents)
-    names = ", ".join(str(f.path) for f in files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
-    digest, per_file = corpus_sha256(files)
+    files, tokenizer, documents, names, digest, per_file = open_corpus(corpus, tokenizer, documents)
 
     with tempfile.TemporaryDirectory(prefix="embserve-train-", dir=work_dir) as tmp:
         token_path = Path(tmp) / "tokens.txt"
@@ -316,7 +333,7 @@ def train_table(
     if config.is_fasttext:
         ngrams = np.ascontiguousarray(wv.vectors_ngrams, dtype=np.float32)
         extras["subword"] = {
-            "file": "ngrams.npy", "minn": config.minn, "maxn": config.maxn, "bucket": config.bucket,
+            "file": bfmt.NGRAMS, "minn": config.minn, "maxn": config.maxn, "bucket": config.bucket,
             "hash": "fasttext-fnv1a", "combine": "mean",
         }
     return Trained(vectors, keys, freq, source, extras, ngrams, model)

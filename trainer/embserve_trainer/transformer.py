@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 from embserve_client import bundle as bfmt
 from embserve_client.bundle import sha256_file
 
+from embserve_trainer.formats import FormatError
 from embserve_trainer.importers import Imported
 
 logger = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ def import_transformer(
             "(is this the model's own tokenizer?)"
         )
     vectors = read_matrix(path, name, dtype)  # (vocab.size, dim) float32
+    check_finite(path, name, vectors, vocab.keys)
     logger.info("%s: tensor %s %s %s, %d tokens (%d special)", path, name, dtype, shape, vocab.size, len(vocab.special_ids))
     return Imported(
         vectors,
@@ -169,6 +172,16 @@ def read_matrix(path: Path, name: str, dtype: str) -> np.ndarray:
         return np.ascontiguousarray(f.get_tensor(name), dtype=np.float32)
 
 
+def check_finite(path: Path, name: str, vectors: np.ndarray, keys: list[str], chunk: int = 1 << 16) -> None:
+    """Refuse a tensor with NaN/Inf (or f64 values past float32), naming the row and its token."""
+    for start in range(0, len(vectors), chunk):
+        finite = np.isfinite(vectors[start : start + chunk]).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            raise FormatError(path, f"row {row}", f"tensor {name!r} has NaN or Inf in the row of token {keys[row]!r}",
+                              "finite numbers in every row")
+
+
 def _read_bf16(path: Path, name: str) -> np.ndarray:
     # numpy has no bfloat16, so safetensors.numpy refuses it. bf16 is the top half of a float32:
     # shifting the raw little-endian uint16 values left by 16 bits gives the exact float32.
@@ -179,6 +192,9 @@ def _read_bf16(path: Path, name: str) -> np.ndarray:
     start, end = entry["data_offsets"]
     shape = tuple(entry["shape"])
     count = int(np.prod(shape))
+    if 8 + header_len + end > path.stat().st_size:
+        raise FormatError(path, "-", f"tensor {name!r} ends at byte {8 + header_len + end}, past the end of the file",
+                          f"a complete file ({path.stat().st_size} bytes here; truncated?)")
     if end - start != 2 * count:
         raise ValueError(f"{path}: tensor {name!r} holds {end - start} bytes, shape {list(shape)} needs {2 * count}")
     raw = np.fromfile(path, dtype="<u2", count=count, offset=8 + header_len + start)
@@ -211,14 +227,12 @@ def read_vocab(path: Path) -> Vocab:
         from tokenizers import Tokenizer
     except ImportError as exc:
         raise ValueError("importing transformer tables needs: pip install 'embserve-trainer[transformers]'") from exc
+    spec, text = read_tokenizer_json(path)
     try:
-        raw = path.read_bytes()
-        spec = json.loads(raw)
-        tok = Tokenizer.from_str(raw.decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable tokenizer.json ({exc})") from exc
+        tok = Tokenizer.from_str(text)
     except Exception as exc:  # tokenizers raises a plain Exception for malformed files
-        raise ValueError(f"{path}: not a valid tokenizer.json ({exc})") from exc
+        raise FormatError(path, _json_line(exc), f"not a valid tokenizer.json ({exc})",
+                          "a tokenizer.json saved by Hugging Face tokenizers") from exc
     vocab = tok.get_vocab(with_added_tokens=True)  # token -> id
     if not vocab:
         raise ValueError(f"{path}: the tokenizer has no tokens")
@@ -258,6 +272,32 @@ def read_vocab(path: Path) -> Vocab:
             "renamed_ids": renamed,
         },
     )
+
+
+def read_tokenizer_json(path: Path) -> tuple[dict[str, Any], str]:
+    """The parsed JSON object and text of ``tokenizer.json``; errors name the line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise FormatError(path, line, f"invalid UTF-8 at byte {exc.start}", "a UTF-8 JSON file") from exc
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FormatError(path, exc.lineno, f"not valid JSON ({exc.msg}, column {exc.colno})", "a tokenizer.json") from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
+        raise FormatError(path, 1, "no \"model\" object at the top level", "a Hugging Face tokenizer.json") from None
+    return spec, text
+
+
+def _json_line(exc: Exception) -> int | str:
+    """The line in tokenizers' "... at line 3 column 5" messages, else "-"."""
+    found = re.search(r"line (\d+)", str(exc))
+    return int(found.group(1)) if found else "-"
 
 
 def _unique(key: str, taken: set[str]) -> str:

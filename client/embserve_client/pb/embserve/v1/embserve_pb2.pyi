@@ -285,3 +285,177 @@ class ReloadResponse(_message.Message):
     outcomes: _containers.RepeatedCompositeFieldContainer[ReloadOutcome]
     tables: _containers.RepeatedCompositeFieldContainer[TableInfo]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[ReloadOutcome, _Mapping]]] = ..., tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ("table", "offset", "limit", "version")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    offset: int
+    limit: int
+    version: int
+    def __init__(self, table: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ListKeysResponse(_message.Message):
+    __slots__ = ("table", "version", "count", "keys")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    count: int
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MostSimilarCosmulRequest(_message.Message):
+    __slots__ = ("table", "version", "positive", "negative", "positive_vectors", "negative_vectors", "topn")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    TOPN_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    positive: _containers.RepeatedScalarFieldContainer[str]
+    negative: _containers.RepeatedScalarFieldContainer[str]
+    positive_vectors: bytes
+    negative_vectors: bytes
+    topn: int
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., positive: _Optional[_Iterable[str]] = ..., negative: _Optional[_Iterable[str]] = ..., positive_vectors: _Optional[bytes] = ..., negative_vectors: _Optional[bytes] = ..., topn: _Optional[int] = ...) -> None: ...
+
+class MostSimilarCosmulResponse(_message.Message):
+    __slots__ = ("table", "version", "ids", "scores", "keys")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    ids: bytes
+    scores: bytes
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., ids: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RankByCentralityRequest(_message.Message):
+    __slots__ = ("table", "version", "keys", "raw")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    raw: bool
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ..., raw: _Optional[bool] = ...) -> None: ...
+
+class RankByCentralityResponse(_message.Message):
+    __slots__ = ("table", "version", "found", "scores")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    found: bytes
+    scores: bytes
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., found: _Optional[bytes] = ..., scores: _Optional[bytes] = ...) -> None: ...
+
+class CloserThanRequest(_message.Message):
+    __slots__ = ("table", "version", "key1", "key2", "count_only")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KEY1_FIELD_NUMBER: _ClassVar[int]
+    KEY2_FIELD_NUMBER: _ClassVar[int]
+    COUNT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    key1: str
+    key2: str
+    count_only: bool
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., key1: _Optional[str] = ..., key2: _Optional[str] = ..., count_only: _Optional[bool] = ...) -> None: ...
+
+class CloserThanResponse(_message.Message):
+    __slots__ = ("table", "version", "count", "ids", "keys")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    count: int
+    ids: bytes
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., ids: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EvaluateWordPairsRequest(_message.Message):
+    __slots__ = ("table", "version", "a", "b", "restrict_vocab", "case_insensitive")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    RESTRICT_VOCAB_FIELD_NUMBER: _ClassVar[int]
+    CASE_INSENSITIVE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    a: _containers.RepeatedScalarFieldContainer[str]
+    b: _containers.RepeatedScalarFieldContainer[str]
+    restrict_vocab: int
+    case_insensitive: bool
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., restrict_vocab: _Optional[int] = ..., case_insensitive: _Optional[bool] = ...) -> None: ...
+
+class EvaluateWordPairsResponse(_message.Message):
+    __slots__ = ("table", "version", "found", "scores")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    found: bytes
+    scores: bytes
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., found: _Optional[bytes] = ..., scores: _Optional[bytes] = ...) -> None: ...
+
+class EvaluateWordAnalogiesRequest(_message.Message):
+    __slots__ = ("table", "version", "a", "b", "c", "expected", "restrict_vocab", "case_insensitive", "approximate", "ef_search")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    C_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    RESTRICT_VOCAB_FIELD_NUMBER: _ClassVar[int]
+    CASE_INSENSITIVE_FIELD_NUMBER: _ClassVar[int]
+    APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    a: _containers.RepeatedScalarFieldContainer[str]
+    b: _containers.RepeatedScalarFieldContainer[str]
+    c: _containers.RepeatedScalarFieldContainer[str]
+    expected: _containers.RepeatedScalarFieldContainer[str]
+    restrict_vocab: int
+    case_insensitive: bool
+    approximate: bool
+    ef_search: int
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., c: _Optional[_Iterable[str]] = ..., expected: _Optional[_Iterable[str]] = ..., restrict_vocab: _Optional[int] = ..., case_insensitive: _Optional[bool] = ..., approximate: _Optional[bool] = ..., ef_search: _Optional[int] = ...) -> None: ...
+
+class EvaluateWordAnalogiesResponse(_message.Message):
+    __slots__ = ("table", "version", "found", "correct", "search")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    found: bytes
+    correct: bytes
+    search: str
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., found: _Optional[bytes] = ..., correct: _Optional[bytes] = ..., search: _Optional[str] = ...) -> None: ...

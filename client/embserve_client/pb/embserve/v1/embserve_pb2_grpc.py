@@ -65,6 +65,36 @@ class EmbeddingServiceStub:
                 request_serializer=embserve_dot_v1_dot_embserve__pb2.LookupTextRequest.SerializeToString,
                 response_deserializer=embserve_dot_v1_dot_embserve__pb2.LookupTextResponse.FromString,
                 _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/embserve.v1.EmbeddingService/ListKeys',
+                request_serializer=embserve_dot_v1_dot_embserve__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=embserve_dot_v1_dot_embserve__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.MostSimilarCosmul = channel.unary_unary(
+                '/embserve.v1.EmbeddingService/MostSimilarCosmul',
+                request_serializer=embserve_dot_v1_dot_embserve__pb2.MostSimilarCosmulRequest.SerializeToString,
+                response_deserializer=embserve_dot_v1_dot_embserve__pb2.MostSimilarCosmulResponse.FromString,
+                _registered_method=True)
+        self.RankByCentrality = channel.unary_unary(
+                '/embserve.v1.EmbeddingService/RankByCentrality',
+                request_serializer=embserve_dot_v1_dot_embserve__pb2.RankByCentralityRequest.SerializeToString,
+                response_deserializer=embserve_dot_v1_dot_embserve__pb2.RankByCentralityResponse.FromString,
+                _registered_method=True)
+        self.CloserThan = channel.unary_unary(
+                '/embserve.v1.EmbeddingService/CloserThan',
+                request_serializer=embserve_dot_v1_dot_embserve__pb2.CloserThanRequest.SerializeToString,
+                response_deserializer=embserve_dot_v1_dot_embserve__pb2.CloserThanResponse.FromString,
+                _registered_method=True)
+        self.EvaluateWordPairs = channel.unary_unary(
+                '/embserve.v1.EmbeddingService/EvaluateWordPairs',
+                request_serializer=embserve_dot_v1_dot_embserve__pb2.EvaluateWordPairsRequest.SerializeToString,
+                response_deserializer=embserve_dot_v1_dot_embserve__pb2.EvaluateWordPairsResponse.FromString,
+                _registered_method=True)
+        self.EvaluateWordAnalogies = channel.unary_unary(
+                '/embserve.v1.EmbeddingService/EvaluateWordAnalogies',
+                request_serializer=embserve_dot_v1_dot_embserve__pb2.EvaluateWordAnalogiesRequest.SerializeToString,
+                response_deserializer=embserve_dot_v1_dot_embserve__pb2.EvaluateWordAnalogiesResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -113,6 +143,48 @@ class EmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListKeys(self, request, context):
+        """A page of the table's keys in row order (gensim: index_to_key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MostSimilarCosmul(self, request, context):
+        """Levy & Goldberg's multiplicative analogy objective, exactly as gensim computes it (most_similar_cosmul).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RankByCentrality(self, request, context):
+        """Cosine of each key to the centroid of all of them (gensim: rank_by_centrality / doesnt_match).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloserThan(self, request, context):
+        """Rows closer to key1 than key2 is, by gensim's cosine distance (gensim: closer_than / rank).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateWordPairs(self, request, context):
+        """Cosine similarity of many word pairs with gensim's evaluate_word_pairs vocabulary rules.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateWordAnalogies(self, request, context):
+        """Answers many 3CosAdd analogy questions in one batched search (gensim: evaluate_word_analogies).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +217,36 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.LookupText,
                     request_deserializer=embserve_dot_v1_dot_embserve__pb2.LookupTextRequest.FromString,
                     response_serializer=embserve_dot_v1_dot_embserve__pb2.LookupTextResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=embserve_dot_v1_dot_embserve__pb2.ListKeysRequest.FromString,
+                    response_serializer=embserve_dot_v1_dot_embserve__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'MostSimilarCosmul': grpc.unary_unary_rpc_method_handler(
+                    servicer.MostSimilarCosmul,
+                    request_deserializer=embserve_dot_v1_dot_embserve__pb2.MostSimilarCosmulRequest.FromString,
+                    response_serializer=embserve_dot_v1_dot_embserve__pb2.MostSimilarCosmulResponse.SerializeToString,
+            ),
+            'RankByCentrality': grpc.unary_unary_rpc_method_handler(
+                    servicer.RankByCentrality,
+                    request_deserializer=embserve_dot_v1_dot_embserve__pb2.RankByCentralityRequest.FromString,
+                    response_serializer=embserve_dot_v1_dot_embserve__pb2.RankByCentralityResponse.SerializeToString,
+            ),
+            'CloserThan': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloserThan,
+                    request_deserializer=embserve_dot_v1_dot_embserve__pb2.CloserThanRequest.FromString,
+                    response_serializer=embserve_dot_v1_dot_embserve__pb2.CloserThanResponse.SerializeToString,
+            ),
+            'EvaluateWordPairs': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateWordPairs,
+                    request_deserializer=embserve_dot_v1_dot_embserve__pb2.EvaluateWordPairsRequest.FromString,
+                    response_serializer=embserve_dot_v1_dot_embserve__pb2.EvaluateWordPairsResponse.SerializeToString,
+            ),
+            'EvaluateWordAnalogies': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateWordAnalogies,
+                    request_deserializer=embserve_dot_v1_dot_embserve__pb2.EvaluateWordAnalogiesRequest.FromString,
+                    response_serializer=embserve_dot_v1_dot_embserve__pb2.EvaluateWordAnalogiesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +412,168 @@ class EmbeddingService:
             '/embserve.v1.EmbeddingService/LookupText',
             embserve_dot_v1_dot_embserve__pb2.LookupTextRequest.SerializeToString,
             embserve_dot_v1_dot_embserve__pb2.LookupTextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embserve.v1.EmbeddingService/ListKeys',
+            embserve_dot_v1_dot_embserve__pb2.ListKeysRequest.SerializeToString,
+            embserve_dot_v1_dot_embserve__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MostSimilarCosmul(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embserve.v1.EmbeddingService/MostSimilarCosmul',
+            embserve_dot_v1_dot_embserve__pb2.MostSimilarCosmulRequest.SerializeToString,
+            embserve_dot_v1_dot_embserve__pb2.MostSimilarCosmulResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RankByCentrality(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embserve.v1.EmbeddingService/RankByCentrality',
+            embserve_dot_v1_dot_embserve__pb2.RankByCentralityRequest.SerializeToString,
+            embserve_dot_v1_dot_embserve__pb2.RankByCentralityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloserThan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embserve.v1.EmbeddingService/CloserThan',
+            embserve_dot_v1_dot_embserve__pb2.CloserThanRequest.SerializeToString,
+            embserve_dot_v1_dot_embserve__pb2.CloserThanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateWordPairs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embserve.v1.EmbeddingService/EvaluateWordPairs',
+            embserve_dot_v1_dot_embserve__pb2.EvaluateWordPairsRequest.SerializeToString,
+            embserve_dot_v1_dot_embserve__pb2.EvaluateWordPairsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateWordAnalogies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embserve.v1.EmbeddingService/EvaluateWordAnalogies',
+            embserve_dot_v1_dot_embserve__pb2.EvaluateWordAnalogiesRequest.SerializeToString,
+            embserve_dot_v1_dot_embserve__pb2.EvaluateWordAnalogiesResponse.FromString,
             options,
             channel_credentials,
             insecure,
