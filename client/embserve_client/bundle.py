@@ -9,6 +9,7 @@ A bundle is one immutable version of one table::
         keys.txt        UTF-8, one key per line, line i = id i
         counts.npy      optional int64 (count,) corpus frequencies
         index.faiss     optional prebuilt FAISS index whose ids are the rows
+        keys.idx        optional compact key index over keys.txt (:mod:`embserve_client.keyindex`)
         eval.json       optional quality report
         ...             other optional files listed in the manifest (tokenizer.json, ngrams.npy)
 
@@ -27,12 +28,14 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from embserve_client import keyfile, keyindex
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ INDEX = "index.faiss"
 EVAL = "eval.json"
 TOKENIZER = "tokenizer.json"  # optional: a language model's tokenizer (token tables)
 NGRAMS = "ngrams.npy"  # optional: fastText n-gram buckets (missing-key policy "subword")
+KEY_INDEX = "keys.idx"  # optional: compact key -> row index over keys.txt (built at load when absent)
 REQUIRED_FILES = (VECTORS, KEYS)
 
 # Table names become directory names: keep them to a safe, portable alphabet (no "..", no "/").
@@ -141,9 +145,10 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     vectors: np.ndarray  # (count, vector_size) float32
-    keys: list[str]  # count keys, keys[i] names row i
+    keys: Sequence[str]  # count keys, keys[i] names row i (a list, or the key index's id -> key view)
     counts: np.ndarray | None = None  # (count,) int64
     checksum: str = ""  # sha256 of manifest.json
+    key_index: keyindex.KeyIndex | None = None  # with read_bundle(key_index=True)
 
     @property
     def name(self) -> str:
@@ -239,7 +244,12 @@ def read_keys(path: Path, count: int) -> list[str]:
 
 
 def read_bundle(
-    path: str | os.PathLike[str], *, verify_checksums: bool = True, mmap: bool = True
+    path: str | os.PathLike[str],
+    *,
+    verify_checksums: bool = True,
+    mmap: bool = True,
+    key_index: bool = False,
+    like: Bundle | None = None,
 ) -> Bundle:
     """Load and validate the bundle directory ``path``.
 
@@ -247,6 +257,11 @@ def read_bundle(
         path: a ``<tables>/<name>/<version>`` directory.
         verify_checksums: compare every listed file with its sha256 in the manifest.
         mmap: memory-map ``vectors.npy`` (read-only) instead of reading it into memory.
+        key_index: map the keys through the compact key index (``keys.idx``, built in memory
+            when the bundle has none) instead of reading a list of str; ``keys`` is then its
+            id -> key view. What a server does: no Python object per key.
+        like: a bundle read before with ``key_index``: when its keys.txt has the same sha256,
+            its key index is shared instead of mapping another (a training run's snapshots).
 
     Returns:
         The validated :class:`Bundle`.
@@ -277,14 +292,48 @@ def read_bundle(
             f"{path / VECTORS}: is {vectors.dtype} {vectors.shape}, manifest says float32 ({count}, {dim})"
         )
     _check_finite(path / VECTORS, vectors)
-    keys = read_keys(path / KEYS, count)
+    index = None
+    if key_index:
+        index = _key_index(path, manifest, like, verify_checksums)
+        keys: Sequence[str] = index.keys
+    else:
+        keys = read_keys(path / KEYS, count)
     counts = None
     if COUNTS in manifest["files"]:
         counts = _load_array(path / COUNTS, False)
         if counts.dtype != np.int64 or counts.shape != (count,):
             raise BundleError(f"{path / COUNTS}: is {counts.dtype} {counts.shape}, expected int64 ({count},)")
     checksum = hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
-    return Bundle(path=path, manifest=manifest, vectors=vectors, keys=keys, counts=counts, checksum=checksum)
+    return Bundle(path=path, manifest=manifest, vectors=vectors, keys=keys, counts=counts, checksum=checksum, key_index=index)
+
+
+def _key_index(path: Path, manifest: dict[str, Any], like: Bundle | None, verified: bool) -> keyindex.KeyIndex:
+    """The bundle's key index: shared with ``like`` (same keys.txt), mapped from keys.idx, or built."""
+    files = manifest["files"]
+    if like is not None and like.key_index is not None and verified and all(like.manifest["files"].get(f) == files.get(f) for f in (KEYS, KEY_INDEX)):
+        return like.key_index  # the same sha256s: the same keys (and the same index), kept once
+    stored = path / KEY_INDEX if KEY_INDEX in files else None
+    try:
+        index = keyfile.load(path / KEYS, stored)
+    except keyindex.KeyIndexError as exc:
+        if stored is not None:
+            # Name what is wrong with keys.txt itself (a line count, a duplicate), when it is.
+            _check_key_count(path, manifest, _built_key_index(path))
+        raise BundleError(str(exc)) from exc
+    _check_key_count(path, manifest, index)
+    return index
+
+
+def _built_key_index(path: Path) -> keyindex.KeyIndex:
+    try:
+        return keyfile.load(path / KEYS, None)
+    except keyindex.KeyIndexError as exc:
+        raise BundleError(str(exc)) from exc
+
+
+def _check_key_count(path: Path, manifest: dict[str, Any], index: keyindex.KeyIndex) -> None:
+    if index.count != manifest["count"]:
+        raise BundleError(f"{path / KEYS}: has {index.count} keys, manifest says count={manifest['count']}")
 
 
 def _check_finite(path: Path, vectors: np.ndarray, chunk: int = 1 << 16) -> None:

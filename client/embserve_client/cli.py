@@ -78,10 +78,21 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 def cmd_tables(args: argparse.Namespace) -> int:
     with _client(args) as c:
         tables = c.list_tables()
+    if args.memory:
+        print(f"{'name':<16} {'version':>7} {'rows':>9} {'raw rows':>10} {'index':>10} {'keys':>10} {'extras':>10} {'total':>10}")
+        for t in tables:
+            m = t.memory
+            sizes = " ".join(f"{_mib(m.get(part, 0)):>10}" for part in ("rows", "index", "keys", "extras"))
+            print(f"{t.name:<16} {t.version:>7} {t.count:>9} {sizes} {_mib(sum(m.values())):>10}")
+        return 0
     print(f"{'name':<16} {'version':>7} {'rows':>9} {'dim':>5}  {'metric':<7} {'index':<14} created")
     for t in tables:
         print(f"{t.name:<16} {t.version:>7} {t.count:>9} {t.vector_size:>5}  {t.metric:<7} {t.index:<14} {t.created_at}")
     return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 def health_check(channel: grpc.Channel, service: str, timeout: float) -> str:
@@ -164,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     tk.set_defaults(func=cmd_tokenize)
 
     t = sub.add_parser("tables", parents=[common], help="list served tables")
+    t.add_argument("--memory", action="store_true", help="bytes each table holds, by part (raw rows, index, keys, extras)")
     t.set_defaults(func=cmd_tables)
 
     h = sub.add_parser("health", parents=[common], help="exit 0 if the server is SERVING, else 1")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,7 @@ class TableInfo:
     has_subwords: bool
     has_tokenizer: bool
     source: str
+    memory: dict[str, int] = field(default_factory=dict)  # bytes by part: rows, index, keys, extras
 
 
 @dataclass(frozen=True)
@@ -86,4 +87,5 @@ def table_info_from_pb(t: pb.TableInfo) -> TableInfo:
         has_subwords=t.has_subwords,
         has_tokenizer=t.has_tokenizer,
         source=t.source,
+        memory={"rows": t.memory.rows, "index": t.memory.index, "keys": t.memory.keys, "extras": t.memory.extras},
     )

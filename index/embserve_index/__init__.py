@@ -7,17 +7,32 @@ gRPC and Prometheus stack. Everything here is FAISS-shaped: (n, d) C-contiguous 
 
 from embserve_index.build import (
     FLAT_MAX_ROWS,
+    IVFPQ_TARGET_RECALL,
+    RERANK_FACTOR,
+    STORAGES,
     TARGET_RECALL,
     build_index,
     choose_factory,
     describe,
+    ivfpq_factory,
     load_index,
     prepare_rows,
     recall_at_k,
+    rerank_factor,
     save_index,
     tune_ef_search,
 )
-from embserve_index.search import CORES, DEFAULT_EF_SEARCH, DEFAULT_NPROBE, VectorIndex, compact, flat_rows, search_params
+from embserve_index.search import (
+    CORES,
+    DEFAULT_EF_SEARCH,
+    DEFAULT_NPROBE,
+    RawRows,
+    VectorIndex,
+    compact,
+    flat_rows,
+    has_flat_storage,
+    search_params,
+)
 
 __version__ = "0.1.0"
 
@@ -26,7 +41,11 @@ __all__ = [
     "DEFAULT_EF_SEARCH",
     "DEFAULT_NPROBE",
     "FLAT_MAX_ROWS",
+    "IVFPQ_TARGET_RECALL",
+    "RERANK_FACTOR",
+    "STORAGES",
     "TARGET_RECALL",
+    "RawRows",
     "VectorIndex",
     "__version__",
     "build_index",
@@ -34,9 +53,12 @@ __all__ = [
     "compact",
     "describe",
     "flat_rows",
+    "has_flat_storage",
+    "ivfpq_factory",
     "load_index",
     "prepare_rows",
     "recall_at_k",
+    "rerank_factor",
     "save_index",
     "search_params",
     "tune_ef_search",

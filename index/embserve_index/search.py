@@ -17,6 +17,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from embserve_index.rawrows import RawRows
+
 # OpenMP threads per search: one for small batches (many request threads, each with its own
 # OpenMP pool, would pile up and spin), every core for big batches. omp_set_num_threads is per thread in
 # libgomp, so it is set on every call, from whichever thread searches.
@@ -35,6 +37,19 @@ def search_params(index: faiss.Index, ef_search: int = 0, nprobe: int = 0, sel: 
     share them.
     """
     base = index if isinstance(index, (faiss.IndexHNSW, faiss.IndexIVF, faiss.IndexFlat)) else faiss.downcast_index(index)
+    if isinstance(base, faiss.IndexPreTransform):  # OPQ in front of an IVF index: the parameters go inside
+        inner = search_params(faiss.downcast_index(base.index), ef_search, nprobe, sel)
+        if inner is None:
+            return None
+        cache = ("pre", id(inner))
+        outer = _PARAMS.get(cache) if sel is None else None  # type: ignore[call-overload]
+        if outer is None:
+            outer = faiss.SearchParametersPreTransform()
+            outer.index_params = inner
+            outer.keep = inner  # type: ignore[attr-defined]  # the wrapper does not own the inner object
+            if sel is None:
+                _PARAMS[cache] = outer  # type: ignore[index]
+        return outer
     if isinstance(base, faiss.IndexHNSW):
         kind, value = "hnsw", ef_search or DEFAULT_EF_SEARCH
     elif isinstance(base, faiss.IndexIVF):
@@ -98,6 +113,28 @@ def compact(D: np.ndarray, I: np.ndarray, bad: np.ndarray, k: int) -> tuple[np.n
     return np.where(bad, 0.0, D).astype(np.float32, copy=False), np.where(bad, -1, I)
 
 
+def describe_storage(index: faiss.Index) -> str:
+    """Factory-style name of an index: "Flat", "HNSW32,Flat", "HNSW32,SQ8", "HNSW32,SQfp16"..."""
+    base = faiss.downcast_index(index)
+    if isinstance(base, faiss.IndexHNSW):
+        return f"HNSW{base.hnsw.nb_neighbors(1)},{describe_storage(base.storage)}"  # type: ignore[attr-defined]
+    if isinstance(base, faiss.IndexFlat):
+        return "Flat"
+    if isinstance(base, faiss.IndexPreTransform):
+        chain = [_describe_transform(faiss.downcast_VectorTransform(base.chain.at(i))) for i in range(base.chain.size())]  # type: ignore[attr-defined]  # a SWIG vector, not a list
+        return ",".join([*chain, describe_storage(base.index)])
+    if isinstance(base, faiss.IndexIVFPQ):
+        return f"IVF{base.nlist},PQ{base.pq.M}"
+    if isinstance(base, faiss.IndexScalarQuantizer):
+        names = {faiss.ScalarQuantizer.QT_8bit: "SQ8", faiss.ScalarQuantizer.QT_fp16: "SQfp16"}
+        return names.get(base.sq.qtype, f"SQ(qtype={base.sq.qtype})")
+    return type(base).__name__
+
+
+def _describe_transform(t: Any) -> str:
+    return f"OPQ{t.M}" if isinstance(t, faiss.OPQMatrix) else type(t).__name__
+
+
 def flat_rows(index: faiss.Index) -> np.ndarray:
     """Zero-copy (n, d) view of the rows stored in a Flat or HNSW-Flat index."""
     base = faiss.downcast_index(index)
@@ -105,6 +142,15 @@ def flat_rows(index: faiss.Index) -> np.ndarray:
     if not isinstance(storage, faiss.IndexFlat):
         raise ValueError(f"index {type(base).__name__} has no flat storage to search exactly")
     return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
+
+
+def has_flat_storage(index: faiss.Index) -> bool:
+    """Whether the index stores float32 rows (Flat, HNSW-Flat) rather than quantized codes."""
+    try:
+        flat_rows(index)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -116,22 +162,53 @@ class VectorIndex:
     """
 
     index: faiss.Index | None  # downcast to its concrete class once, not per call; None: brute force only
-    rows: np.ndarray  # (n, d) prepared rows (unit-norm for cosine), zero-copy from the index
+    # (n, d) prepared rows (unit-norm for cosine): zero-copy from a flat index, else RawRows
+    rows: Any
     ef_search: int = DEFAULT_EF_SEARCH
     nprobe: int = DEFAULT_NPROBE
     is_exact: bool = False  # a Flat index: every search is brute force
     owner: Any = None  # the wrapper that owns the C++ index: the downcast one does not keep it alive
+    rerank: int = 1  # > 1: fetch rerank x k candidates, re-score them exactly against ``rows``
+    index_dim: int = 0  # > row dim: the index holds zero-padded rows (SIMD-sized codes), queries are padded
 
     @classmethod
-    def from_index(cls, index: faiss.Index, *, ef_search: int = 0, nprobe: int = 0) -> VectorIndex:
+    def from_index(
+        cls, index: faiss.Index, *, ef_search: int = 0, nprobe: int = 0, rows: Any = None, raw: np.ndarray | None = None,
+        normalized: bool = True, rerank: int = 1,
+    ) -> VectorIndex:
+        """Wrap a FAISS index for searching.
+
+        Args:
+            index: the loaded or built index.
+            ef_search / nprobe: default search effort (0: the library default).
+            rows: the prepared rows (what the index was built on); default: the index's own flat
+                storage, or ``raw`` through :class:`RawRows` when its storage is quantized.
+            raw / normalized: the raw rows and whether the index holds them unit-normalised.
+            rerank: candidates fetched per result slot and re-scored exactly (quantized storage).
+
+        Raises:
+            ValueError: the storage is quantized and neither ``rows`` nor ``raw`` is given.
+        """
         base = faiss.downcast_index(index)
+        if rows is None:
+            if has_flat_storage(base):
+                rows = flat_rows(base)
+            elif raw is not None:
+                rows = RawRows(raw, normalized)
+            else:
+                raise ValueError(f"index {describe_storage(base)} stores quantized codes: pass the raw rows to re-rank against")
+        dim = int(rows.shape[1])
+        if base.d < dim:
+            raise ValueError(f"index has {base.d} dimensions, the rows {dim}")
         return cls(
             index=base,
-            rows=flat_rows(base),
+            rows=rows,
             ef_search=ef_search or DEFAULT_EF_SEARCH,
             nprobe=nprobe or DEFAULT_NPROBE,
             is_exact=isinstance(base, faiss.IndexFlat),
             owner=index,
+            rerank=max(1, int(rerank)),
+            index_dim=int(base.d) if base.d > dim else 0,
         )
 
     @classmethod
@@ -218,18 +295,61 @@ class VectorIndex:
         if exact or self.is_exact or self.index is None:
             # faiss.knn takes no selector: fetch enough extra rows to cover the excluded ones.
             extra = int(exclude[:limit].sum()) if exclude is not None else 0
+            if isinstance(self.rows, RawRows):
+                return self.rows.knn(queries, min(k + extra, limit), limit)
             return faiss.knn(queries, self.rows[:limit], min(k + extra, limit), metric=faiss.METRIC_INNER_PRODUCT)
         sel, keep_alive = _selector(limit, n, exclude)
-        params = search_params(self.index, ef_search or max(self.ef_search, k), nprobe or self.nprobe, sel)
-        D, I = self.index.search(queries, k, params=params)
+        fetch = k * self.rerank
+        params = search_params(self.index, ef_search or max(self.ef_search, fetch), nprobe or self.nprobe, sel)
+        asked = queries
+        if self.index_dim:
+            asked = np.zeros((len(queries), self.index_dim), dtype=np.float32)
+            asked[:, : queries.shape[1]] = queries
+        D, I = self.index.search(asked, fetch, params=params)
         del keep_alive  # the selector's bitmap had to outlive the search
+        if self.rerank > 1:
+            D, I = self._rerank(queries, I, k)
         return D, I
+
+    def _rerank(self, queries: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of the candidates ``I`` (quantized storage scores approximately); best ``k`` kept.
+
+        Scored against the raw rows and divided by their norms (cosine): the query is unit-norm
+        already, so that is the cosine, without building unit copies of the candidate rows.
+        """
+        rows = self.rows
+        raw, norms = (rows.raw, rows.norms) if isinstance(rows, RawRows) else (rows, None)
+        if len(queries) == 1:  # most_similar(key): a few small numpy calls, not the batch machinery
+            ids = I[0]
+            if ids.min() < 0:
+                ids = ids[ids >= 0]
+            scores = np.asarray(raw[ids], dtype=np.float32) @ queries[0]
+            if norms is not None:
+                scores = np.divide(scores, norms[ids])
+                scores[~np.isfinite(scores)] = 0.0  # a zero row: cosine 0, as unit() makes it
+            top = np.argsort(-scores, kind="stable")[:k]
+            if len(top) == k:
+                return scores[top][None, :], ids[top][None, :]
+            pad = k - len(top)
+            return np.concatenate([scores[top], np.zeros(pad, np.float32)])[None, :], np.concatenate([ids[top], np.full(pad, -1)])[None, :]
+        valid = I >= 0
+        safe = np.where(valid, I, 0)
+        scores = np.einsum("qkd,qd->qk", np.asarray(raw[safe], dtype=np.float32), queries)
+        if norms is not None:
+            n = norms[safe]
+            scores = np.divide(scores, n, out=np.zeros_like(scores), where=n > 0)
+        scores[~valid] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        D, I = np.take_along_axis(scores, order, axis=1), np.take_along_axis(I, order, axis=1)
+        gone = ~np.take_along_axis(valid, order, axis=1)
+        return np.where(gone, 0.0, D).astype(np.float32), np.where(gone, -1, I)
 
     def warm_up(self) -> float:
         """Touch every page of the rows and run a few searches; returns seconds spent."""
         t0 = time.perf_counter()
         if self.ntotal:
-            float(np.add.reduce(self.rows[:, 0]))  # strided walk faults in every page of the mapping
+            source = self.rows.raw if isinstance(self.rows, RawRows) else self.rows
+            float(np.add.reduce(source[:, 0]))  # strided walk faults in every page of the mapping
             probe = np.ascontiguousarray(self.rows[: min(8, self.ntotal)])
             self.search(probe, 10)
             self.search(probe, 10, exact=True)

@@ -42,7 +42,9 @@ class ServerMetrics:
         self.table_version = Gauge(f"{PREFIX}_table_version", "Serving version of each table", ["table"], registry=registry, multiprocess_mode="max")
         self.table_rows = Gauge(f"{PREFIX}_table_rows", "Rows of the serving version", ["table"], registry=registry, multiprocess_mode="max")
         self.table_dims = Gauge(f"{PREFIX}_table_dimensions", "Vector size of the serving version", ["table"], registry=registry, multiprocess_mode="max")
-        self.table_bytes = Gauge(f"{PREFIX}_table_bytes", "Bytes of the serving version's files", ["table"], registry=registry, multiprocess_mode="max")
+        self.table_bytes = Gauge(
+            f"{PREFIX}_table_bytes", "Bytes of the serving version by part (rows, index, keys, extras)", ["table", "part"], registry=registry, multiprocess_mode="max"
+        )
         self.table_load = Gauge(
             f"{PREFIX}_table_load_seconds", "Seconds to load, validate and warm the serving version", ["table"], registry=registry, multiprocess_mode="max"
         )
@@ -79,7 +81,8 @@ class ServerMetrics:
         self.table_version.labels(table.name).set(table.version)
         self.table_rows.labels(table.name).set(table.count)
         self.table_dims.labels(table.name).set(table.dim)
-        self.table_bytes.labels(table.name).set(table.nbytes)
+        for part, size in table.memory_parts.items():
+            self.table_bytes.labels(table.name, part).set(size)
         self.table_load.labels(table.name).set(table.load_seconds)
 
 

@@ -68,6 +68,7 @@ def table_info(t: Table) -> pb.TableInfo:
         has_subwords=subword.EXTRA in t.extras,
         has_tokenizer=tokenizer_table.EXTRA in t.extras,
         source=str((t.bundle.manifest.get("source") or {}).get("kind", "")),
+        memory=pb.TableMemory(**t.memory_parts),
     )
 
 

@@ -9,20 +9,19 @@ assignment, so in-flight calls finish on the version they started with.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import embserve_index as vindex
 import numpy as np
 from embserve_client import bundle as bfmt
+from embserve_client.keyindex import KeyIndex, KeyList
 
 from embserve_server import subword, tokenizer_table
 from embserve_server.errors import TableUnavailableError, UnknownTableError, UnknownVersionError
@@ -36,8 +35,8 @@ class Table:
 
     bundle: bfmt.Bundle
     index: vindex.VectorIndex
-    key_to_id: dict[str, int]
-    keys: np.ndarray  # (count,) object array of str, for vectorised id -> key
+    key_to_id: KeyIndex  # key -> row like a dict (get, [], in), memory-mapped: no object per key
+    keys: KeyList  # row -> key: keys[i] a str, keys[int array] an object array of that shape
     load_seconds: float
     extras: dict[str, Any] = field(default_factory=dict)  # loaded optional parts (subwords, tokenizer)
     # The raw rows as a plain ndarray over the same mapping: np.memmap's Python-level __getitem__
@@ -72,11 +71,27 @@ class Table:
     @property
     def nbytes(self) -> int:
         """Bytes of the bundle files this table maps or reads (vectors, index, keys...)."""
-        return sum(p.stat().st_size for p in self.bundle.path.iterdir() if p.is_file())
+        return sum(self.memory_parts.values())
+
+    @functools.cached_property
+    def memory_parts(self) -> dict[str, int]:
+        """Bytes by part (:data:`MEMORY_PARTS`): the files mapped or read, or what load built instead.
+
+        A version that shares its key index with an older one still counts it: it is what the
+        version would hold alone.
+        """
+        b = self.bundle
+        files = {name: _size(b.path / name) for name in b.manifest["files"]}
+        keys = files.pop(bfmt.KEYS, 0)
+        keys += files.pop(bfmt.KEY_INDEX, self.key_to_id.nbytes)
+        index = files.pop(bfmt.INDEX, 0) or int(self.index.rows.nbytes)  # none shipped: the Flat built at load
+        if isinstance(self.index.rows, vindex.RawRows):
+            index += self.index.rows.nbytes  # the norms kept for the re-rank
+        return {"rows": files.pop(bfmt.VECTORS, 0), "index": index, "keys": keys, "extras": sum(files.values())}
 
     def ids_for(self, keys: Sequence[str]) -> np.ndarray:
         """Row ids of ``keys`` as int64, -1 for keys not in the table (no per-key bytecode)."""
-        return np.fromiter(map(self.key_to_id.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
+        return self.key_to_id.ids_for(keys)
 
     def row_bytes(self, i: int) -> bytes:
         """Raw row ``i`` as little-endian float32 bytes straight from the mapping (no numpy call).
@@ -106,7 +121,11 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
         ValueError: the index does not match the vectors.
     """
     t0 = time.perf_counter()
-    b = bfmt.read_bundle(path, verify_checksums=verify_checksums, mmap=mmap)
+    # like: the same keys.txt (a training run's snapshots) shares one key index between versions.
+    b = bfmt.read_bundle(path, verify_checksums=verify_checksums, mmap=mmap, key_index=True, like=like.bundle if like else None)
+    keys = b.key_index
+    if keys is None:  # read_bundle(key_index=True) always sets it; a guard for type checkers and refactors
+        raise bfmt.BundleError(f"{path}: no key index was loaded")
     info = b.index_info
     index_path = b.file(bfmt.INDEX)
     if index_path is not None:
@@ -115,22 +134,21 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
         # Bundles should ship their index (building HNSW for 400k rows takes ~70 s); build Flat here.
         logger.warning("%s has no index.faiss: building an exact Flat index at load time", path)
         faiss_index = vindex.build_index(vindex.prepare_rows(b.vectors, b.metric), "Flat")
-    idx = vindex.VectorIndex.from_index(faiss_index, ef_search=int(info.get("ef_search") or 0), nprobe=int(info.get("nprobe") or 0))
+    # Quantized storage (--index-storage fp16/sq8): re-rank against the raw rows, the mapped vectors.npy.
+    idx = vindex.VectorIndex.from_index(
+        faiss_index, ef_search=int(info.get("ef_search") or 0), nprobe=int(info.get("nprobe") or 0),
+        raw=np.asarray(b.vectors), normalized=b.metric == "cosine", rerank=int(info.get("rerank") or 1),
+    )
     if idx.ntotal != b.count or idx.d != b.vector_size:
         raise bfmt.BundleError(
             f"{path}: index holds {idx.ntotal} x {idx.d} rows, vectors.npy is {b.count} x {b.vector_size}"
         )
     _check_index_rows(path, b, idx)
-    if like is not None and like.bundle.manifest["files"].get(bfmt.KEYS) == b.manifest["files"].get(bfmt.KEYS):
-        b = dataclasses.replace(b, keys=like.bundle.keys)  # same sha256: the same keys, kept once
-        key_to_id, key_array = like.key_to_id, like.keys
-    else:
-        key_to_id, key_array = dict(zip(b.keys, range(len(b.keys)))), np.array(b.keys, dtype=object)
     table = Table(
         bundle=b,
         index=idx,
-        key_to_id=key_to_id,
-        keys=key_array,
+        key_to_id=keys,
+        keys=keys.keys,
         load_seconds=0.0,
         extras=_load_extras(b),
         raw=np.asarray(b.vectors),
@@ -146,8 +164,26 @@ def _check_index_rows(path: Path, b: bfmt.Bundle, idx: vindex.VectorIndex) -> No
     """Spot-check that the index rows are the bundle's vectors (catches a swapped index file)."""
     probe = np.unique(np.linspace(0, b.count - 1, num=min(b.count, 16)).astype(np.int64))
     expected = vindex.prepare_rows(b.vectors[probe], b.metric)
-    if not np.allclose(idx.rows[probe], expected, atol=1e-5):
+    if isinstance(idx.rows, vindex.RawRows) and idx.index is not None:  # quantized storage: its decoded codes, to the codes' precision
+        try:
+            stored = np.stack([idx.index.reconstruct(int(i))[: b.vector_size] for i in probe])  # codes may be zero-padded
+        except RuntimeError:
+            return  # IVF lists keep no id -> code map (it would cost 8 bytes a row): only shapes were checked
+        close = np.allclose(stored, expected, atol=0.05 * max(1.0, float(np.abs(expected).max())))
+    else:
+        close = np.allclose(idx.rows[probe], expected, atol=1e-5)
+    if not close:
         raise bfmt.BundleError(f"{path}: index.faiss rows do not match vectors.npy (index from another table?)")
+
+
+MEMORY_PARTS = ("rows", "index", "keys", "extras")  # Table.memory_parts keys, the metric's "part" label
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # a served version whose directory vanished: its mapped pages live on
 
 
 # The optional bundle parts a table may carry: Table.extras name -> loader(bundle) -> object or None.

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import embserve_index as vindex
 import numpy as np
 from embserve_client import bundle as bfmt
 
@@ -43,6 +44,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         source=imported.source,
         metric=args.metric,
         factory=None if args.index == "auto" else args.index,
+        storage=args.index_storage,
         extras=imported.extras,
         files=imported.files,
         seed=args.seed,
@@ -120,6 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.tables, args.name, trained.vectors, trained.keys,
         source=trained.source, metric=args.metric, counts=trained.counts,
         factory=None if args.index == "auto" else args.index,
+        storage=args.index_storage,
         extras=trained.extras, files=files, seed=args.seed,  # type: ignore[arg-type]
     )
     print(path)
@@ -192,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", required=True, help="table name")
     imp.add_argument("--limit", type=int, help="keep only the first N rows")
     imp.add_argument("--metric", default="cosine", choices=("cosine", "dot"))
-    imp.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,Flat)")
+    imp.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,<storage>)")
+    imp.add_argument("--index-storage", default="flat", choices=tuple(vindex.STORAGES),
+                     help="how the HNSW index stores rows: flat float32, fp16 or sq8 codes (searches re-rank against the raw rows)")
     imp.add_argument("--seed", type=int, default=0, help="seed of the recall-tuning sample")
     imp.add_argument("--unicode-errors", default="strict", choices=UNICODE_ERRORS,
                      help="keys that are not UTF-8: refuse the file (strict, gensim's default) or replace/ignore "
@@ -239,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--keep-case", action="store_true", help="do not lower-case tokens")
     tr.add_argument("--pattern", default="words", choices=tuple(PATTERNS), help="token pattern")
     tr.add_argument("--metric", default="cosine", choices=("cosine", "dot"))
-    tr.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,Flat)")
+    tr.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,<storage>)")
+    tr.add_argument("--index-storage", default="flat", choices=tuple(vindex.STORAGES),
+                     help="how the HNSW index stores rows: flat float32, fp16 or sq8 codes (searches re-rank against the raw rows)")
     tr.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="evaluation: rows taking part")
     tr.add_argument("--no-eval", action="store_true", help="skip the evaluation report (eval.json)")
     tr.add_argument("--work-dir", type=Path, default=None, help="directory for the temporary token file")

@@ -77,7 +77,7 @@ def bundle_index_search(bundle: Bundle, n_rows: int, ef_search: int = ANALOGY_EF
     meta, path = bundle.index_info, bundle.file(INDEX)
     if path is None or not (meta.get("normalized") and meta.get("faiss_metric") == "inner_product"):
         return None
-    index = VectorIndex.from_index(load_index(path))
+    index = VectorIndex.from_index(load_index(path), raw=bundle.vectors, rerank=int(meta.get("rerank") or 1))
     if not isinstance(index.index, faiss.IndexHNSW) or index.ntotal != bundle.count:
         return None
     return index_search(index, n_rows, ef_search)

@@ -21,7 +21,7 @@ MISSING_POLICY_ZERO: MissingPolicy
 MISSING_POLICY_SUBWORD: MissingPolicy
 
 class TableInfo(_message.Message):
-    __slots__ = ("name", "version", "vector_size", "count", "metric", "index", "checksum", "created_at", "ef_search", "nprobe", "has_counts", "has_subwords", "has_tokenizer", "source")
+    __slots__ = ("name", "version", "vector_size", "count", "metric", "index", "checksum", "created_at", "ef_search", "nprobe", "has_counts", "has_subwords", "has_tokenizer", "source", "memory")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VECTOR_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class TableInfo(_message.Message):
     HAS_SUBWORDS_FIELD_NUMBER: _ClassVar[int]
     HAS_TOKENIZER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     vector_size: int
@@ -50,7 +51,20 @@ class TableInfo(_message.Message):
     has_subwords: bool
     has_tokenizer: bool
     source: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., vector_size: _Optional[int] = ..., count: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., checksum: _Optional[str] = ..., created_at: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., has_counts: _Optional[bool] = ..., has_subwords: _Optional[bool] = ..., has_tokenizer: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+    memory: TableMemory
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., vector_size: _Optional[int] = ..., count: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., checksum: _Optional[str] = ..., created_at: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., has_counts: _Optional[bool] = ..., has_subwords: _Optional[bool] = ..., has_tokenizer: _Optional[bool] = ..., source: _Optional[str] = ..., memory: _Optional[_Union[TableMemory, _Mapping]] = ...) -> None: ...
+
+class TableMemory(_message.Message):
+    __slots__ = ("rows", "index", "keys", "extras")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    EXTRAS_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    index: int
+    keys: int
+    extras: int
+    def __init__(self, rows: _Optional[int] = ..., index: _Optional[int] = ..., keys: _Optional[int] = ..., extras: _Optional[int] = ...) -> None: ...
 
 class ListTablesRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,116 @@
+"""Memory a table adds to a running server, against the bytes of its bundle files.
+
+    flock /tmp/embserve-heavy.lock .venv/bin/python bench/bench_memory.py --tables tables [--table glove]
+        [--baseline-src DIR]   # a checkout (client/ server/ trainer/ index/) to measure side by side
+
+The table's cost is isolated the way issue 14 defines it: peak RSS (VmHWM) of a server serving the
+table minus peak RSS of the same server serving a 100-row slice of it, both after the same calls
+(single-key and batch lookups, neighbour searches of keys present in both). The runtime (Python,
+gRPC, FAISS, numpy: ~100 MiB) cancels out. Keys are reported as resident bytes per key beyond the
+key text: the key index file (mapped) over the key count, and the Rss of its mapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import harness as h
+from embserve_client import Client
+from embserve_client import bundle as bfmt
+
+MiB = 2**20
+ADDED_TARGET = 1.05  # added peak RSS <= 1.05 x the bundle files' bytes
+KEY_BYTES_TARGET = 16  # resident bytes per key beyond the key text
+SLICE_ROWS = 100
+
+
+def make_slice(bundle: Path, into: Path) -> Path:
+    """The first SLICE_ROWS rows of ``bundle`` as a table of the same name (exact index)."""
+    from embserve_trainer.export import export_table
+
+    b = bfmt.read_bundle(bundle)
+    return export_table(into, b.name, b.vectors[:SLICE_ROWS], list(b.keys[:SLICE_ROWS]), source={"kind": "slice"}, metric=b.metric, factory="Flat")
+
+
+def serve_and_measure(tables: Path, keys: list[str], pythonpath: str) -> dict[str, Any]:
+    """Start a server on ``tables``, make the calls, return its peak RSS and the key index' mapping Rss."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = pythonpath
+    try:
+        server = h.EmbserveProcess(tables)
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+    with server:
+        server.wait_serving(timeout=600)
+        with Client(server.target) as c:
+            for _ in range(3):
+                for k in keys:
+                    c.lookup([k])
+                    c.most_similar(k, topn=10)
+                for _ in range(10):
+                    c.lookup(keys)
+                c.most_similar_batch(keys, topn=10)
+        pid = server.proc.pid
+        return {"hwm": h.status_kib(pid, "VmHWM") * 1024, "rss": h.status_kib(pid, "VmRSS") * 1024, "maps": mapped_rss(pid)}
+
+
+def mapped_rss(pid: int) -> dict[str, int]:
+    """Rss bytes of each mapped file of the process (by base name)."""
+    out: dict[str, int] = {}
+    name = None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = re.match(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$", line)
+        if head:
+            name = Path(head.group(1)).name if head.group(1).startswith("/") else None
+        elif name and line.startswith("Rss:"):
+            out[name] = out.get(name, 0) + int(line.split()[1]) * 1024
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tables", type=Path, default=Path("tables"))
+    p.add_argument("--table", default="glove")
+    p.add_argument("--baseline-src", type=Path, help="a checkout to measure the same way (e.g. main before the key index)")
+    args = p.parse_args()
+    ours_path = os.environ.get("PYTHONPATH", "")
+    bundle = h.newest_bundle(args.tables, args.table)
+    files = {f: (bundle / f).stat().st_size for f in bfmt.read_manifest(bundle)["files"]}
+    file_bytes = sum(files.values())
+    count = int(bfmt.read_manifest(bundle)["count"])
+    print(f"# {args.table}: {count} rows, bundle files {file_bytes / MiB:.1f} MiB ({', '.join(f'{k} {v / MiB:.1f}' for k, v in sorted(files.items()))}); {h.load_line()}")
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        full = h.isolate_table(args.tables, args.table, Path(tmp))
+        small = Path(tmp) / "slice"
+        keys = list(bfmt.read_bundle(make_slice(bundle, small)).keys)
+        sides = [("embserve", ours_path)]
+        if args.baseline_src:
+            src = args.baseline_src.resolve()
+            sides.append(("baseline", ":".join(str(src / d) for d in ("client", "server", "trainer", "index"))))
+        rows = []
+        for label, path in sides:
+            got_full = serve_and_measure(full, keys, path)
+            got_small = serve_and_measure(small, keys, path)
+            added = got_full["hwm"] - got_small["hwm"]
+            key_rss = got_full["maps"].get(bfmt.KEY_INDEX, 0)
+            print(f"{label}: peak RSS {got_full['hwm'] / MiB:.1f} MiB serving the table, {got_small['hwm'] / MiB:.1f} MiB serving "
+                  f"{SLICE_ROWS} rows; added {added / MiB:.1f} MiB = {added / file_bytes:.3f}x the files (target <= {ADDED_TARGET}x); "
+                  f"keys.idx mapped Rss {key_rss / count:.1f} B/key")
+            rows.append({"side": label, "hwm": got_full["hwm"], "hwm_slice": got_small["hwm"], "added": added, "ratio": added / file_bytes,
+                         "key_index_rss_per_key": key_rss / count})
+    key_file = files.get(bfmt.KEY_INDEX)
+    if key_file is not None:
+        print(f"keys: {key_file / count:.1f} bytes per key in {bfmt.KEY_INDEX} beyond keys.txt (target <= {KEY_BYTES_TARGET})")
+    h.write_json("memory", {"table": args.table, "file_bytes": file_bytes, "count": count, "rows": rows, "key_index_bytes": key_file})
+
+
+if __name__ == "__main__":
+    main()

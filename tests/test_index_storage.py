@@ -1,0 +1,105 @@
+"""--index-storage flat|fp16|sq8: recall against exact search with the re-rank, bit-exact lookups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import embserve_index as vindex
+import numpy as np
+import pytest
+from conftest import running_server, seeded_table
+from embserve_client import Client
+from embserve_client import bundle as bfmt
+from embserve_server.tables import load_table
+from embserve_trainer.cli import main as train_main
+from embserve_trainer.export import export_table
+
+N, DIM = 6000, 24
+HNSW_STORAGES = ("flat", "fp16", "sq8")  # codes under an HNSW graph; ivfpq has its own test
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tables = tmp_path_factory.mktemp("storage")
+    vectors, keys = seeded_table(N, DIM, seed=7)
+    return {
+        storage: export_table(tables, f"t{storage}", vectors, keys, source={"kind": "test"}, factory=f"HNSW16,{vindex.STORAGES[storage]}", seed=1)
+        for storage in HNSW_STORAGES
+    }
+
+
+@pytest.mark.parametrize("storage", HNSW_STORAGES)
+def test_storage_meets_recall_against_exact_search_with_exact_scores(bundles: dict[str, Path], storage: str) -> None:
+    path = bundles[storage]
+    info = bfmt.read_manifest(path)["index"]
+    assert info["rerank"] == (1 if storage == "flat" else vindex.RERANK_FACTOR)
+    assert info["recall_at_10"] >= vindex.TARGET_RECALL
+    table = load_table(path)
+    assert table.index.index_dim == (0 if storage == "flat" else 32)  # SQ codes padded to SIMD width
+    b = bfmt.read_bundle(path)
+    unit = vindex.prepare_rows(b.vectors, "cosine")
+    rng = np.random.default_rng(3)
+    rows = rng.choice(N, size=200, replace=False)
+    D, I = table.index.search(unit[rows], 10, drop=rows[:, None])
+    truth = np.argsort(-(unit[rows] @ unit.T), axis=1)
+    exact = np.array([[j for j in t if j != r][:10] for t, r in zip(truth[:, :12], rows)])
+    assert vindex.recall_at_k(I, exact) >= 0.95
+    # Scores are exact cosines against the raw rows, whatever the storage.
+    want = np.einsum("qd,qkd->qk", unit[rows], unit[I])
+    assert np.allclose(D, want, atol=1e-5)
+    # Exact search through the same table agrees with brute force.
+    _, Ie = table.index.search(unit[rows], 10, drop=rows[:, None], exact=True)
+    assert vindex.recall_at_k(Ie, exact) == 1.0
+
+
+def test_quantized_storage_shrinks_the_index_and_lookups_stay_bit_exact(bundles: dict[str, Path]) -> None:
+    size = {s: (p / bfmt.INDEX).stat().st_size for s, p in bundles.items()}
+    assert size["sq8"] < size["fp16"] < size["flat"]
+    raw = bfmt.read_bundle(bundles["sq8"]).vectors
+    tables = bundles["sq8"].parent.parent
+    with running_server(tables) as server, Client(f"127.0.0.1:{server.port}") as c:
+        keys = [f"w{i}" for i in range(0, N, 7)]
+        got = c.lookup(keys, table="tsq8")
+        assert got.vectors.tobytes() == np.ascontiguousarray(raw[::7]).tobytes()
+        near = c.most_similar("w3", topn=5, table="tsq8")
+        assert len(near) == 5 and "w3" not in [n.key for n in near]
+
+
+def test_trainer_cli_records_storage_in_the_manifest(tmp_path: Path) -> None:
+    vectors, keys = seeded_table(vindex.FLAT_MAX_ROWS + 500, 8, seed=2)
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"{k} {' '.join(f'{x:.5f}' for x in v)}\n" for k, v in zip(keys, vectors)))
+    assert train_main(["import", str(src), "--format", "glove", "--tables", str(tmp_path / "t"), "--name", "s", "--index-storage", "sq8"]) == 0
+    info = bfmt.read_manifest(tmp_path / "t" / "s" / "1")["index"]
+    assert info["factory"] == "HNSW16,SQ8" and info["storage"] == "sq8" and info["rerank"] == vindex.RERANK_FACTOR
+    assert info["recall_at_10"] >= vindex.TARGET_RECALL
+
+
+def clustered(n: int, dim: int, centres: int, seed: int) -> np.ndarray:
+    """Rows around many centres with per-cluster spread: approximate search behaves as on real embeddings."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centres, dim)).astype(np.float32)
+    spread = rng.uniform(0.2, 0.5, size=(n, 1)).astype(np.float32)
+    return (c[rng.integers(0, centres, n)] + spread * rng.normal(size=(n, dim)).astype(np.float32)).astype(np.float32)
+
+
+def test_ivfpq_tunes_nprobe_re_ranks_exactly_and_serves(tmp_path: Path) -> None:
+    n, dim = 12_000, 16
+    vectors, keys = clustered(n, dim, 200, seed=5), [f"w{i}" for i in range(n)]
+    factory = vindex.ivfpq_factory(n, dim)
+    assert factory == "OPQ4,IVF512,PQ4"
+    path = export_table(tmp_path, "pq", vectors, keys, source={"kind": "test"}, factory=factory, storage="ivfpq")
+    info = bfmt.read_manifest(path)["index"]
+    assert info["nprobe"] >= 1 and info["rerank"] == vindex.build.PQ_RERANK_FACTOR and info["recall_at_10"] >= vindex.IVFPQ_TARGET_RECALL
+    assert "ef_search" not in info
+    assert (path / bfmt.INDEX).stat().st_size < 0.5 * vectors.nbytes
+    table = load_table(path)
+    unit = vindex.prepare_rows(vectors, "cosine")
+    rows = np.arange(0, n, 61)
+    D, I = table.index.search(unit[rows], 10, drop=rows[:, None])
+    assert np.allclose(D, np.einsum("qd,qkd->qk", unit[rows], unit[I]), atol=1e-5)  # exact scores
+    _, truth = table.index.search(unit[rows], 10, drop=rows[:, None], exact=True)
+    assert vindex.recall_at_k(I, truth) >= 0.9
+    with running_server(tmp_path) as server, Client(f"127.0.0.1:{server.port}") as c:
+        assert c.lookup(keys[::97], table="pq").vectors.tobytes() == np.ascontiguousarray(vectors[::97]).tobytes()
+        assert [nb.key for nb in c.most_similar("w7", topn=10, table="pq")] == [keys[j] for j in table.index.search(unit[7:8], 10, drop=np.array([[7]]))[1][0]]
