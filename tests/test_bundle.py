@@ -8,20 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embserve_client import bundle as b
+from embserve_client import bundle_writer as w
 
 
 def write(tmp_path: Path, n: int = 50, **kw: object) -> Path:
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(n, 8)).astype(np.float32)
     keys = [f"k{i}" for i in range(n)]
-    return b.write_bundle(tmp_path, "t", vectors, keys, b.BundleSpec(counts=np.arange(n, 0, -1)), **kw)  # type: ignore[arg-type]
+    return w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(counts=np.arange(n, 0, -1)), **kw)  # type: ignore[arg-type]
 
 
 def test_round_trip_is_exact_and_read_only(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(50, 8)).astype(np.float32)
     keys = [f"k{i}" for i in range(49)] + ["ünï\u2028code"]  # \u2028 must not split lines
-    path = b.write_bundle(tmp_path, "t", vectors, keys, b.BundleSpec(extras={"x": 1}))
+    path = w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(extras={"x": 1}))
     got = b.read_bundle(path)
     assert np.array_equal(got.vectors, vectors)
     assert got.keys == keys
@@ -44,7 +45,7 @@ def test_failed_write_leaves_nothing_visible(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        b.write_bundle(tmp_path, "t", np.ones((3, 2), np.float32), ["a", "b", "c"], b.BundleSpec(files={"extra.bin": boom}))
+        w.write_bundle(tmp_path, "t", np.ones((3, 2), np.float32), ["a", "b", "c"], w.BundleSpec(files={"extra.bin": boom}))
     assert b.list_versions(tmp_path, "t") == []
     assert list((tmp_path / "t").iterdir()) == []  # the hidden temp dir is gone too
 
@@ -61,20 +62,20 @@ def test_hidden_directories_are_ignored(tmp_path: Path) -> None:
 )
 def test_writer_rejects_bad_keys(tmp_path: Path, keys: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        b.write_bundle(tmp_path, "t", np.ones((2, 2), np.float32), keys)
+        w.write_bundle(tmp_path, "t", np.ones((2, 2), np.float32), keys)
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", "", "x" * 65, "a..b"])
 def test_invalid_table_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="invalid table name"):
-        b.write_bundle(tmp_path, name, np.ones((1, 2), np.float32), ["a"])
+        w.write_bundle(tmp_path, name, np.ones((1, 2), np.float32), ["a"])
 
 
 def test_writer_rejects_nan(tmp_path: Path) -> None:
     v = np.ones((3, 2), np.float32)
     v[1, 1] = np.nan
     with pytest.raises(ValueError, match="row 1 contains NaN"):
-        b.write_bundle(tmp_path, "t", v, ["a", "b", "c"])
+        w.write_bundle(tmp_path, "t", v, ["a", "b", "c"])
 
 
 def _rewrite_manifest(path: Path, **changes: object) -> None:

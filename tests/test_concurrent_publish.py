@@ -1,5 +1,5 @@
 """Concurrent writers into one table: every one publishes, versions are consecutive and valid, no
-hidden temp directory is left (bundle.publish: the loser of a race takes the next version)."""
+hidden temp directory is left (bundle_writer.publish: the loser of a race takes the next version)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import BIN
-from embserve_client.bundle import BundleSpec, list_versions, read_bundle, write_bundle
+from embserve_client.bundle import list_versions, read_bundle
+from embserve_client.bundle_writer import BundleSpec, write_bundle
 
 WRITERS = 8
 

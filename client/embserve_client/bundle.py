@@ -19,17 +19,13 @@ crash never leaves a half-written version visible; readers ignore hidden directo
 
 from __future__ import annotations
 
-import datetime as _dt
-import errno
 import hashlib
 import json
 import logging
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +52,7 @@ REQUIRED_FILES = (VECTORS, KEYS)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _REQUIRED_FIELDS = ("format", "name", "version", "vector_size", "count", "dtype", "metric", "files")
 _HASH_CHUNK = 1 << 22
-_FINITE_CHUNK = 1 << 16  # rows per NaN/Inf check when writing
-# Writers that lose the race to a version move on to the next one; this bounds how often.
-PUBLISH_ATTEMPTS = 64
 
-FileContent = bytes | str | Callable[[Path], None]
 
 
 class BundleError(ValueError):
@@ -353,181 +345,3 @@ def _load_array(path: Path, mmap: bool) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         raise BundleError(f"{path}: expected a single array")
     return arr
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-
-
-@dataclass
-class BundleSpec:
-    """Everything :func:`write_bundle` needs besides vectors and keys."""
-
-    metric: str = "cosine"
-    counts: np.ndarray | None = None
-    source: dict[str, Any] = field(default_factory=dict)
-    index: dict[str, Any] | None = None  # manifest "index" entry (factory string, search defaults)
-    extras: dict[str, Any] = field(default_factory=dict)
-    # Extra files: bytes/str content, or a callable that writes the file at the given path.
-    files: Mapping[str, FileContent] = field(default_factory=dict)
-
-
-def next_version(tables_dir: str | os.PathLike[str], name: str) -> int:
-    versions = list_versions(tables_dir, name)
-    return (versions[-1] + 1) if versions else 1
-
-
-def write_bundle(
-    tables_dir: str | os.PathLike[str],
-    name: str,
-    vectors: np.ndarray,
-    keys: Iterable[str],
-    spec: BundleSpec | None = None,
-    *,
-    version: int | None = None,
-) -> Path:
-    """Write a new bundle atomically and return its final directory.
-
-    Args:
-        tables_dir: root directory holding one sub-directory per table.
-        name: table name (validated, becomes a directory name).
-        vectors: (count, vector_size) array, converted to C-contiguous float32.
-        keys: count unique keys without newlines; keys[i] names row i.
-        spec: metric, counts, source, index metadata, extras and extra files.
-        version: explicit version; default is one above the newest existing version.
-
-    Returns:
-        Path of the published ``<tables_dir>/<name>/<version>`` directory.
-
-    Raises:
-        ValueError: invalid name/version/metric, shape mismatch, bad keys, version already exists.
-    """
-    spec = spec or BundleSpec()
-    validate_name(name)
-    if spec.metric not in METRICS:
-        raise ValueError(f"metric {spec.metric!r} is not one of {METRICS}")
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
-        raise ValueError(f"vectors must be a non-empty 2-D array, got shape {vectors.shape}")
-    for start in range(0, len(vectors), _FINITE_CHUNK):  # chunked: no (count, dim) bool temporary
-        finite = np.isfinite(vectors[start : start + _FINITE_CHUNK]).all(axis=1)
-        if not finite.all():
-            raise ValueError(f"vectors row {start + int(np.argmin(finite))} contains NaN or Inf")
-    keys = list(keys)
-    _check_keys(keys, vectors.shape[0])
-    counts = None
-    if spec.counts is not None:
-        counts = np.ascontiguousarray(spec.counts, dtype=np.int64)
-        if counts.shape != (vectors.shape[0],):
-            raise ValueError(f"counts has shape {counts.shape}, expected ({vectors.shape[0]},)")
-    reserved = {MANIFEST, VECTORS, KEYS, COUNTS}
-    for fname in spec.files:
-        if fname in reserved or "/" in fname or fname.startswith("."):
-            raise ValueError(f"extra file name {fname!r} is reserved or invalid")
-
-    table_dir = Path(tables_dir) / name
-    table_dir.mkdir(parents=True, exist_ok=True)
-    if version is not None:
-        validate_version(version)
-        if (table_dir / str(version)).exists():
-            raise ValueError(f"{table_dir / str(version)} already exists: versions are immutable, pick a new version")
-
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=table_dir))
-    try:
-        np.save(tmp / VECTORS, vectors, allow_pickle=False)
-        (tmp / KEYS).write_bytes(("\n".join(keys) + "\n").encode("utf-8"))
-        if counts is not None:
-            np.save(tmp / COUNTS, counts, allow_pickle=False)
-        for fname, content in spec.files.items():
-            target = tmp / fname
-            if callable(content):
-                content(target)
-            elif isinstance(content, str):
-                target.write_bytes(content.encode("utf-8"))
-            else:
-                target.write_bytes(content)
-        file_names = sorted(p.name for p in tmp.iterdir())
-        manifest = {
-            "format": FORMAT,
-            "name": name,
-            "vector_size": int(vectors.shape[1]),
-            "count": int(vectors.shape[0]),
-            "dtype": "float32",
-            "metric": spec.metric,
-            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "source": spec.source,
-            "index": spec.index,
-            "extras": spec.extras,
-            "files": {f: sha256_file(tmp / f) for f in file_names},
-        }
-        for f in tmp.iterdir():
-            _fsync(f)
-        final = publish(tmp, manifest, version)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    logger.info("wrote bundle %s (%d x %d)", final, vectors.shape[0], vectors.shape[1])
-    return final
-
-
-def publish(tmp: Path, manifest: dict[str, Any], version: int | None = None) -> Path:
-    """Publish the finished hidden bundle directory ``tmp`` as the next version of its table.
-
-    The one way a version becomes visible (imports, training runs and their snapshots all go
-    through :func:`write_bundle`, which calls this). ``rename`` of a directory onto an existing,
-    non-empty version fails instead of replacing it, so two writers can never both get version N:
-    the loser rewrites the manifest with the next free version and tries again.
-
-    Args:
-        tmp: hidden sibling of the versions, every file written and fsynced, no manifest yet.
-        manifest: the manifest without "version" (it is set to the version taken).
-        version: an explicit version (no retry: an error if taken), or None for the next free one.
-
-    Returns:
-        The published ``<table>/<version>`` directory.
-
-    Raises:
-        ValueError: the explicit version exists, or PUBLISH_ATTEMPTS versions were taken in a row.
-    """
-    table_dir = tmp.parent
-    for _ in range(PUBLISH_ATTEMPTS if version is None else 1):
-        taken = version if version is not None else next_version(table_dir.parent, table_dir.name)
-        manifest = {**manifest, "version": taken}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        _fsync(tmp / MANIFEST)
-        _fsync(tmp)
-        final = table_dir / str(taken)
-        try:
-            os.rename(tmp, final)  # atomic; ENOTEMPTY/EEXIST when another writer took the version
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-            if version is not None:
-                raise ValueError(f"{final} already exists: versions are immutable, pick a new version") from None
-            logger.info("version %s of %s was taken by another writer; trying the next one", taken, table_dir.name)
-            continue
-        _fsync(table_dir)
-        return final
-    raise ValueError(
-        f"{table_dir}: {PUBLISH_ATTEMPTS} versions in a row were taken by concurrent writers; nothing published"
-    )
-
-
-def _check_keys(keys: list[str], count: int) -> None:
-    if len(keys) != count:
-        raise ValueError(f"got {len(keys)} keys for {count} vectors")
-    seen: set[str] = set()
-    for i, k in enumerate(keys):
-        if not valid_key(k):
-            raise ValueError(f"key {i} ({k!r}) must be a non-empty string without newlines")
-        if k in seen:
-            raise ValueError(f"duplicate key {k!r} at row {i}")
-        seen.add(k)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -11,7 +11,8 @@ from typing import Any
 import embserve_index as vindex
 import numpy as np
 from embserve_client import keyfile
-from embserve_client.bundle import INDEX, KEY_INDEX, BundleSpec, FileContent, write_bundle
+from embserve_client.bundle import INDEX, KEY_INDEX
+from embserve_client.bundle_writer import BundleSpec, FileContent, write_bundle
 
 from embserve_trainer.progress import index_progress
 
