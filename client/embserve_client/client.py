@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import json
 import threading
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
+from embserve_client.channel import VersionFloor, channel_options, open_channel
 from embserve_client.errors import ClientClosedError, InvalidArgumentError, from_rpc_error
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
@@ -26,22 +26,6 @@ MISSING_POLICIES = {
     "skip": pb.MISSING_POLICY_SKIP,
     "zero": pb.MISSING_POLICY_ZERO,
     "subword": pb.MISSING_POLICY_SUBWORD,
-}
-# Transparent retries with exponential backoff for overload and brief unavailability (reloads,
-# restarts). Every method here is read-only or idempotent, so a retry is always safe.
-RETRY_SERVICE_CONFIG = {
-    "methodConfig": [
-        {
-            "name": [{"service": "embserve.v1.EmbeddingService"}, {"service": "embserve.v1.AdminService"}],
-            "retryPolicy": {
-                "maxAttempts": 4,
-                "initialBackoff": "0.05s",
-                "maxBackoff": "1s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
-            },
-        }
-    ]
 }
 _F32 = np.dtype("<f4")
 _I64 = np.dtype("<i8")
@@ -179,6 +163,9 @@ class _ClientCore:
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        load_balancing: str = "auto",
+        min_version: int | Mapping[str, int] | None = None,
+        monotonic_reads: bool = False,
     ) -> None:
         if channels < 1:
             raise InvalidArgumentError(f"channels: {channels} must be at least 1")
@@ -186,13 +173,9 @@ class _ClientCore:
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        base_options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
-            *options,
-        ]
+        base_options = channel_options(target, max_message_bytes=max_message_bytes, load_balancing=load_balancing, options=options)
+        # channel.py: answers below the floor are asked again elsewhere (rolling table updates).
+        self._floor = VersionFloor(min_version, monotonic=monotonic_reads) if min_version is not None or monotonic_reads else None
         secure = tls or root_certificates is not None or certificate_chain is not None
         credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if secure else None
         self._channels = []
@@ -382,7 +365,8 @@ class Client(_ClientCore):
     """Blocking client for an embserve server.
 
     Args:
-        target: ``HOST:PORT`` of the server.
+        target: ``HOST:PORT`` of the server, or of several replicas (``dns:///name:port``,
+            ``ipv4:a:port,b:port``: calls go round-robin to the healthy ones, see ``channel.py``).
         timeout: default deadline of every call, in seconds.
         channels: open this many channels and spread calls over them round-robin (lets load
             reach several worker processes behind one port).
@@ -392,12 +376,19 @@ class Client(_ClientCore):
         root_certificates: PEM CA bundle; setting it (or ``tls=True``) makes the channel TLS.
         private_key / certificate_chain: PEM client key and certificate for mutual TLS.
         options: extra gRPC channel options.
+        load_balancing: "auto" (round_robin with health checks for multi-address targets),
+            "round_robin" or "pick_first".
+        min_version: refuse answers from table versions below this (an int for every table, or
+            ``{table: version}``): such calls are sent again and, when no replica serves the
+            version, raise :class:`UnavailableError`.
+        monotonic_reads: never accept an answer from an older table version than one already
+            seen by this client (a rolling table update never goes back).
 
     A client is a context manager; once closed it refuses further calls.
     """
 
     def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> grpc.Channel:
-        return grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
+        return open_channel(target, credentials, options, floor=self._floor)
 
     def _run(self, plan: Plan[T]) -> T:
         """Drive a plan with blocking calls; every grpc.RpcError becomes a client exception."""
