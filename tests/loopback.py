@@ -224,9 +224,11 @@ class Cluster:
         port = free_shared_port(hosts)
         self.replicas = []
         for host in hosts:
-            with socket.socket() as s:
-                s.bind((host, 0))
-                metrics_port = int(s.getsockname()[1])
+            metrics_port = port
+            while metrics_port == port:
+                with socket.socket() as s:
+                    s.bind((host, 0))
+                    metrics_port = int(s.getsockname()[1])
             self.replicas.append(Replica(host, port, metrics_port, workdir / host))
 
     @property
