@@ -156,14 +156,16 @@ class Replica:
     def tables(self) -> Path:
         return self.workdir / f"tables-{self.incarnation}"
 
-    def start(self, versions: Sequence[int]) -> None:
-        """A new incarnation whose tables (an emptyDir filled by the init container) hold ``versions``."""
+    def start(self, versions: Sequence[int], *, tables: Path | None = None, table: str = TABLE) -> None:
+        """A new incarnation whose tables (an emptyDir filled by the init container) hold ``versions``
+        of the demo table, or serving an existing tables root ``tables`` (default table ``table``)."""
         self.incarnation += 1
-        tables = self.tables()
-        for version in versions:
-            publish(tables, version)
+        if tables is None:
+            tables = self.tables()
+            for version in versions:
+                publish(tables, version)
         argv = server_argv({"--tables": str(tables), "--address": self.address,
-                            "--metrics-address": f"{self.host}:{self.metrics_port}", "--default-table": TABLE})
+                            "--metrics-address": f"{self.host}:{self.metrics_port}", "--default-table": table})
         log = self.workdir / f"server-{self.incarnation}.log"
         self.logs.append(log)
         with open(log, "wb") as out:

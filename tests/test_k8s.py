@@ -128,7 +128,7 @@ def test_every_manifest_validates_against_the_kubernetes_schemas_strictly():
     schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{KUBERNETES_VERSION}-local-strict"
     assert schemas.is_dir(), "kubernetes-validate ships its schemas: validation needs no network"
     checked = 0
-    for name, objects in _objects().items():
+    for objects in _objects().values():
         for obj in objects:
             if obj["apiVersion"].startswith("monitoring.coreos.com/"):
                 continue  # a CRD: checked by shape below
