@@ -102,11 +102,29 @@ def test_monotonic_reads_never_go_back_across_replicas_at_different_versions(tmp
     with running_server(tables, pinned=((TABLE, 2),)) as new, running_server(tables, pinned=((TABLE, 1),)) as old:
         target = f"ipv4:127.0.0.1:{new.port},127.0.0.1:{old.port}"
         with Client(target) as plain:
-            assert {plain.lookup(["w1"], table=TABLE).version for _ in range(20)} == {1, 2}
+            seen: set[int] = set()
+            wait_until("both versions answer a plain client",
+                       lambda: seen.add(plain.lookup(["w1"], table=TABLE).version) or seen == {1, 2}, timeout=EVENT_TIMEOUT, poll=0)
         with Client(target, monotonic_reads=True) as reader:
-            seen = [reader.lookup(["w1"], table=TABLE).version for _ in range(40)]
-            assert [v for v in seen[seen.index(2):]] == [2] * (len(seen) - seen.index(2)), seen
+            wait_until("version 2 answers the reader", lambda: reader.lookup(["w1"], table=TABLE).version == 2, timeout=EVENT_TIMEOUT, poll=0)
+            assert {reader.lookup(["w1"], table=TABLE).version for _ in range(40)} == {2}
             assert reader.list_tables()[0].version == 2  # ListTables answers obey the floor too
+
+
+def test_round_robin_sends_nothing_to_a_replica_whose_health_says_not_serving(tmp_path):
+    # Both servers could answer (their tables are loaded); only the client-side health check on
+    # grpc.health.v1 keeps calls off the one that says NOT_SERVING (loading, draining), and its
+    # health watch brings the replica back when it says SERVING again.
+    tables = tmp_path / "tables"
+    publish(tables, 1)
+    publish(tables, 2)
+    with running_server(tables, pinned=((TABLE, 2),)) as up, running_server(tables, pinned=((TABLE, 1),)) as draining:
+        draining.set_serving(False)
+        with Client(f"ipv4:127.0.0.1:{up.port},127.0.0.1:{draining.port}") as client:
+            assert {client.lookup(["w1"], table=TABLE).version for _ in range(40)} == {2}
+            draining.set_serving(True)
+            wait_until("the replica back in rotation", lambda: client.lookup(["w1"], table=TABLE).version == 1,
+                       timeout=EVENT_TIMEOUT, poll=0)
 
 
 # --- --max-connection-age -------------------------------------------------------------------------
