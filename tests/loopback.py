@@ -160,6 +160,7 @@ class Replica:
         """A new incarnation whose tables (an emptyDir filled by the init container) hold ``versions``
         of the demo table, or serving an existing tables root ``tables`` (default table ``table``)."""
         self.incarnation += 1
+        self.workdir.mkdir(parents=True, exist_ok=True)
         if tables is None:
             tables = self.tables()
             for version in versions:

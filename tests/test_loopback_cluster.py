@@ -13,8 +13,8 @@ own /metrics. Also here: the client's load-balancing choice, ``min_version`` and
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,7 +171,7 @@ def test_max_connection_age_flag_reaches_grpc_and_refuses_nonsense(tmp_path):
     assert options["grpc.max_connection_age_grace_ms"] == 20_000
     assert "grpc.max_connection_age_ms" not in dict(grpc_options(config_from_args(build_parser().parse_args(["--tables", str(tmp_path)]))))
     result = subprocess.run(
-        [str(Path(os.sys.executable).parent / "embserve-server"), "--tables", str(tmp_path), "--address", "127.0.0.1:0",
+        [str(Path(sys.executable).parent / "embserve-server"), "--tables", str(tmp_path), "--address", "127.0.0.1:0",
          "--max-connection-age", "0"],
         capture_output=True, text=True, timeout=120,
     )
