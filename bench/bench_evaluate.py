@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from embserve_client.bundle import read_bundle
-from embserve_server.index import prepare_rows
+from embserve_index import prepare_rows
 from embserve_trainer.evaluate import (
     ANALOGY_SET,
     PAIR_SETS,

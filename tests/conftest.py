@@ -48,7 +48,9 @@ def running_server(tables: Path, *, limits: Limits | None = None, **config: obje
     if limits is not None:
         cfg = replace(cfg, limits=limits)
     metrics = ServerMetrics(CollectorRegistry(), METHODS)
-    registry = TableRegistry(tables, default_table=cfg.default_table, pinned=dict(cfg.pinned), on_change=metrics.table_changed)
+    registry = TableRegistry(
+        tables, default_table=cfg.default_table, pinned=dict(cfg.pinned), keep_versions=cfg.keep_versions, on_change=metrics.table_changed
+    )
     server = create_server(cfg, registry, metrics=metrics)
     server.grpc_server.start()
     registry.reload()

@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import embserve_index as vindex
 import numpy as np
 import pytest
 from conftest import BIN, make_table, running_server, seeded_table
 from embserve_client import Client
 from embserve_client.bundle import INDEX, KEYS, MANIFEST, VECTORS, list_versions, sha256_file
 from embserve_client.errors import UnavailableError
-from embserve_server import index as vindex
 from embserve_server.app import Server
 from embserve_server.tables import TableRegistry
 

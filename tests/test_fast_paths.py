@@ -1,4 +1,8 @@
-"""The single-key fast paths of Lookup and Search answer exactly what the general (batch) path does."""
+"""The single-key fast paths of Lookup and Search answer exactly what the general (batch) path does.
+
+The choice lives in the query core (``query.plain_lookup_key`` / ``query.plain_search_key``) and the
+one-row search in the index (``VectorIndex.nearest_to_row``); each is compared with its general path.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from conftest import make_table
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_server import query
 from embserve_server.config import Limits
-from embserve_server.service import EmbeddingService
+from embserve_server.service import EmbeddingService, search_options, to_query
 from embserve_server.tables import Table, TableRegistry
 
 
@@ -38,7 +42,8 @@ def general_search(table: Table, key: str, topn: int, ef_search: int) -> tuple[l
 def test_search_fast_path_equals_general_path(registry: TableRegistry, name: str, topn: int, ef_search: int) -> None:
     service, table = EmbeddingService(registry, Limits()), registry.get(name)
     for key in table.keys[:: max(1, len(table.keys) // 40)]:
-        assert service._plain_single_key(pb.SearchRequest(queries=[pb.Query(positive=[key])], topn=topn)) == key
+        request = pb.SearchRequest(queries=[pb.Query(positive=[key])], topn=topn)
+        assert query.plain_search_key([to_query(q) for q in request.queries], search_options(request), Limits()) == key
         response = service.Search(
             pb.SearchRequest(table=name, queries=[pb.Query(positive=[key])], topn=topn, ef_search=ef_search), Context()
         )
@@ -63,12 +68,23 @@ def test_search_fast_path_equals_general_path(registry: TableRegistry, name: str
     pb.SearchRequest(queries=[pb.Query(positive=["w1"])] * 2),
 ])
 def test_anything_but_the_plain_query_takes_the_general_path(registry: TableRegistry, request_: pb.SearchRequest) -> None:
-    assert EmbeddingService(registry, Limits())._plain_single_key(request_) is None
+    assert query.plain_search_key([to_query(q) for q in request_.queries], search_options(request_), Limits()) is None
+
+
+@pytest.mark.parametrize(("name", "k", "ef_search"), [("hnsw", 10, 0), ("hnsw", 3, 200), ("small", 10, 0)])
+def test_index_one_row_path_equals_batch_search_with_drop(registry: TableRegistry, name: str, k: int, ef_search: int) -> None:
+    index = registry.get(name).index
+    for row in range(0, index.ntotal, max(1, index.ntotal // 50)):
+        D, I = index.search(index.rows[row : row + 1], k, ef_search=ef_search, drop=np.array([[row]]))
+        ids, scores = index.nearest_to_row(row, k, ef_search)
+        assert (ids, scores) == (I[0].tolist(), D[0].tolist())
+        assert row not in ids
 
 
 def test_lookup_fast_path_equals_general_path(registry: TableRegistry) -> None:
     service, table = EmbeddingService(registry, Limits()), registry.get("hnsw")
     for key in table.keys[::97]:
+        assert query.plain_lookup_key(table, [key], [], "error", False) == table.key_to_id[key]
         fast = service.Lookup(pb.LookupRequest(keys=[key]), Context())
         general = service.Lookup(pb.LookupRequest(keys=[key, key]), Context())  # two keys: the batch path
         row = table.key_to_id[key]

@@ -91,7 +91,7 @@ w1 = Q(positive=["w1"])
 CASES: list[tuple[str, str, Any, grpc.StatusCode, str | None]] = [
     # -- Lookup
     ("lookup-empty", "Lookup", pb.LookupRequest(), INVALID, "names no key and no id"),
-    ("lookup-empty-key", "Lookup", pb.LookupRequest(keys=["w1", ""]), INVALID, "item 1 is empty"),
+    ("lookup-empty-key", "Lookup", pb.LookupRequest(keys=["w1", ""]), INVALID, "item 1 ('') is not a key"),
     ("lookup-long-key", "Lookup", pb.LookupRequest(keys=["x" * 65]), INVALID, "65 characters is over the limit of 64"),
     ("lookup-huge-key", "Lookup", pb.LookupRequest(keys=["x" * 7000]), INVALID, "7000 characters is over the limit of 64"),
     ("lookup-keys-and-ids", "Lookup", pb.LookupRequest(keys=["w1"], ids=[1]), INVALID, "not both"),

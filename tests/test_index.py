@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import embserve_index as vindex
 import numpy as np
 import pytest
-from embserve_server import index as vindex
 
 
 @pytest.fixture(scope="module")

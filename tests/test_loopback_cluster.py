@@ -76,6 +76,18 @@ def test_min_version_refuses_older_answers_and_accepts_the_floor(tmp_path):
             assert other.lookup(["w1"], table=TABLE).version == 1  # a floor for another table only
 
 
+def test_a_read_naming_its_version_is_exempt_from_the_floor(tmp_path):
+    # Version-addressed reads (an A/B pair, a snapshot) get the version they name, floor or not.
+    tables = tmp_path / "tables"
+    publish(tables, 1)
+    publish(tables, 2)
+    with running_server(tables, keep_versions=2) as server, \
+            Client(f"127.0.0.1:{server.port}", min_version=2, monotonic_reads=True) as client:
+        assert client.lookup(["w1"], table=TABLE).version == 2
+        assert client.lookup(["w1"], table=TABLE, version=1).version == 1
+        assert client.lookup(["w1"], table=TABLE).version == 2
+
+
 def test_async_client_honours_min_version(tmp_path):
     from embserve_client import AsyncClient
 

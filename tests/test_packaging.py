@@ -26,7 +26,7 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
 
 def test_client_public_surface() -> None:
     assert set(embserve_client.__all__) == {n for n in dir(embserve_client) if not n.startswith("_")} - {
-        "aio", "channel", "client", "errors", "pb", "bundle", "cli", "neighbourhood",
+        "aio", "channel", "client", "core", "errors", "pb", "bundle", "cli", "neighbourhood", "results", "wire",
     } | {"__version__"}
     assert embserve_client.__version__ == md.version("embserve-client")
 
@@ -47,3 +47,12 @@ def test_vectors_are_packed_bytes_not_repeated_float() -> None:
     for msg in (pb.LookupResponse, pb.SearchResponse, pb.Query, pb.LookupTextResponse):
         for field in msg.DESCRIPTOR.fields:
             assert field.type != FieldDescriptor.TYPE_FLOAT or field.name.endswith("weights"), (msg.DESCRIPTOR.name, field.name)
+
+
+def test_trainer_needs_the_index_distribution_not_the_server() -> None:
+    requires = [r.split(";")[0].split(">")[0].split("=")[0].strip().lower() for r in md.requires("embserve-trainer") or [] if "extra ==" not in r]
+    assert "embserve-index" in requires and "embserve-server" not in requires, requires
+    modules = "cli, corpus, evaluate, export, importers, progress, tokenize, train, transformer"
+    code = f"import sys; from embserve_trainer import {modules}; print(sorted(m for m in sys.modules if m.startswith(('embserve_server', 'prometheus_client'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"the trainer imported the server's stack: {out}"

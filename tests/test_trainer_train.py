@@ -11,6 +11,7 @@ import pytest
 from embserve_client.bundle import read_bundle
 from embserve_server import subword
 from embserve_server.subword import compose
+from embserve_server.tables import EXTRA_LOADERS
 from embserve_trainer.cli import main
 from embserve_trainer.export import export_table
 from embserve_trainer.tokenize import Tokenizer
@@ -149,7 +150,7 @@ def test_cli_train_writes_a_complete_bundle(tmp_path: Path, capsys: pytest.Captu
     np.testing.assert_array_equal(sub.ngrams, ngrams)
     vec = sub.compose(["kittens"])
     assert vec.shape == (1, 16) and np.linalg.norm(vec) > 0
-    assert subword.EXTRA_LOADERS[subword.EXTRA] is subword.load
+    assert EXTRA_LOADERS[subword.EXTRA] is subword.load  # the tables layer declares it
 
 
 def test_subword_loader_ignores_plain_tables_and_refuses_broken_ones(tmp_path: Path) -> None:

@@ -8,17 +8,8 @@ Everything public is listed in ``__all__``; other modules are private.
 """
 
 from embserve_client.aio import AsyncClient
-from embserve_client.client import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_TARGET,
-    DEFAULT_TIMEOUT,
-    Client,
-    LookupResult,
-    Neighbor,
-    SearchResult,
-    TableInfo,
-    Tokenized,
-)
+from embserve_client.client import Client
+from embserve_client.core import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TARGET, DEFAULT_TIMEOUT
 from embserve_client.errors import (
     AuthenticationError,
     ClientClosedError,
@@ -35,6 +26,7 @@ from embserve_client.errors import (
     UnknownKeyError,
     UnknownTableError,
 )
+from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized
 
 __version__ = "0.1.0"
 

@@ -13,9 +13,10 @@ import grpc.aio
 import numpy as np
 
 from embserve_client.channel import open_aio_channel
-from embserve_client.client import KeyTerm, LookupResult, Neighbor, Plan, SearchResult, TableInfo, Tokenized, _ClientCore
+from embserve_client.core import KeyTerm, Plan, _ClientCore
 from embserve_client.errors import from_rpc_error
 from embserve_client.pb import embserve_pb2 as pb
+from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized
 
 T = TypeVar("T")
 
@@ -84,11 +85,11 @@ class AsyncClient(_ClientCore):
     async def similar_by_vector(self, vector: np.ndarray, **options: Any) -> list[Neighbor]:
         return (await self.search([self.query(vector=vector)], **options)).neighbors()[0]
 
-    async def similarities(self, pairs: Sequence[tuple[str, str]], *, table: str | None = None) -> np.ndarray:
-        return await self._run(self._plan_similarities(pairs, table=table))
+    async def similarities(self, pairs: Sequence[tuple[str, str]], *, table: str | None = None, version: int | None = None) -> np.ndarray:
+        return await self._run(self._plan_similarities(pairs, table=table, version=version))
 
-    async def similarity(self, a: str, b: str, *, table: str | None = None) -> float:
-        return float((await self.similarities([(a, b)], table=table))[0])
+    async def similarity(self, a: str, b: str, *, table: str | None = None, version: int | None = None) -> float:
+        return float((await self.similarities([(a, b)], table=table, version=version))[0])
 
     async def tokenize(self, texts: str | Sequence[str], **options: Any) -> list[Tokenized]:
         return await self._run(self._plan_tokenize(texts, **options))

@@ -43,6 +43,8 @@ KEYS = "keys.txt"
 COUNTS = "counts.npy"
 INDEX = "index.faiss"
 EVAL = "eval.json"
+TOKENIZER = "tokenizer.json"  # optional: a language model's tokenizer (token tables)
+NGRAMS = "ngrams.npy"  # optional: fastText n-gram buckets (missing-key policy "subword")
 REQUIRED_FILES = (VECTORS, KEYS)
 
 # Table names become directory names: keep them to a safe, portable alphabet (no "..", no "/").
@@ -79,11 +81,21 @@ def validate_version(version: int) -> int:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (files can be GBs)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def valid_key(key: object) -> bool:
+    """The ONE key rule: a non-empty string without line breaks (keys.txt holds one key per line).
+
+    Importers drop or rename keys that break it, the writer refuses them, and the server refuses
+    them in requests (they could never be in a table).
+    """
+    return isinstance(key, str) and bool(key) and "\n" not in key and "\r" not in key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,7 +425,7 @@ def _check_keys(keys: list[str], count: int) -> None:
         raise ValueError(f"got {len(keys)} keys for {count} vectors")
     seen: set[str] = set()
     for i, k in enumerate(keys):
-        if not isinstance(k, str) or not k or "\n" in k or "\r" in k:
+        if not valid_key(k):
             raise ValueError(f"key {i} ({k!r}) must be a non-empty string without newlines")
         if k in seen:
             raise ValueError(f"duplicate key {k!r} at row {i}")

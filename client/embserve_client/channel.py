@@ -9,7 +9,8 @@ A plain ``HOST:PORT`` keeps gRPC's default ``pick_first`` (one connection, as be
 During a rolling table update replicas answer with different table versions. A *version floor*
 (``min_version`` / ``monotonic_reads`` on the clients) refuses answers from a version below the
 floor: the call is sent again, which round-robin sends to the next replica, and fails with
-:class:`~embserve_client.errors.UnavailableError` when no replica answers at the floor. With
+:class:`~embserve_client.errors.UnavailableError` when no replica answers at the floor (a read
+that names a ``version`` itself is exempt: it gets what it asked for). With
 ``monotonic_reads`` the floor of each table rises to the highest version the client has seen, so
 reads never go back to an older version once a newer one answered.
 """
@@ -132,8 +133,14 @@ class VersionFloor:
         with self._lock:
             return max(self._default, self._floors.get(table, 0))
 
-    def check(self, response: Any) -> str | None:
-        """Accept an answer (None, raising the floor when monotonic) or say why it is stale."""
+    def check(self, response: Any, request: Any = None) -> str | None:
+        """Accept an answer (None, raising the floor when monotonic) or say why it is stale.
+
+        A read that names a ``version`` gets that version: it is accepted as it is and moves no floor.
+        """
+        named: int = getattr(request, "version", 0) if request is not None else 0
+        if named:
+            return None
         answers = _versions(response)
         with self._lock:
             for table, version in answers:
@@ -178,7 +185,7 @@ class _FloorInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
             outcome = continuation(details, request)
             if outcome.exception() is not None:
                 return outcome
-            stale = self.floor.check(outcome.result())
+            stale = self.floor.check(outcome.result(), request)
             if stale is None:
                 return outcome
             why = stale
@@ -198,7 +205,7 @@ class _AsyncFloorInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
                 response = await call
             except grpc.aio.AioRpcError:
                 return call
-            stale = self.floor.check(response)
+            stale = self.floor.check(response, request)
             if stale is None:
                 return call
             why = stale

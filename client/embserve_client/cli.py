@@ -11,8 +11,10 @@ import grpc
 import numpy as np
 
 from embserve_client import __version__
-from embserve_client.client import DEFAULT_TARGET, Client, Neighbor
+from embserve_client.client import Client
+from embserve_client.core import DEFAULT_TARGET
 from embserve_client.errors import EmbserveError
+from embserve_client.results import Neighbor
 
 
 def _client(args: argparse.Namespace) -> Client:

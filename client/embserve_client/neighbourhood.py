@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embserve_client.wire import unit
+
 if TYPE_CHECKING:
     from embserve_client.client import Client
 
-__all__ = ["MapPoint", "NeighbourhoodMap", "available_methods", "build_map", "check_drawable", "draw_map", "fetch_map", "pca_2d"]
+__all__ = ["MapPoint", "NeighbourhoodMap", "align", "available_methods", "build_map", "check_drawable", "draw_map", "fetch_map", "pca_2d"]
 
 DEFAULT_TOPN = 10  # neighbours of the key
 DEFAULT_SECOND = 5  # neighbours of each neighbour (0 = none)
@@ -152,15 +154,13 @@ def build_map(
                 keys[k] = None
                 via[k] = parent
     order = list(keys)
-    rows = np.asarray(vectors(order), dtype=np.float64)  # (n, dim)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    unit = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
-    xy, explained = _layout(unit, method)
+    unit_rows = unit(np.asarray(vectors(order), dtype=np.float64))  # (n, dim)
+    xy, explained = _layout(unit_rows, method)
     xy = xy - xy[0]  # the key at the origin
     radius = float(np.linalg.norm(xy, axis=1).max())
     if radius > 0:
         xy /= radius
-    sims = unit @ unit[0]
+    sims = unit_rows @ unit_rows[0]
     rank = {k: i for i, (k, _) in enumerate(first, 1)}
     scores = dict(first)
     points = [
@@ -180,6 +180,27 @@ def build_map(
     # Neighbour -> its own neighbours, except back to the key (that edge is already drawn).
     edges += [(parent, k, float(s)) for (parent, _), row in zip(first, ring2) for k, s in row if k not in (parent, key)]
     return NeighbourhoodMap(key=key, method=method, points=points, edges=edges, explained=explained, table=table, version=version)
+
+
+def align(nmap: NeighbourhoodMap, reference: NeighbourhoodMap) -> NeighbourhoodMap:
+    """``nmap`` rotated (or reflected) to best match ``reference`` on the keys both show.
+
+    Orthogonal Procrustes: the 2x2 orthogonal R minimising ||A R - B|| over the shared points
+    (A in ``nmap``, B in ``reference``) is U V^T of the SVD of A^T B. Both maps have their key at
+    the origin and radius 1, and R keeps distances, so only the picture's orientation changes:
+    consecutive snapshots of a training run then show points moving rather than the whole map
+    flipping. Fewer than two shared points leave ``nmap`` as it is.
+    """
+    ref = {p.key: (p.x, p.y) for p in reference.points}
+    shared = [(p.x, p.y, *ref[p.key]) for p in nmap.points if p.key in ref]
+    if len(shared) < 2:
+        return nmap
+    pairs = np.asarray(shared, dtype=np.float64)  # (m, 4): x, y in nmap, then in reference
+    u, _, vt = np.linalg.svd(pairs[:, :2].T @ pairs[:, 2:])
+    rot = u @ vt
+    xy = np.asarray([(p.x, p.y) for p in nmap.points], dtype=np.float64) @ rot
+    points = [replace(p, x=round(float(x), 6), y=round(float(y), 6)) for p, (x, y) in zip(nmap.points, xy)]
+    return replace(nmap, points=points)
 
 
 def fetch_map(

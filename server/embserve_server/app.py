@@ -13,13 +13,13 @@ import faiss
 import grpc
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
+from embserve_index import CORES
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from embserve_server import guard
 from embserve_server.config import ServerConfig
-from embserve_server.index import CORES
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
 from embserve_server.service import AdminService, EmbeddingService
 from embserve_server.tables import TableRegistry
@@ -138,6 +138,7 @@ def table_registry(config: ServerConfig) -> TableRegistry:
         config.tables_dir,
         default_table=config.default_table,
         pinned=dict(config.pinned),
+        keep_versions=config.keep_versions,
         mmap=config.mmap,
         verify_checksums=config.verify_checksums,
     )

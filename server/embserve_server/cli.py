@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explorer", action="store_true", help="serve the web explorer on the --metrics-address port")
     p.add_argument("--default-table", default=None, help="table used when a request names none")
     p.add_argument("--pin", action="append", default=[], metavar="TABLE=VERSION", help="serve exactly this version of a table (repeatable)")
+    p.add_argument("--keep-versions", type=int, default=d.keep_versions, metavar="K",
+                   help="keep the newest K versions of each table loaded; requests may name one (default %(default)s)")
     p.add_argument("--threads", type=int, default=d.threads, help="gRPC handler threads (default %(default)s)")
     p.add_argument("--workers", type=int, default=d.workers, help="server processes sharing the port (default %(default)s)")
     p.add_argument("--max-concurrent-rpcs", type=int, default=None, help="refuse calls beyond this many queued+running with RESOURCE_EXHAUSTED")
@@ -67,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         explorer=args.explorer,
         default_table=args.default_table,
         pinned=tuple(parse_pin(p) for p in args.pin),
+        keep_versions=args.keep_versions,
         threads=args.threads,
         workers=args.workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs,

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MiB = 1 << 20
+from embserve_client import wire
 
 
 @dataclass(frozen=True)
 class Limits:
     """Request limits; anything beyond them is refused with INVALID_ARGUMENT naming the limit."""
 
-    max_keys: int = 65_536  # keys or ids per Lookup
-    max_queries: int = 4_096  # queries per Search
+    max_keys: int = wire.MAX_KEYS_PER_CALL  # keys or ids per Lookup
+    max_queries: int = wire.MAX_QUERIES_PER_CALL  # queries per Search
     max_terms: int = 64  # positive + negative keys/ids per query
     max_pairs: int = 65_536  # pairs per Similarity
     max_topn: int = 1_000
@@ -22,7 +22,7 @@ class Limits:
     max_text_chars: int = 100_000
     max_ef_search: int = 4_096  # per-call HNSW effort (FAISS allocates O(efSearch) per query)
     max_nprobe: int = 65_536  # per-call IVF lists probed
-    max_message_bytes: int = 64 * MiB  # gRPC send and receive
+    max_message_bytes: int = wire.MAX_MESSAGE_BYTES  # gRPC send and receive
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class ServerConfig:
     explorer: bool = False  # serve the web explorer (/, /api/*) on the metrics_address port
     default_table: str | None = None  # used when a request names no table; default: the only/first one
     pinned: tuple[tuple[str, int], ...] = ()  # (table, version): serve exactly that version
+    keep_versions: int = 1  # newest valid versions of each table kept loaded (requests may name one)
     threads: int = 8  # gRPC handler threads
     workers: int = 1  # serving processes sharing the port (SO_REUSEPORT), forked before any server exists
     max_concurrent_rpcs: int | None = None  # queued + running calls; beyond it RESOURCE_EXHAUSTED (guard.py)

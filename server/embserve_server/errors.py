@@ -3,7 +3,8 @@
 Exception tree (core raises these; only :func:`status_for` knows about gRPC)::
 
     LookupError
-    ├── UnknownTableError        NOT_FOUND          no such table (or version)
+    ├── UnknownTableError        NOT_FOUND          no such table
+    ├── UnknownVersionError      NOT_FOUND          that version of the table is not loaded
     └── KeyError
         └── UnknownKeyError      NOT_FOUND          key absent under missing policy "error"
     ValueError                   INVALID_ARGUMENT   bad argument or over a limit
@@ -27,6 +28,17 @@ class UnknownTableError(LookupError):
         self.name = name
         shown = ", ".join(available[:20]) or "none loaded"
         super().__init__(f"table {name!r} not found; available tables: {shown}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class UnknownVersionError(LookupError):
+    def __init__(self, name: str, version: int, loaded: list[int]) -> None:
+        self.name = name
+        self.version = version
+        shown = ", ".join(map(str, loaded)) or "none"
+        super().__init__(f"table {name!r} version {version} is not loaded; loaded versions: {shown} (the server keeps the newest --keep-versions)")
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -68,7 +80,7 @@ class AuthError(Exception):
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
     """The gRPC status code for an exception raised by the core."""
-    if isinstance(exc, (UnknownKeyError, UnknownTableError)):
+    if isinstance(exc, (UnknownKeyError, UnknownTableError, UnknownVersionError)):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, ChecksumError):
         return grpc.StatusCode.DATA_LOSS

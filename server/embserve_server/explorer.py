@@ -6,6 +6,9 @@ Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_serve
     /api/neighbors?key=cat[&table=&topn=&exact=]  nearest neighbours (same as gRPC Search)
     /api/analogy?a=king&b=man&c=woman[&table=&topn=&exact=]   a - b + c
     /api/map?key=cat[&table=&topn=&second=&method=]           2-D neighbourhood map
+    /api/timeline?key=cat[&table=&topn=&second=]              neighbours + map in every loaded version
+
+``neighbors``, ``analogy`` and ``map`` also take ``version=`` (a loaded version; default the newest).
 
 Every answer goes through the code the gRPC servicer uses: ``TableRegistry.get``, then
 :func:`embserve_server.query.search` / :func:`~embserve_server.query.lookup` with the server's
@@ -31,6 +34,7 @@ from embserve_server import query
 from embserve_server.config import Limits
 from embserve_server.errors import status_for
 from embserve_server.tables import Table, TableRegistry
+from embserve_server.validate import check_keys, check_limit
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +130,7 @@ class Explorer:
             "neighbors": self.neighbors,
             "analogy": self.analogy,
             "map": self.map,
+            "timeline": self.timeline,
         }
 
     # -- dispatch -------------------------------------------------------------------------------
@@ -158,6 +163,7 @@ class Explorer:
                     "dim": t.dim,
                     "metric": t.metric,
                     "index": str(t.bundle.index_info.get("factory") or "Flat"),
+                    "versions": [v.version for v in self.registry.versions(t.name)],
                 }
                 for t in self.registry.all()
             ],
@@ -167,30 +173,54 @@ class Explorer:
         }
 
     def neighbors(self, params: Params) -> dict[str, Any]:
-        _check_names(params, ("table", "key", "topn", "exact"))
-        table = self.registry.get(_text(params, "table", ""))
+        _check_names(params, ("table", "version", "key", "topn", "exact"))
+        table = self._table(params)
         key = self._key(params, "key")
         q = query.Query(positive=[key])
         return self._search_answer(table, key, q, params)
 
     def analogy(self, params: Params) -> dict[str, Any]:
         """gensim's analogy: nearest to a - b + c (king - man + woman ~ queen)."""
-        _check_names(params, ("table", "a", "b", "c", "topn", "exact"))
-        table = self.registry.get(_text(params, "table", ""))
+        _check_names(params, ("table", "version", "a", "b", "c", "topn", "exact"))
+        table = self._table(params)
         a, b, c = (self._key(params, name) for name in ("a", "b", "c"))
         q = query.Query(positive=[a, c], negative=[b])
         return self._search_answer(table, f"{a} - {b} + {c}", q, params)
 
     def map(self, params: Params) -> dict[str, Any]:
-        _check_names(params, ("table", "key", "topn", "second", "method"))
-        table = self.registry.get(_text(params, "table", ""))
+        _check_names(params, ("table", "version", "key", "topn", "second", "method"))
+        table = self._table(params)
         key = self._key(params, "key")
-        topn = _int(params, "topn", DEFAULT_MAP_TOPN)
-        query.check_limit("topn", topn, self.max_map_topn)
-        second = _int(params, "second", DEFAULT_MAP_SECOND, minimum=0)
-        query.check_limit("second", second, self.max_map_second)
-        method = _text(params, "method", "pca")
+        topn, second = self._map_size(params)
+        return self._map(table, key, topn, second, _text(params, "method", "pca")).to_dict()
 
+    def timeline(self, params: Params) -> dict[str, Any]:
+        """The key's neighbours and map in every loaded version of a table, oldest first.
+
+        Each map is rotated onto the previous version's (:func:`neighbourhood.align`) so that, sliding
+        through a training run's snapshots, points move rather than the picture flipping. A version
+        without the key answers ``{"version": v, "error": ...}`` in its place.
+        """
+        _check_names(params, ("table", "key", "topn", "second"))
+        name = self.registry.get(_text(params, "table", "")).name
+        key = self._key(params, "key")
+        topn, second = self._map_size(params)
+        steps: list[dict[str, Any]] = []
+        previous: neighbourhood.NeighbourhoodMap | None = None
+        for table in self.registry.versions(name):
+            try:
+                nmap = self._map(table, key, topn, second, "pca")
+            except KeyError as exc:  # the key is not in this version's vocabulary
+                steps.append({"version": table.version, "error": str(exc)})
+                continue
+            if previous is not None:
+                nmap = neighbourhood.align(nmap, previous)
+            previous = nmap
+            neighbours = [{"key": p.key, "score": p.score, "rank": p.rank} for p in sorted(nmap.points, key=lambda p: p.rank) if p.rank]
+            steps.append({"version": table.version, "training": _training_fields(table), "neighbors": neighbours, "map": nmap.to_dict()})
+        return {"table": name, "key": key, "steps": steps}
+
+    def _map(self, table: Table, key: str, topn: int, second: int, method: str) -> neighbourhood.NeighbourhoodMap:
         def search(keys: Sequence[str], n: int) -> list[list[tuple[str, float]]]:
             result = query.search(table, [query.Query(positive=[k]) for k in keys], query.SearchOptions(topn=n), self.limits)
             return _rows(table, result)
@@ -198,18 +228,28 @@ class Explorer:
         def vectors(keys: Sequence[str]) -> np.ndarray:
             return query.lookup(table, self.limits, keys=list(keys), normalize=True).vectors
 
-        nmap = neighbourhood.build_map(
+        return neighbourhood.build_map(
             key, search, vectors, topn=topn, second=second, method=method, table=table.name, version=table.version
         )
-        return nmap.to_dict()
+
+    def _map_size(self, params: Params) -> tuple[int, int]:
+        topn = _int(params, "topn", DEFAULT_MAP_TOPN)
+        check_limit("topn", topn, self.max_map_topn)
+        second = _int(params, "second", DEFAULT_MAP_SECOND, minimum=0)
+        check_limit("second", second, self.max_map_second)
+        return topn, second
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _table(self, params: Params) -> Table:
+        version = _int(params, "version", 0, minimum=0)
+        return self.registry.get(_text(params, "table", ""), version)
 
     def _key(self, params: Params, name: str) -> str:
         key = _text(params, name, "")
         if not key:
             raise ValueError(f"{name}: required (a key of the table, e.g. {name}=cat)")
-        query.check_keys(name, [key], self.limits)
+        check_keys(name, [key], self.limits)
         return key
 
     def _search_answer(self, table: Table, label: str, q: query.Query, params: Params) -> dict[str, Any]:
@@ -230,6 +270,13 @@ def _rows(table: Table, result: query.SearchResult, *, with_ids: bool = False) -
     for krow, srow, irow in zip(keys, result.scores.tolist(), result.ids.tolist()):
         out.append([(k, s, i) if with_ids else (k, s) for k, s, i in zip(krow, srow, irow) if i >= 0])
     return out
+
+
+def _training_fields(table: Table) -> dict[str, Any]:
+    """Numbers a training snapshot records in its manifest (step, loss, perplexity...), if any."""
+    source = table.bundle.manifest.get("source") or {}
+    found = {k: v for k, v in (source.get("snapshot") or source.get("training") or {}).items() if isinstance(v, (int, float))}
+    return found or {k: v for k, v in source.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _check_names(params: Params, allowed: Sequence[str]) -> None:

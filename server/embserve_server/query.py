@@ -1,49 +1,32 @@
-"""The query vocabulary users know from gensim, over one loaded :class:`Table`.
+"""The query core: the vocabulary users know from gensim, over one loaded :class:`Table`.
 
-``lookup`` (get_vector), ``search`` (most_similar / similar_by_vector) and ``similarity``.
-Everything works on whole batches with numpy; results are arrays, converted to the wire format
-by the servicer and to JSON by the explorer. Inputs are validated here, raising ``ValueError``
-(or :class:`LimitExceededError`) that names the field, the value and the limit.
+``lookup`` (get_vector), ``search`` (most_similar / similar_by_vector) and ``similarity`` work on
+whole batches with numpy and return arrays (the explorer uses them directly). The servicer calls
+the request-level :func:`answer_lookup` / :func:`answer_search`, which return wire-ready bytes and
+are the ONE place where a fast path is chosen: each has one eligibility function
+(:func:`plain_lookup_key`, :func:`plain_search_key`) next to the general path it shortcuts, and
+tests/test_fast_paths.py shows both give the same bytes. Inputs are validated here, raising
+``ValueError`` (or :class:`LimitExceededError`) that names the field, the value and the limit.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+from embserve_client import wire
+from embserve_client.wire import LE_F32, LE_I64, unit
 
-from embserve_server import subword, tokens
+from embserve_server import subword, tokenizer_table
 from embserve_server.config import Limits
-from embserve_server.errors import FailedPreconditionError, LimitExceededError, UnknownKeyError
-from embserve_server.index import compact
+from embserve_server.errors import UnknownKeyError
 from embserve_server.tables import Table
+from embserve_server.validate import check_ids, check_keys, check_limit
 
-MISSING_POLICIES = ("error", "skip", "zero", "subword")
+MISSING_POLICIES = tuple(wire.MISSING_POLICIES)  # "error", "skip", "zero", "subword"
 DEFAULT_TOPN = 10
-
-SUBWORD_EXTRA = subword.EXTRA  # Table.extras entry of fastText tables (n-gram buckets)
-
-
-def check_limit(field_name: str, value: int, limit: int) -> None:
-    if value > limit:
-        raise LimitExceededError(f"{field_name}: {value} is over the limit of {limit}")
-
-
-def check_keys(field_name: str, keys: Sequence[str], limits: Limits) -> None:
-    if not keys:
-        return
-    longest = max(map(len, keys))
-    if longest > limits.max_key_chars:
-        raise LimitExceededError(f"{field_name}: a key of {longest} characters is over the limit of {limits.max_key_chars}")
-    if "" in keys:
-        raise ValueError(f"{field_name}: keys must be non-empty strings (item {list(keys).index('')} is empty)")
-
-
-def check_ids(field_name: str, ids: np.ndarray, count: int) -> None:
-    if ids.size and (ids.min() < 0 or ids.max() >= count):
-        bad = int(ids[(ids < 0) | (ids >= count)][0])
-        raise ValueError(f"{field_name}: id {bad} is out of range [0, {count})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,6 +38,16 @@ class LookupResult:
     vectors: np.ndarray  # (rows, dim) float32; rows = len(request) unless policy "skip"
     found: np.ndarray  # (len(request),) bool
     ids: np.ndarray  # (len(request),) int64, -1 when missing
+
+
+@dataclass(frozen=True)
+class LookupAnswer:
+    """A Lookup answer packed for the wire (see proto LookupResponse)."""
+
+    rows: int
+    vectors: bytes  # rows x dim little-endian float32
+    found: bytes  # one byte per requested item
+    ids: bytes  # one little-endian int64 per requested item
 
 
 def lookup(
@@ -92,7 +85,7 @@ def lookup(
         vectors = source.take(row_ids, axis=0)  # one C-contiguous float32 copy
     else:
         if len(keys):
-            check_keys("keys", keys, limits)  # an empty or over-long key is refused, not reported missing
+            check_keys("keys", keys, limits)  # an invalid or over-long key is refused, not reported missing
         if missing == "error":
             raise UnknownKeyError(str(keys[int(np.argmin(found))]), table.name)
         if missing == "skip":
@@ -102,24 +95,35 @@ def lookup(
             vectors[found] = source[row_ids[found]]
             if missing == "subword":
                 absent = np.flatnonzero(~found)
-                vectors[absent] = compose_unknown(table, [keys[int(i)] for i in absent])
+                vectors[absent] = subword.compose_for_table(table, [keys[int(i)] for i in absent])
     if normalize and table.metric != "cosine":
         vectors = unit(vectors)
     return LookupResult(vectors if vectors.flags.c_contiguous else np.ascontiguousarray(vectors), found, row_ids)
 
 
-def compose_unknown(table: Table, keys: list[str]) -> np.ndarray:
-    """fastText-style vectors for keys not in the table, from their character n-grams."""
-    if SUBWORD_EXTRA not in table.extras:
-        raise FailedPreconditionError(
-            f"table {table.name!r} has no subword n-grams: missing policy 'subword' needs a fastText table (embserve-train train --model fasttext)"
-        )
-    return subword.compose_for_table(table, keys)
+def plain_lookup_key(table: Table, keys: Sequence[str], ids: Sequence[int], missing: str, normalize: bool) -> int | None:
+    """The row of ``get_vector(key)``: one known key, raw vector, a valid policy; else None."""
+    if len(keys) != 1 or len(ids) or normalize or missing not in MISSING_POLICIES:
+        return None
+    return table.key_to_id.get(keys[0])
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+def answer_lookup(
+    table: Table, limits: Limits, *, keys: Sequence[str], ids: Sequence[int], missing: str, normalize: bool
+) -> LookupAnswer:
+    """:func:`lookup`, packed for the wire; one known key skips numpy altogether.
+
+    In a busy server each of the ~12 numpy calls of the general path costs microseconds (cold
+    caches), more than the answer itself: the commonest call is answered by slicing the row's
+    bytes straight from the mapped vectors.npy.
+    """
+    row = plain_lookup_key(table, keys, ids, missing, normalize)
+    if row is not None:
+        return LookupAnswer(1, table.row_bytes(row), b"\x01", row.to_bytes(8, "little", signed=True))
+    r = lookup(table, limits, keys=keys, ids=ids, missing=missing, normalize=normalize)
+    return LookupAnswer(
+        len(r.vectors), r.vectors.astype(LE_F32, copy=False).tobytes(), r.found.view(np.uint8).tobytes(), r.ids.astype(LE_I64, copy=False).tobytes()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,6 +142,13 @@ class Query:
     negative_weights: Sequence[float] = ()  # one per negative; default 1.0 (subtracted)
     vector: np.ndarray | None = None
 
+    def single_key(self) -> str | None:
+        """The key of ``most_similar(key)``: one positive key and nothing else (else None)."""
+        if len(self.positive) != 1 or len(self.negative) or len(self.positive_ids) or len(self.negative_ids) \
+                or len(self.positive_weights) or len(self.negative_weights) or (self.vector is not None and len(self.vector)):
+            return None
+        return self.positive[0]
+
 
 @dataclass(frozen=True)
 class SearchOptions:
@@ -148,7 +159,14 @@ class SearchOptions:
     nprobe: int = 0
     restrict_vocab: int = 0
     min_score: float | None = None
-    exclude: np.ndarray | None = field(default=None, repr=False)  # (count,) bool: rows never returned
+    skip_special_tokens: bool = False  # tokenizer tables: [CLS], [PAD], ...
+    skip_subword_tokens: bool = False  # tokenizer tables: "##ing"
+
+    @property
+    def is_default(self) -> bool:
+        """Nothing but ``topn`` and ``ef_search`` set: the options of ``most_similar(key)``."""
+        return not (self.include_query_keys or self.exact or self.nprobe or self.restrict_vocab or self.min_score is not None
+                    or self.skip_special_tokens or self.skip_subword_tokens)
 
 
 @dataclass(frozen=True)
@@ -161,6 +179,17 @@ class SearchResult:
         out = table.keys[np.maximum(self.ids, 0)]
         out[self.ids < 0] = ""
         return out
+
+
+@dataclass(frozen=True)
+class SearchAnswer:
+    """A Search answer packed for the wire (see proto SearchResponse)."""
+
+    topn: int
+    queries: int
+    ids: bytes  # queries x topn little-endian int64, -1 for "none"
+    scores: bytes  # queries x topn little-endian float32
+    keys: list[str]  # queries x topn, "" for "none"
 
 
 def _terms(q: Query, table: Table, limits: Limits, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -193,49 +222,21 @@ def _terms(q: Query, table: Table, limits: Limits, n: int) -> tuple[np.ndarray, 
     return ids, weights
 
 
-def _single_key_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    """Fast path for the common query, one positive key and nothing else (most_similar("cat")).
+def _single_key_rows(table: Table, queries: Sequence[Query], limits: Limits) -> np.ndarray | None:
+    """Row ids when every query is a single valid known key (``most_similar(key)``), else None.
 
-    One gather for the batch instead of per-query term arrays (~60 us -> ~10 us per query); the
-    matrix equals the general path's (zeros + 1.0 * row, then the same unit()). None for anything else, including every invalid
-    query, so errors keep their exact messages from the general path.
+    Lets a batch of them be one gather instead of per-query term arrays (~60 us -> ~10 us a
+    query); anything else, including every invalid query, takes the general path and its errors.
     """
-    keys = []
-    for q in queries:
-        if len(q.positive) != 1 or len(q.negative) or len(q.positive_ids) or len(q.negative_ids) or len(q.positive_weights) \
-                or len(q.negative_weights) or (q.vector is not None and len(q.vector)):
-            return None
-        keys.append(q.positive[0])
-    if "" in keys or max(map(len, keys)) > limits.max_key_chars or limits.max_terms < 1:
+    keys = [q.single_key() for q in queries]
+    if None in keys or limits.max_terms < 1:
         return None
-    ids = table.ids_for(keys)
-    if (ids < 0).any():
+    try:
+        check_keys("queries", keys, limits)  # type: ignore[arg-type]  # no None left
+    except ValueError:
         return None
-    # (nq, dim) float32 copy of the rows as the index sees them: already unit-norm for cosine tables.
-    return table.index_rows(ids), list(ids[:, None])
-
-
-def nearest_to_key(table: Table, key: str, topn: int, ef_search: int = 0) -> tuple[list[int], list[float]] | None:
-    """``most_similar(key, topn)`` with default options, or None when ``key`` is not in the table.
-
-    The same search and answer as :func:`search` for that one query (the key's own row dropped,
-    padded to ``topn`` with id -1 / score 0), with plain lists instead of the batch bookkeeping:
-    in a busy server each numpy call there costs microseconds, more than the HNSW search itself.
-    The caller has checked ``topn`` and ``ef_search`` against the limits.
-    """
-    row = table.key_to_id.get(key)
-    if row is None:
-        return None
-    rows = table.index.rows
-    D, I = table.index.search(rows[row : row + 1], topn + 1, ef_search=ef_search)
-    ids: list[int] = []
-    scores: list[float] = []
-    for i, d in zip(I[0].tolist(), D[0].tolist()):
-        if i >= 0 and i != row and len(ids) < topn:
-            ids.append(i)
-            scores.append(d)
-    pad = topn - len(ids)
-    return ids + [-1] * pad, scores + [0.0] * pad
+    ids = table.ids_for(keys)  # type: ignore[arg-type]
+    return None if (ids < 0).any() else ids
 
 
 def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -248,9 +249,11 @@ def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tupl
     if nq == 0:
         raise ValueError("queries: the request holds no query")
     check_limit("queries", nq, limits.max_queries)
-    fast = _single_key_matrix(table, queries, limits)
-    if fast is not None:
-        return fast
+    single = _single_key_rows(table, queries, limits)
+    if single is not None:
+        # The rows as the index sees them are already unit-norm for cosine tables: the same
+        # matrix as the general path's (zeros + 1.0 * row, then unit()).
+        return table.index_rows(single), list(single[:, None])
     matrix = np.zeros((nq, table.dim), dtype=np.float32)
     term_ids: list[np.ndarray] = []
     all_q, all_ids, all_w = [], [], []
@@ -287,17 +290,10 @@ def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tupl
     return np.ascontiguousarray(matrix, dtype=np.float32), term_ids
 
 
-def search(table: Table, queries: Sequence[Query], options: SearchOptions, limits: Limits) -> SearchResult:
-    """Nearest rows for a batch of queries.
-
-    Raises:
-        ValueError / LimitExceededError: bad topn, restrict_vocab, vector, weights, batch size.
-        UnknownKeyError: a query key that is not in the table.
-    """
-    topn = options.topn
-    if topn <= 0:
-        raise ValueError(f"topn: {topn} must be positive")
-    check_limit("topn", topn, limits.max_topn)
+def check_search_options(options: SearchOptions, limits: Limits) -> None:
+    if options.topn <= 0:
+        raise ValueError(f"topn: {options.topn} must be positive")
+    check_limit("topn", options.topn, limits.max_topn)
     if options.restrict_vocab < 0:
         raise ValueError(f"restrict_vocab: {options.restrict_vocab} must be positive (0 = all rows)")
     if options.ef_search < 0 or options.nprobe < 0:
@@ -306,28 +302,67 @@ def search(table: Table, queries: Sequence[Query], options: SearchOptions, limit
     check_limit("nprobe", options.nprobe, limits.max_nprobe)
     if options.min_score is not None and np.isnan(options.min_score):
         raise ValueError("min_score: NaN is not a score")
+
+
+def search(table: Table, queries: Sequence[Query], options: SearchOptions, limits: Limits) -> SearchResult:
+    """Nearest rows for a batch of queries; each query's own keys/ids are left out (gensim).
+
+    Raises:
+        ValueError / LimitExceededError: bad topn, restrict_vocab, vector, weights, batch size.
+        UnknownKeyError: a query key that is not in the table.
+        FailedPreconditionError: skipping special/sub-word tokens on a table without a tokenizer.
+    """
+    check_search_options(options, limits)
+    exclude = tokenizer_table.excluded_rows(table, special=options.skip_special_tokens, subword=options.skip_subword_tokens)
     matrix, term_ids = query_matrix(table, queries, limits)
-    nq = len(queries)
-    # Query terms to drop from each row of results, padded with -1 (gensim drops them).
     width = 0 if options.include_query_keys else max((len(t) for t in term_ids), default=0)
-    drop = np.full((nq, max(width, 1)), -1, dtype=np.int64)
+    drop = None
     if width:
+        drop = np.full((len(queries), width), -1, dtype=np.int64)
         for n, t in enumerate(term_ids):
             drop[n, : len(t)] = t
     D, I = table.index.search(
         matrix,
-        topn + width,
+        options.topn,
         exact=options.exact,
         ef_search=options.ef_search,
         nprobe=options.nprobe,
         restrict=options.restrict_vocab,
-        exclude=options.exclude,
+        exclude=exclude,
+        drop=drop,
+        min_score=options.min_score,
     )
-    bad = (I < 0) | (I[:, :, None] == drop[:, None, :]).any(axis=2)
-    if options.min_score is not None:
-        bad |= D < options.min_score
-    D, I = compact(D, I, bad, topn)
     return SearchResult(scores=D, ids=I)
+
+
+def plain_search_key(queries: Sequence[Query], options: SearchOptions, limits: Limits) -> str | None:
+    """The key of ``most_similar(key)``: one single-key query, default options, within limits; else None.
+
+    Anything else (or anything invalid) is None and takes the general path, with its exact errors.
+    """
+    if len(queries) != 1 or limits.max_queries < 1 or limits.max_terms < 1 or not options.is_default:
+        return None
+    if not 0 < options.topn <= limits.max_topn or not 0 <= options.ef_search <= limits.max_ef_search:
+        return None
+    key = queries[0].single_key()
+    return key if key is not None and 0 < len(key) <= limits.max_key_chars else None
+
+
+def answer_search(table: Table, queries: Sequence[Query], options: SearchOptions, limits: Limits) -> SearchAnswer:
+    """:func:`search`, packed for the wire; ``most_similar(key)`` takes the index's one-row path."""
+    key = plain_search_key(queries, options, limits)
+    row = table.key_to_id.get(key) if key is not None else None
+    topn = options.topn
+    if row is not None:
+        ids, scores = table.index.nearest_to_row(row, topn, options.ef_search)
+        keys = table.keys
+        return SearchAnswer(
+            topn, 1, struct.pack(f"<{topn}q", *ids), struct.pack(f"<{topn}f", *scores), [keys[i] if i >= 0 else "" for i in ids]
+        )
+    r = search(table, queries, options, limits)
+    return SearchAnswer(
+        topn, len(queries), r.ids.astype(LE_I64, copy=False).tobytes(), r.scores.astype(LE_F32, copy=False).tobytes(), r.keys(table).ravel().tolist()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,58 +390,3 @@ def similarity(table: Table, a: Sequence[str], b: Sequence[str], limits: Limits)
     if table.metric != "cosine":
         ua, ub = unit(ua), unit(ub)
     return np.einsum("ij,ij->i", ua, ub).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizer tables
-
-
-@dataclass(frozen=True)
-class Encoding:
-    ids: list[int]
-    tokens: list[str]
-
-
-def _tokenizer_table(table: Table, call: str) -> tokens.TokenizerTable:
-    tt = table.extras.get(tokens.EXTRA)
-    if tt is None:
-        raise FailedPreconditionError(
-            f"table {table.name!r} carries no tokenizer: {call} needs a table imported with --format safetensors --tokenizer"
-        )
-    return tt  # type: ignore[no-any-return]
-
-
-def tokenize(table: Table, texts: Sequence[str], limits: Limits, *, add_special_tokens: bool = False) -> list[Encoding]:
-    """Token ids (the table's row ids) and token strings of each text (no padding, no truncation).
-
-    Raises:
-        FailedPreconditionError: the table carries no tokenizer.
-        ValueError / LimitExceededError: no text, too many texts, a text over the length limit.
-    """
-    tt = _tokenizer_table(table, "tokenize")
-    if not len(texts):
-        raise ValueError("texts: the request holds no text")
-    check_limit("texts", len(texts), limits.max_texts)
-    longest = max(map(len, texts))
-    check_limit("text characters", longest, limits.max_text_chars)
-    encodings = tt.tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
-    return [Encoding(ids=list(e.ids), tokens=list(e.tokens)) for e in encodings]
-
-
-def excluded_rows(table: Table, *, special: bool, subword: bool) -> np.ndarray | None:
-    """Rows a search must never return: special and/or continuation tokens (None = no filter).
-
-    ``special`` also drops rows without a token (ids the tokenizer never produces).
-
-    Raises:
-        FailedPreconditionError: the table carries no tokenizer.
-    """
-    if not special and not subword:
-        return None
-    tt = _tokenizer_table(table, "skipping special/sub-word tokens")
-    mask = np.zeros(table.count, dtype=bool)
-    if special:
-        mask |= tt.special | tt.unused
-    if subword:
-        mask |= tt.continuation
-    return mask

@@ -1,15 +1,15 @@
-"""The gRPC servicers: thin translation between protobuf messages and the query core.
+"""The gRPC servicers: protobuf messages in, query-core calls, protobuf messages out.
 
-Handlers hold no logic of their own: pick the table, call :mod:`embserve_server.query`, pack
-numpy arrays into bytes. Exceptions travel to :func:`handle`, the one place that turns them
-into a status code (via :func:`embserve_server.errors.status_for`).
+Each handler picks the table, turns the request into the core's arguments, calls
+:mod:`embserve_server.query` (which validates, chooses any fast path and packs the arrays into
+bytes) and copies the answer into the response message. Exceptions travel to :func:`handle`, the
+one place that turns them into a status code (via :func:`embserve_server.errors.status_for`).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import struct
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,8 +17,9 @@ import grpc
 import numpy as np
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
+from embserve_client.wire import LE_F32, POLICY_NAMES
 
-from embserve_server import query
+from embserve_server import query, subword, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.errors import status_for
 from embserve_server.tables import Table, TableRegistry
@@ -27,16 +28,7 @@ logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_POLICIES = {
-    pb.MISSING_POLICY_UNSPECIFIED: "error",
-    pb.MISSING_POLICY_ERROR: "error",
-    pb.MISSING_POLICY_SKIP: "skip",
-    pb.MISSING_POLICY_ZERO: "zero",
-    pb.MISSING_POLICY_SUBWORD: "subword",
-}
-_LE_F32 = np.dtype("<f4")
 MAX_DETAILS = 1_000  # characters of an error message (grpc's metadata limit is 8 KiB by default)
-_LE_I64 = np.dtype("<i8")
 
 
 def handle(method: F) -> F:
@@ -73,8 +65,8 @@ def table_info(t: Table) -> pb.TableInfo:
         ef_search=int(info.get("ef_search") or 0),
         nprobe=int(info.get("nprobe") or 0),
         has_counts=t.bundle.counts is not None,
-        has_subwords=query.SUBWORD_EXTRA in t.extras,
-        has_tokenizer="tokenizer" in t.extras,
+        has_subwords=subword.EXTRA in t.extras,
+        has_tokenizer=tokenizer_table.EXTRA in t.extras,
         source=str((t.bundle.manifest.get("source") or {}).get("kind", "")),
     )
 
@@ -94,7 +86,21 @@ def to_query(q: pb.Query) -> query.Query:
 def _floats(raw: bytes, field: str) -> np.ndarray:
     if len(raw) % 4:
         raise ValueError(f"{field}: {len(raw)} bytes is not a whole number of float32 values")
-    return np.frombuffer(raw, dtype=_LE_F32)
+    return np.frombuffer(raw, dtype=LE_F32)
+
+
+def search_options(request: pb.SearchRequest) -> query.SearchOptions:
+    return query.SearchOptions(
+        topn=request.topn or query.DEFAULT_TOPN,
+        include_query_keys=request.include_query_keys,
+        exact=request.exact,
+        ef_search=request.ef_search,
+        nprobe=request.nprobe,
+        restrict_vocab=request.restrict_vocab,
+        min_score=request.min_score if request.HasField("min_score") else None,
+        skip_special_tokens=request.skip_special_tokens,
+        skip_subword_tokens=request.skip_subword_tokens,
+    )
 
 
 class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
@@ -110,100 +116,33 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
     @handle
     def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
-        table = self.registry.get(request.table)
-        # One list up front: every pass over the protobuf container builds new str objects
-        # (checks + id lookups would decode each key 3 times: ~0.3 ms per 1024 keys).
-        keys = list(request.keys)
-        if len(keys) == 1 and not request.ids and not request.normalize and request.missing in _POLICIES:
-            # The commonest call, one known key, without numpy: in a busy server each of the ~12 numpy
-            # calls of the general path costs microseconds (cold caches), more than the answer itself.
-            row = table.key_to_id.get(keys[0])
-            if row is not None:
-                return pb.LookupResponse(
-                    table=table.name, version=table.version, vector_size=table.dim, rows=1,
-                    vectors=table.row_bytes(row), found=b"\x01", ids=row.to_bytes(8, "little", signed=True),
-                )
-        result = query.lookup(
-            table,
-            self.limits,
-            keys=keys,
-            ids=request.ids,
-            missing=_POLICIES.get(request.missing, "?"),
-            normalize=request.normalize,
+        table = self.registry.get(request.table, request.version)
+        # One list up front: every pass over the protobuf container builds new str objects.
+        answer = query.answer_lookup(
+            table, self.limits, keys=list(request.keys), ids=request.ids, missing=POLICY_NAMES.get(request.missing, "?"), normalize=request.normalize
         )
         return pb.LookupResponse(
-            table=table.name,
-            version=table.version,
-            vector_size=table.dim,
-            rows=len(result.vectors),
-            vectors=result.vectors.astype(_LE_F32, copy=False).tobytes(),
-            found=result.found.view(np.uint8).tobytes(),
-            ids=result.ids.astype(_LE_I64, copy=False).tobytes(),
+            table=table.name, version=table.version, vector_size=table.dim, rows=answer.rows, vectors=answer.vectors, found=answer.found, ids=answer.ids
         )
 
     @handle
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
-        table = self.registry.get(request.table)
-        key = self._plain_single_key(request)
-        if key is not None:
-            topn = request.topn or query.DEFAULT_TOPN
-            hit = query.nearest_to_key(table, key, topn, request.ef_search)
-            if hit is not None:
-                ids, scores = hit
-                keys = table.keys
-                return pb.SearchResponse(
-                    table=table.name, version=table.version, topn=topn, queries=1,
-                    ids=struct.pack(f"<{topn}q", *ids), scores=struct.pack(f"<{topn}f", *scores),
-                    keys=[keys[i] if i >= 0 else "" for i in ids],
-                )
-        options = query.SearchOptions(
-            topn=request.topn or query.DEFAULT_TOPN,
-            include_query_keys=request.include_query_keys,
-            exact=request.exact,
-            ef_search=request.ef_search,
-            nprobe=request.nprobe,
-            restrict_vocab=request.restrict_vocab,
-            min_score=request.min_score if request.HasField("min_score") else None,
-            exclude=query.excluded_rows(table, special=request.skip_special_tokens, subword=request.skip_subword_tokens),
-        )
-        result = query.search(table, [to_query(q) for q in request.queries], options, self.limits)
+        table = self.registry.get(request.table, request.version)
+        answer = query.answer_search(table, [to_query(q) for q in request.queries], search_options(request), self.limits)
         return pb.SearchResponse(
-            table=table.name,
-            version=table.version,
-            topn=options.topn,
-            queries=len(request.queries),
-            ids=result.ids.astype(_LE_I64, copy=False).tobytes(),
-            scores=result.scores.astype(_LE_F32, copy=False).tobytes(),
-            keys=result.keys(table).ravel().tolist(),
+            table=table.name, version=table.version, topn=answer.topn, queries=answer.queries, ids=answer.ids, scores=answer.scores, keys=answer.keys
         )
-
-    def _plain_single_key(self, request: pb.SearchRequest) -> str | None:
-        """The key of ``most_similar("cat")``: one query of one positive key, default options, within limits.
-
-        Anything else (or anything invalid) is None and takes the general path, with its exact errors.
-        """
-        limits = self.limits
-        if len(request.queries) != 1 or limits.max_queries < 1 or not 0 <= request.topn <= limits.max_topn or not 0 <= request.ef_search <= limits.max_ef_search:
-            return None
-        if request.include_query_keys or request.exact or request.nprobe or request.restrict_vocab or request.skip_special_tokens \
-                or request.skip_subword_tokens or request.HasField("min_score") or limits.max_terms < 1:
-            return None
-        q = request.queries[0]
-        if len(q.positive) != 1 or q.negative or q.positive_ids or q.negative_ids or q.positive_weights or q.negative_weights or q.vector:
-            return None
-        key = q.positive[0]
-        return key if 0 < len(key) <= limits.max_key_chars else None
 
     @handle
     def Similarity(self, request: pb.SimilarityRequest, context: grpc.ServicerContext) -> pb.SimilarityResponse:
-        table = self.registry.get(request.table)
+        table = self.registry.get(request.table, request.version)
         scores = query.similarity(table, request.a, request.b, self.limits)
-        return pb.SimilarityResponse(table=table.name, version=table.version, scores=scores.astype(_LE_F32).tobytes())
+        return pb.SimilarityResponse(table=table.name, version=table.version, scores=scores.astype(LE_F32).tobytes())
 
     @handle
     def Tokenize(self, request: pb.TokenizeRequest, context: grpc.ServicerContext) -> pb.TokenizeResponse:
-        table = self.registry.get(request.table)
-        encodings = query.tokenize(table, list(request.texts), self.limits, add_special_tokens=request.add_special_tokens)
+        table = self.registry.get(request.table, request.version)
+        encodings = tokenizer_table.tokenize(table, list(request.texts), self.limits, add_special_tokens=request.add_special_tokens)
         return pb.TokenizeResponse(
             table=table.name,
             version=table.version,
@@ -212,8 +151,8 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
     @handle
     def LookupText(self, request: pb.LookupTextRequest, context: grpc.ServicerContext) -> pb.LookupTextResponse:
-        table = self.registry.get(request.table)
-        (enc,) = query.tokenize(table, [request.text], self.limits, add_special_tokens=request.add_special_tokens)
+        table = self.registry.get(request.table, request.version)
+        (enc,) = tokenizer_table.tokenize(table, [request.text], self.limits, add_special_tokens=request.add_special_tokens)
         vectors = table.vectors[np.asarray(enc.ids, dtype=np.int64)]
         mean = vectors.mean(axis=0) if (request.mean and len(vectors)) else np.empty(0, np.float32)
         return pb.LookupTextResponse(
@@ -222,8 +161,8 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             vector_size=table.dim,
             ids=enc.ids,
             tokens=enc.tokens,
-            vectors=np.ascontiguousarray(vectors, dtype=_LE_F32).tobytes(),
-            mean=mean.astype(_LE_F32).tobytes(),
+            vectors=np.ascontiguousarray(vectors, dtype=LE_F32).tobytes(),
+            mean=mean.astype(LE_F32).tobytes(),
         )
 
 

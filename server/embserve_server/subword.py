@@ -13,15 +13,13 @@ the bucket vectors of its character n-grams, exactly as gensim's ``FastTextKeyed
 
     vecs = compose(["dogg"], ngrams, minn=3, maxn=6, bucket=200_000)   # (1, dim) float32
 
-Importing this module registers :func:`load` as the ``"subwords"`` extra of
-:data:`embserve_server.tables.EXTRA_LOADERS`, so fastText bundles load their n-gram matrix
-(memory-mapped, checksummed like every bundle file); :func:`compose_for_table` answers
-``embserve_server.query.compose_unknown`` (missing-key policy "subword").
+:mod:`embserve_server.tables` lists :func:`load` among its optional parts (the ``"subwords"``
+extra), so fastText bundles load their n-gram matrix (memory-mapped, checksummed like every
+bundle file); :func:`compose_for_table` answers the missing-key policy "subword".
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,15 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from embserve_client import bundle as bfmt
 
-from embserve_server.tables import EXTRA_LOADERS
+from embserve_server.errors import FailedPreconditionError
 
 if TYPE_CHECKING:
     from embserve_server.tables import Table
 
-logger = logging.getLogger(__name__)
 
 EXTRA = "subwords"  # Table.extras entry
-NGRAMS_FILE = "ngrams.npy"
 FNV_OFFSET = 2166136261
 FNV_PRIME = 16777619
 
@@ -173,7 +169,7 @@ def load(b: bfmt.Bundle) -> SubwordTable | None:
         raise bfmt.BundleError(f"{b.path / bfmt.MANIFEST}: {exc}") from exc
     if spec is None:
         return None
-    fname = str((b.extras.get("subword") or {}).get("file") or NGRAMS_FILE)
+    fname = str((b.extras.get("subword") or {}).get("file") or bfmt.NGRAMS)
     path = b.file(fname)
     if path is None:
         raise bfmt.BundleError(f"{b.path}: extras.subword is set but {fname} is not listed in the manifest files")
@@ -189,9 +185,14 @@ def load(b: bfmt.Bundle) -> SubwordTable | None:
 
 
 def compose_for_table(table: Table, keys: list[str]) -> np.ndarray:
-    """Subword vectors of ``keys`` in a fastText ``table`` (missing-key policy "subword")."""
-    sub: SubwordTable = table.extras[EXTRA]
+    """Subword vectors of ``keys`` in a fastText ``table`` (missing-key policy "subword").
+
+    Raises:
+        FailedPreconditionError: the table has no n-gram buckets (not a fastText table).
+    """
+    sub: SubwordTable | None = table.extras.get(EXTRA)
+    if sub is None:
+        raise FailedPreconditionError(
+            f"table {table.name!r} has no subword n-grams: missing policy 'subword' needs a fastText table (embserve-train train --model fasttext)"
+        )
     return sub.compose(keys)
-
-
-EXTRA_LOADERS[EXTRA] = load

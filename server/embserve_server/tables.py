@@ -1,12 +1,15 @@
 """Loading table bundles into searchable :class:`Table` objects, and the registry that serves them.
 
-This is the ONLY server module that reads bundles or builds indexes. A loaded :class:`Table` is
+The tables layer is the only part of the server that reads bundle files: this module reads the
+bundle and its index, and calls the loaders of the optional parts it declares in
+:data:`EXTRA_LOADERS` (:mod:`subword`, :mod:`tokenizer_table`). A loaded :class:`Table` is
 immutable: a reload builds a new one next to it and swaps the registry's mapping in one
 assignment, so in-flight calls finish on the version they started with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -17,11 +20,12 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+import embserve_index as vindex
 import numpy as np
 from embserve_client import bundle as bfmt
 
-from embserve_server import index as vindex
-from embserve_server.errors import TableUnavailableError, UnknownTableError
+from embserve_server import subword, tokenizer_table
+from embserve_server.errors import TableUnavailableError, UnknownTableError, UnknownVersionError
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +95,11 @@ class Table:
         return self.index.rows[ids]
 
 
-def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True) -> Table:
+def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, like: Table | None = None) -> Table:
     """Read, validate and warm one bundle directory.
+
+    ``like``: a loaded version of the same table; when both have the same keys.txt (a training
+    run's snapshots do), the new version shares its key index instead of building another.
 
     Raises:
         BundleError / ChecksumError: the bundle is malformed or corrupt.
@@ -108,20 +115,22 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True) 
         # Bundles should ship their index (building HNSW for 400k rows takes ~70 s); build Flat here.
         logger.warning("%s has no index.faiss: building an exact Flat index at load time", path)
         faiss_index = vindex.build_index(vindex.prepare_rows(b.vectors, b.metric), "Flat")
-    idx = vindex.VectorIndex.from_index(
-        faiss_index, ef_search=int(info.get("ef_search") or 64), nprobe=int(info.get("nprobe") or 8)
-    )
+    idx = vindex.VectorIndex.from_index(faiss_index, ef_search=int(info.get("ef_search") or 0), nprobe=int(info.get("nprobe") or 0))
     if idx.ntotal != b.count or idx.d != b.vector_size:
         raise bfmt.BundleError(
             f"{path}: index holds {idx.ntotal} x {idx.d} rows, vectors.npy is {b.count} x {b.vector_size}"
         )
     _check_index_rows(path, b, idx)
-    keys = b.keys
+    if like is not None and like.bundle.manifest["files"].get(bfmt.KEYS) == b.manifest["files"].get(bfmt.KEYS):
+        b = dataclasses.replace(b, keys=like.bundle.keys)  # same sha256: the same keys, kept once
+        key_to_id, key_array = like.key_to_id, like.keys
+    else:
+        key_to_id, key_array = dict(zip(b.keys, range(len(b.keys)))), np.array(b.keys, dtype=object)
     table = Table(
         bundle=b,
         index=idx,
-        key_to_id=dict(zip(keys, range(len(keys)))),
-        keys=np.array(keys, dtype=object),
+        key_to_id=key_to_id,
+        keys=key_array,
         load_seconds=0.0,
         extras=_load_extras(b),
         raw=np.asarray(b.vectors),
@@ -141,8 +150,11 @@ def _check_index_rows(path: Path, b: bfmt.Bundle, idx: vindex.VectorIndex) -> No
         raise bfmt.BundleError(f"{path}: index.faiss rows do not match vectors.npy (index from another table?)")
 
 
-# Loaders for optional bundle parts, registered by feature modules: name -> loader(bundle) -> object.
-EXTRA_LOADERS: dict[str, Callable[[bfmt.Bundle], Any]] = {}
+# The optional bundle parts a table may carry: Table.extras name -> loader(bundle) -> object or None.
+EXTRA_LOADERS: dict[str, Callable[[bfmt.Bundle], Any]] = {
+    subword.EXTRA: subword.load,  # fastText n-gram buckets (missing-key policy "subword")
+    tokenizer_table.EXTRA: tokenizer_table.load,  # a language model's tokenizer (token tables)
+}
 
 
 def _load_extras(b: bfmt.Bundle) -> dict[str, Any]:
@@ -163,7 +175,11 @@ class ReloadOutcome:
 
 
 class TableRegistry:
-    """The tables being served: newest valid version of each table under ``tables_dir``.
+    """The tables being served: the newest ``keep_versions`` valid versions of each table under ``tables_dir``.
+
+    Requests name a version or get the newest (the *serving* version). Keeping several lets a
+    training run's snapshots, an A/B pair or a rollout be read version by version; every version
+    is memory-mapped, so one more costs its key index and little else.
 
     Args:
         tables_dir: root holding ``<name>/<version>/`` bundles.
@@ -171,6 +187,7 @@ class TableRegistry:
         mmap: memory-map vectors and flat index storage.
         verify_checksums: check every file's sha256 before serving it.
         pinned: serve exactly this version of these tables.
+        keep_versions: how many of the newest valid versions of each table stay loaded (>= 1).
         on_change: called with (Table | None, ReloadOutcome) after every load attempt (metrics).
     """
 
@@ -182,25 +199,32 @@ class TableRegistry:
         mmap: bool = True,
         verify_checksums: bool = True,
         pinned: dict[str, int] | None = None,
+        keep_versions: int = 1,
         on_change: Callable[[Table | None, ReloadOutcome], None] | None = None,
     ) -> None:
+        if keep_versions < 1:
+            raise ValueError(f"keep_versions: {keep_versions} must be at least 1")
         self.tables_dir = Path(tables_dir)
         self._default = default_table
         self._mmap = mmap
         self._verify = verify_checksums
         self._pinned = dict(pinned or {})
+        self.keep_versions = keep_versions
         self.on_change = on_change  # settable: a forked worker points it at its own metrics
-        self._tables: dict[str, Table] = {}  # replaced whole on every change, never mutated
+        # Both replaced whole on every change, never mutated: readers need no lock.
+        self._tables: dict[str, Table] = {}  # name -> serving (newest loaded) version
+        self._versions: dict[str, dict[int, Table]] = {}  # name -> version -> loaded table
         self._refused: dict[tuple[str, int], float] = {}  # (name, version) -> manifest mtime refused
         self._lock = threading.Lock()  # serialises reloads, never held by readers
 
     # -- reading side (request threads) --------------------------------------------------------
 
-    def get(self, name: str = "") -> Table:
-        """The serving version of table ``name`` ("" = default table).
+    def get(self, name: str = "", version: int = 0) -> Table:
+        """Table ``name`` ("" = default table) at ``version`` (0 = the serving, newest one).
 
         Raises:
             UnknownTableError: no such table.
+            UnknownVersionError: that version is not loaded.
             TableUnavailableError: nothing is loaded yet.
         """
         tables = self._tables
@@ -211,7 +235,16 @@ class TableRegistry:
         table = tables.get(name)
         if table is None:
             raise UnknownTableError(name, sorted(tables))
+        if version and version != table.version:
+            loaded = self._versions.get(name, {})
+            if version not in loaded:
+                raise UnknownVersionError(name, version, sorted(loaded))
+            return loaded[version]
         return table
+
+    def versions(self, name: str) -> list[Table]:
+        """The loaded versions of table ``name``, oldest first (empty if none)."""
+        return [t for _, t in sorted(self._versions.get(name, {}).items())]
 
     def default_name(self, tables: dict[str, Table] | None = None) -> str:
         tables = self._tables if tables is None else tables
@@ -220,6 +253,7 @@ class TableRegistry:
         return sorted(tables)[0] if tables else ""
 
     def all(self) -> list[Table]:
+        """The serving version of every table, by name."""
         return [t for _, t in sorted(self._tables.items())]
 
     def __len__(self) -> int:
@@ -237,51 +271,65 @@ class TableRegistry:
             # Served tables too: a table directory that vanished must be noticed (and kept), not skipped.
             names = sorted({*bfmt.list_tables(self.tables_dir), *self._tables}) if only is None else [bfmt.validate_name(only)]
             outcomes = []
-            new_tables = dict(self._tables)
+            new_versions = dict(self._versions)
             for name in names:
-                found, table = self._reload_one(name, new_tables.get(name))
-                if table is not None:
-                    new_tables[name] = table
+                found, loaded = self._reload_one(name, new_versions.get(name, {}))
+                new_versions[name] = loaded
+                serving = loaded[max(loaded)] if loaded else None
                 for outcome in found:
                     if self.on_change:
-                        self.on_change(table if outcome.outcome == "loaded" else None, outcome)
+                        self.on_change(serving if outcome.outcome == "loaded" else None, outcome)
                 outcomes.extend(found)
-            self._tables = new_tables  # one assignment: readers see the old or the new mapping
+            new_versions = {name: loaded for name, loaded in new_versions.items() if loaded}
+            # Readers see the old or the new mappings; versions first, so a serving table is always listed.
+            self._versions = new_versions
+            self._tables = {name: loaded[max(loaded)] for name, loaded in new_versions.items()}
             return outcomes
 
-    def _reload_one(self, name: str, current: Table | None) -> tuple[list[ReloadOutcome], Table | None]:
+    def _reload_one(self, name: str, loaded: dict[int, Table]) -> tuple[list[ReloadOutcome], dict[int, Table]]:
+        """Outcomes, and the versions of ``name`` to keep loaded (the newest ``keep_versions`` valid ones)."""
         try:
             versions = bfmt.list_versions(self.tables_dir, name)
         except OSError as exc:
             logger.error("table %s: cannot list versions (%s); keeping what is served", name, exc)
-            return [], None
+            return [], loaded
         if name in self._pinned:
             versions = [v for v in versions if v == self._pinned[name]]
         outcomes: list[ReloadOutcome] = []
-        if current is not None and current.version not in versions and self._refused.get((name, current.version)) != _VANISHED:
-            self._refused[(name, current.version)] = _VANISHED  # log and count it once
-            logger.error("table %s version %d vanished from %s; still serving the loaded copy", name, current.version, self.tables_dir)
-            outcomes.append(ReloadOutcome(name, "refused", current.version, "bundle directory vanished; still serving the loaded copy"))
-        # Newest first, down to (not past) the version being served.
+        current = max(loaded) if loaded else None
+        vanished = current if current is not None and current not in versions else None
+        if vanished is not None and self._refused.get((name, vanished)) != _VANISHED:
+            self._refused[(name, vanished)] = _VANISHED  # log and count it once
+            logger.error("table %s version %d vanished from %s; still serving the loaded copy", name, vanished, self.tables_dir)
+            outcomes.append(ReloadOutcome(name, "refused", vanished, "bundle directory vanished; still serving the loaded copy"))
+        keep: dict[int, Table] = {}
+        # Newest first, until keep_versions are loaded (with one version kept: down to the serving one).
         for version in reversed(versions):
-            if current is not None and version <= current.version:
-                if version == current.version and not outcomes:
-                    outcomes.append(ReloadOutcome(name, "unchanged", version))
+            if len(keep) >= self.keep_versions or (self.keep_versions == 1 and current is not None and version < current):
                 break
+            if version in loaded:
+                keep[version] = loaded[version]
+                continue
             path = bfmt.bundle_path(self.tables_dir, name, version)
             stamp = _mtime(path / bfmt.MANIFEST)
             if self._refused.get((name, version)) == stamp:
                 continue  # refused before and unchanged since: do not log and count it again
             try:
-                table = load_table(path, mmap=self._mmap, verify_checksums=self._verify)
+                like = next(iter(keep.values()), None) or (loaded[current] if current is not None else None)  # shares a same-vocabulary key index
+                keep[version] = load_table(path, mmap=self._mmap, verify_checksums=self._verify, like=like)
             except (bfmt.BundleError, ValueError, OSError, RuntimeError, MemoryError) as exc:
                 self._refused[(name, version)] = stamp
                 logger.error("refused table %s version %d: %s", name, version, exc)
                 outcomes.append(ReloadOutcome(name, "refused", version, str(exc)))
                 continue  # an older version may still be newer than the one being served
             outcomes.append(ReloadOutcome(name, "loaded", version))
-            return outcomes, table
-        return outcomes, None
+        if vanished is not None:
+            keep[vanished] = loaded[vanished]  # the mapped pages outlive the files
+            keep = dict(sorted(keep.items())[-self.keep_versions :])  # unless newer versions replace it
+        if current is not None and current in keep and not outcomes:
+            outcomes.append(ReloadOutcome(name, "unchanged", current))
+        # A version older than everything kept never becomes the serving one.
+        return outcomes, keep
 
 
 _VANISHED = -2.0  # marks a served version whose directory disappeared (real mtimes are >= 0, missing -1)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from embserve_client import bundle as bfmt
 
 from embserve_trainer import __version__
 from embserve_trainer.evaluate import ANALOGY_EF_SEARCH, RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
@@ -58,10 +59,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.no_eval:
         report = evaluate_table(trained.vectors, trained.keys, restrict_vocab=args.restrict_vocab)
         print(format_report(report), file=sys.stderr)
-        files["eval.json"] = json.dumps(report, indent=2, sort_keys=True) + "\n"
+        files[bfmt.EVAL] = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if trained.ngrams is not None:
         ngrams = trained.ngrams
-        files["ngrams.npy"] = lambda p: np.save(p, ngrams, allow_pickle=False)
+        files[bfmt.NGRAMS] = lambda p: np.save(p, ngrams, allow_pickle=False)
     path = export_table(
         args.tables, args.name, trained.vectors, trained.keys,
         source=trained.source, metric=args.metric, counts=trained.counts,

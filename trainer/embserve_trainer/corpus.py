@@ -14,7 +14,6 @@ import bz2
 import gzip
 import hashlib
 import io
-import logging
 import lzma
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-logger = logging.getLogger(__name__)
+from embserve_client.bundle import sha256_file
 
 # Suffix -> opener. dictd's ".dz" is dictzip: gzip with random-access chunks, readable as plain gzip.
 OPENERS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".dz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -170,10 +169,7 @@ def corpus_sha256(files: list[CorpusFile]) -> tuple[str, dict[str, str]]:
     combined = hashlib.sha256()
     per_file: dict[str, str] = {}
     for cf in files:
-        h = hashlib.sha256()
-        with open(cf.path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-        per_file[str(cf.path)] = h.hexdigest()
-        combined.update(h.digest())
+        digest = sha256_file(cf.path)
+        per_file[str(cf.path)] = digest
+        combined.update(bytes.fromhex(digest))
     return combined.hexdigest(), per_file

@@ -12,14 +12,10 @@ exactly (so figures compare with published gensim numbers):
   a question word.
 
 The difference is speed: all questions go to FAISS as one (n, d) batch instead of one
-``most_similar`` call each. Two searches answer them:
-
-- ``exact``: ``faiss.knn`` inner product over the unit rows, gensim's answers to the last question
-  (BLAS-bound: ~3.5 s for 19,544 questions x 300k x 50 on 2 cores);
-- the bundle's own HNSW index (what the server searches) at ``efSearch`` 128, restricted to the first
-  ``restrict_vocab`` rows by an id selector: ~1 s; on GloVe 6B 50d 36 of 19,486 answers differ from
-  exact (efSearch 160: 25, 256: 14) and accuracy moves by 0.0001 (46.36% vs 46.37%). ``evaluate_bundle`` uses it when the index ranks by
-  cosine; ``exact=True`` forces brute force. The report names the search that answered.
+``most_similar`` call each, answered either exactly (``faiss.knn``, gensim's answers to the last
+question) or by the bundle's own HNSW index restricted to the first ``restrict_vocab`` rows (what
+``evaluate_bundle`` uses when the index ranks by cosine; ``exact=True`` forces brute force). The
+report names the search that answered; bench/bench_evaluate.py measures both against gensim.
 
     report = evaluate_table(vectors, keys)            # dict, written as eval.json
     print(format_report(report))
@@ -37,8 +33,8 @@ from typing import Any
 
 import faiss
 import numpy as np
-from embserve_client.bundle import Bundle, list_versions, read_bundle, sha256_file
-from embserve_server.index import VectorIndex, load_index, prepare_rows
+from embserve_client.bundle import INDEX, Bundle, list_versions, read_bundle, sha256_file
+from embserve_index import VectorIndex, load_index, prepare_rows
 from scipy import stats
 
 logger = logging.getLogger(__name__)
@@ -74,7 +70,7 @@ def index_search(index: VectorIndex, n_rows: int, ef_search: int = ANALOGY_EF_SE
 
 def bundle_index_search(bundle: Bundle, n_rows: int, ef_search: int = ANALOGY_EF_SEARCH) -> AnalogySearch | None:
     """The bundle's HNSW index as an analogy search, if it ranks exactly as cosine over the rows; else None."""
-    meta, path = bundle.index_info, bundle.file("index.faiss")
+    meta, path = bundle.index_info, bundle.file(INDEX)
     if path is None or not (meta.get("normalized") and meta.get("faiss_metric") == "inner_product"):
         return None
     index = VectorIndex.from_index(load_index(path))

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import embserve_server.index as vindex
+import embserve_index as vindex
 import numpy as np
 from embserve_client.bundle import INDEX, BundleSpec, FileContent, write_bundle
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from embserve_client import bundle as bfmt
 from embserve_client.bundle import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def _dedupe(vectors: np.ndarray, keys: list[str], origin: str) -> tuple[np.ndarr
 
 
 def _clean_keys(vectors: np.ndarray, keys: list[str], origin: str) -> tuple[np.ndarray, list[str]]:
-    ok = np.array([bool(k) and "\n" not in k and "\r" not in k for k in keys])
+    ok = np.array([bfmt.valid_key(k) for k in keys], dtype=bool)
     if not ok.all():
         logger.warning("%s: dropped %d empty keys or keys with newlines", origin, int((~ok).sum()))
         vectors, keys = vectors[ok], [k for k, keep in zip(keys, ok) if keep]

@@ -13,5 +13,5 @@ def bar(total: int | None, desc: str, unit: str = "it", **kwargs: Any) -> tqdm:
 
 
 def index_progress(total: int, desc: str) -> tqdm:
-    """Adapter for ``embserve_server.index.build_index(progress=...)``."""
+    """Adapter for ``embserve_index.build_index(progress=...)``."""
     return bar(total, desc, unit="vec")

@@ -9,13 +9,10 @@ manifest, so a table can be re-trained, and queried, with exactly the tokens it 
 
 from __future__ import annotations
 
-import logging
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-
-logger = logging.getLogger(__name__)
 
 # gensim's Cython training routines silently drop everything past 10,000 tokens of one sentence
 # (MAX_WORDS_IN_BATCH); longer documents are cut into chunks of at most this many tokens instead.

