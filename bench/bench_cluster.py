@@ -102,7 +102,8 @@ def measure_cluster(*, rate: float, steady_calls: int, timeout: float) -> dict[s
         # SIGKILL one replica mid-load and restart it.
         victim = c.replicas[1]
         with lb.Load(c.target, clients=3, rate=rate, max_seconds=timeout * 2) as load:
-            lb.wait_until("load on the victim", lambda: victim.lookups() >= RETURN_CALLS, timeout=timeout)
+            before = victim.lookups()
+            lb.wait_until("load on the victim", lambda: victim.lookups() >= before + RETURN_CALLS, timeout=timeout)
             t_kill = time.monotonic()
             victim.kill()
             victim.start([1])
@@ -117,7 +118,8 @@ def measure_cluster(*, rate: float, steady_calls: int, timeout: float) -> dict[s
         t0 = time.monotonic()
         with lb.Load(c.target, clients=3, monotonic=1, rate=rate, max_seconds=timeout * 4) as load, \
                 lb.VersionWatcher(c.replicas, max_seconds=timeout * 4) as watch:
-            lb.wait_until("load on every replica", lambda: min(c.lookups()) >= RETURN_CALLS, timeout=timeout)
+            start = c.lookups()
+            lb.wait_until("load on every replica", lambda: min(a - b for a, b in zip(c.lookups(), start)) >= RETURN_CALLS, timeout=timeout)
             for replica in c.replicas:
                 replica.terminate()
                 replica.start([2])

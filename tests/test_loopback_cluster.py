@@ -49,7 +49,7 @@ def test_targets_that_resolve_to_several_addresses_get_round_robin(target, many)
     config = dict(channel_options(target, max_message_bytes=1 << 20))["grpc.service_config"]
     assert ('"round_robin"' in config) is many
     assert ('"healthCheckConfig": {"serviceName": ""}' in config) is many
-    assert '"retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]' in config  # retries as before
+    assert '"retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"]' in config  # + drain resets
 
 
 def test_bad_load_balancing_and_min_version_are_refused():
@@ -216,7 +216,8 @@ def test_calls_spread_evenly_over_the_replicas(loop):
 def test_a_replica_killed_and_restarted_mid_load_fails_no_call_and_gets_load_again(loop):
     victim = loop.replicas[1]
     with Load(loop.target, clients=CLIENTS, rate=LOAD_RATE, max_seconds=EVENT_TIMEOUT * 2) as load:
-        wait_until("load on the victim", lambda: victim.lookups() >= RETURN_CALLS, timeout=EVENT_TIMEOUT)
+        before = victim.lookups()  # this incarnation's count so far: wait for the new load itself
+        wait_until("load on the victim", lambda: victim.lookups() >= before + RETURN_CALLS, timeout=EVENT_TIMEOUT)
         victim.kill()
         victim.start([1])
         victim.wait_ready()
@@ -229,7 +230,9 @@ def test_a_replica_killed_and_restarted_mid_load_fails_no_call_and_gets_load_aga
 def test_rolling_table_update_fails_no_call_and_never_goes_back(loop):
     with Load(loop.target, clients=CLIENTS, monotonic=1, rate=LOAD_RATE, max_seconds=EVENT_TIMEOUT * 4) as load, \
             VersionWatcher(loop.replicas, max_seconds=EVENT_TIMEOUT * 4) as watch:
-        wait_until("load on every replica", lambda: min(loop.lookups()) >= RETURN_CALLS, timeout=EVENT_TIMEOUT)
+        before = loop.lookups()
+        wait_until("load on every replica", lambda: min(a - b for a, b in zip(loop.lookups(), before)) >= RETURN_CALLS,
+                   timeout=EVENT_TIMEOUT)
         wait_until("version 1 seen from every replica", lambda: all(watch.seen.values()), timeout=EVENT_TIMEOUT)
         for replica in loop.replicas:
             # The new pod's init container copies the new tables image: version 2.

@@ -32,7 +32,9 @@ from embserve_client.errors import InvalidArgumentError, UnavailableError
 LOAD_BALANCING = ("auto", "pick_first", "round_robin")
 # Transparent retries with exponential backoff for overload and brief unavailability (reloads,
 # restarts, a replica killed mid-call). Every method here is read-only or idempotent, so a retry is
-# always safe.
+# always safe. CANCELLED too: a draining server resets calls it had received but not yet started
+# (RST_STREAM CANCEL), seen in tests/test_loopback_cluster.py's rolling update; this client never
+# cancels a call itself (its own deadline ends a call as DEADLINE_EXCEEDED, not retried).
 RETRY_SERVICE_CONFIG: dict[str, Any] = {
     "methodConfig": [
         {
@@ -42,7 +44,7 @@ RETRY_SERVICE_CONFIG: dict[str, Any] = {
                 "initialBackoff": "0.05s",
                 "maxBackoff": "1s",
                 "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+                "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"],
             },
         }
     ]
