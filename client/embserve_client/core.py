@@ -8,15 +8,15 @@ building and response parsing exist once; :class:`~embserve_client.client.Client
 from __future__ import annotations
 
 import itertools
-import json
 import threading
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
 from embserve_client import wire
+from embserve_client.channel import VersionFloor, channel_options
 from embserve_client.errors import ClientClosedError, InvalidArgumentError
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
@@ -28,22 +28,6 @@ DEFAULT_TIMEOUT = 10.0  # seconds per call (a deadline is always set)
 DEFAULT_MAX_MESSAGE_BYTES = wire.MAX_MESSAGE_BYTES  # the server's default limit
 DEFAULT_MAX_KEYS_PER_CALL = wire.MAX_KEYS_PER_CALL  # the server's default --max-keys
 DEFAULT_MAX_QUERIES_PER_CALL = wire.MAX_QUERIES_PER_CALL  # the server's default --max-queries
-# Transparent retries with exponential backoff for overload and brief unavailability (reloads,
-# restarts). Every method here is read-only or idempotent, so a retry is always safe.
-RETRY_SERVICE_CONFIG = {
-    "methodConfig": [
-        {
-            "name": [{"service": "embserve.v1.EmbeddingService"}, {"service": "embserve.v1.AdminService"}],
-            "retryPolicy": {
-                "maxAttempts": 4,
-                "initialBackoff": "0.05s",
-                "maxBackoff": "1s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
-            },
-        }
-    ]
-}
 T = TypeVar("T")
 
 KeyTerm = str | tuple[str, float]  # a key, or (key, weight) as in gensim
@@ -93,6 +77,9 @@ class _ClientCore:
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        load_balancing: str = "auto",
+        min_version: int | Mapping[str, int] | None = None,
+        monotonic_reads: bool = False,
     ) -> None:
         if channels < 1:
             raise InvalidArgumentError(f"channels: {channels} must be at least 1")
@@ -100,13 +87,10 @@ class _ClientCore:
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        base_options = [
-            *options,  # first: gRPC keeps the first value of a repeated channel arg, so the caller's win
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
-        ]
+        # channel.py: retries, round_robin + health checks for multi-address targets, and the
+        # version floor (answers below it are asked again elsewhere: rolling table updates).
+        base_options = channel_options(target, max_message_bytes=max_message_bytes, load_balancing=load_balancing, options=options)
+        self._floor = VersionFloor(min_version, monotonic=monotonic_reads) if min_version is not None or monotonic_reads else None
         secure = tls or root_certificates is not None or certificate_chain is not None
         credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if secure else None
         self._channels = []

@@ -72,7 +72,17 @@ class Server:
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     size = config.limits.max_message_bytes
-    return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size), ("grpc.so_reuseport", 1)]
+    options = [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size), ("grpc.so_reuseport", 1)]
+    if config.max_connection_age is not None:
+        if config.max_connection_age <= 0:
+            raise ValueError(f"--max-connection-age: {config.max_connection_age} must be a positive number of seconds")
+        # After the age, GOAWAY: the client re-resolves and opens a new connection (to new replicas
+        # too); calls in flight on the old one get the same grace as a drain.
+        options += [
+            ("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.grace_period * 1000)),
+        ]
+    return options
 
 
 def create_server(

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-token-file", type=Path, default=None, help="bearer tokens, one 'TOKEN read|admin' per line (default: no auth)")
     p.add_argument("--poll-interval", type=float, default=d.poll_interval, help="seconds between scans for new versions (0 = off)")
     p.add_argument("--grace-period", type=float, default=d.grace_period, help="seconds for in-flight calls on shutdown")
+    p.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
+                   help="close client connections after this age (GOAWAY, then --grace-period) so clients re-resolve and reach new replicas (default: never)")
     p.add_argument("--no-reflection", action="store_true", help="disable gRPC server reflection")
     p.add_argument("--no-mmap", action="store_true", help="read tables into memory instead of mapping them")
     p.add_argument("--max-keys", type=int, default=lim.max_keys, help="keys/ids per Lookup (default %(default)s)")
@@ -93,6 +95,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         reflection=not args.no_reflection,
         poll_interval=args.poll_interval,
         grace_period=args.grace_period,
+        max_connection_age=args.max_connection_age,
         mmap=not args.no_mmap,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

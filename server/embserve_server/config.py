@@ -54,6 +54,9 @@ class ServerConfig:
     reflection: bool = True
     poll_interval: float = 0.0  # seconds between scans for new versions; 0 = no polling
     grace_period: float = 10.0  # seconds to finish in-flight calls on SIGTERM
+    # Seconds before the server asks a client to reconnect (GOAWAY), so long-lived connections
+    # re-resolve and reach new replicas; in-flight calls then get grace_period to finish. None = never.
+    max_connection_age: float | None = None
     mmap: bool = True  # memory-map vectors and flat index storage
     verify_checksums: bool = True
     tls_cert: Path | None = None  # PEM server certificate (chain); with tls_key turns TLS on
