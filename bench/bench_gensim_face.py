@@ -28,23 +28,10 @@ from embserve_trainer.evaluate import ANALOGY_SET, gensim_test_data
 from gensim.models import KeyedVectors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_evaluate import subset_questions  # noqa: E402
 from harness import EmbserveProcess, load_line, machine, write_json  # noqa: E402
 
 TARGET_RATIO = 20.0  # gensim's time / ours, at least
-
-
-def subset(path: Path, per_section: int, out: Path) -> Path:
-    """The first ``per_section`` questions of every section, in gensim's file format."""
-    lines, kept = [], 0
-    for line in path.read_text(encoding="utf8").splitlines():
-        if line.startswith(": "):
-            lines.append(line)
-            kept = 0
-        elif kept < per_section:
-            lines.append(line)
-            kept += 1
-    out.write_text("\n".join(lines) + "\n", encoding="utf8")
-    return out
 
 
 def counts(sections: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
@@ -70,7 +57,8 @@ def main() -> None:
     questions = gensim_test_data() / ANALOGY_SET
     with tempfile.TemporaryDirectory() as tmp:
         if args.per_section:
-            questions = subset(questions, args.per_section, Path(tmp) / "questions.txt")
+            subset_questions(questions, Path(tmp) / "questions.txt", args.per_section)
+            questions = Path(tmp) / "questions.txt"
         kv = KeyedVectors(vector_size=bundle.vector_size)
         kv.add_vectors(bundle.keys, np.asarray(bundle.vectors, dtype=np.float32))
         print(f"{bundle.name} v{bundle.version}: {bundle.count} x {bundle.vector_size}; questions {questions.name}"
