@@ -61,7 +61,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     bundle = read_bundle(resolve_bundle(args.bundle))
-    vectors, keys = np.asarray(bundle.vectors), bundle.keys
+    vectors, keys = np.asarray(bundle.vectors), list(bundle.keys)
     data = gensim_test_data()
     questions = data / ANALOGY_SET
     tmp = tempfile.TemporaryDirectory()

@@ -60,7 +60,7 @@ def main() -> None:
             subset_questions(questions, Path(tmp) / "questions.txt", args.per_section)
             questions = Path(tmp) / "questions.txt"
         kv = KeyedVectors(vector_size=bundle.vector_size)
-        kv.add_vectors(bundle.keys, np.asarray(bundle.vectors, dtype=np.float32))
+        kv.add_vectors(list(bundle.keys), np.asarray(bundle.vectors, dtype=np.float32))
         print(f"{bundle.name} v{bundle.version}: {bundle.count} x {bundle.vector_size}; questions {questions.name}"
               f"{f' (first {args.per_section} per section)' if args.per_section else ''}; {load_line()}", flush=True)
 

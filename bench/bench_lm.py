@@ -108,7 +108,7 @@ def main() -> None:
     bundle = read_bundle(final)
     training = bundle.manifest["source"]["training"]
     report = json.loads((final / "eval.json").read_text())
-    vectors, keys = np.asarray(bundle.vectors), bundle.keys
+    vectors, keys = np.asarray(bundle.vectors), list(bundle.keys)
     if not args.skip_skipgram:
         print(f"same vocabulary as skip-gram: {keys == sg_keys} ({len(keys)} keys)")
     rows["next-token LM"] = {"wall_seconds": wall, "train_seconds": training["seconds"],
@@ -146,7 +146,7 @@ def main() -> None:
     shown = {}
     for label, v in picks.items():
         b = read_bundle(args.tables / "gcide-lm" / str(v))
-        vec, ks = np.asarray(b.vectors), b.keys
+        vec, ks = np.asarray(b.vectors), list(b.keys)
         shown[label] = {"version": v, "step": b.manifest["source"]["training"]["step"],
                         **{w: neighbours(vec, ks, w) for w in ("cat", "kitten", "boat")}}
         print(f"{label} (v{v}, step {shown[label]['step']}):")
