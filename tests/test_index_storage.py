@@ -103,3 +103,16 @@ def test_ivfpq_tunes_nprobe_re_ranks_exactly_and_serves(tmp_path: Path) -> None:
     with running_server(tmp_path) as server, Client(f"127.0.0.1:{server.port}") as c:
         assert c.lookup(keys[::97], table="pq").vectors.tobytes() == np.ascontiguousarray(vectors[::97]).tobytes()
         assert [nb.key for nb in c.most_similar("w7", topn=10, table="pq")] == [keys[j] for j in table.index.search(unit[7:8], 10, drop=np.array([[7]]))[1][0]]
+
+
+def test_pq_tuner_raises_the_rerank_when_nprobe_alone_cannot_reach_the_target() -> None:
+    """Coarse PQ codes cap recall whatever nprobe is; the tuner then doubles the exact re-rank."""
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(50, 32)).astype(np.float32)
+    rows = vindex.prepare_rows(centres[rng.integers(0, 50, 6000)] + 0.3 * rng.normal(size=(6000, 32)).astype(np.float32), "cosine")
+    index = vindex.build_index(rows, "IVF32,PQ4")  # 8 dims per 1-byte code: rough scores
+    fixed = vindex.tune_ef_search(index, rows, rerank=1, target=0.95)
+    assert fixed["rerank"] == 1 and fixed["recall_at_10"] < 0.95  # the largest nprobe is not enough
+    tuned = vindex.tune_ef_search(index, rows, rerank=1, target=0.95, max_rerank=64)
+    assert tuned["rerank"] > 1 and tuned["recall_at_10"] >= 0.95

@@ -8,6 +8,8 @@ gRPC and Prometheus stack. Everything here is FAISS-shaped: (n, d) C-contiguous 
 from embserve_index.build import (
     FLAT_MAX_ROWS,
     IVFPQ_TARGET_RECALL,
+    MAX_PQ_RERANK,
+    PQ_RERANK_FACTOR,
     RERANK_FACTOR,
     STORAGES,
     TARGET_RECALL,
@@ -42,6 +44,8 @@ __all__ = [
     "DEFAULT_NPROBE",
     "FLAT_MAX_ROWS",
     "IVFPQ_TARGET_RECALL",
+    "MAX_PQ_RERANK",
+    "PQ_RERANK_FACTOR",
     "RERANK_FACTOR",
     "STORAGES",
     "TARGET_RECALL",

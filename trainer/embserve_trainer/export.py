@@ -78,7 +78,8 @@ def export_table(
     info: dict[str, Any] = {"factory": factory, "faiss_metric": "inner_product", "normalized": metric == "cosine", "storage": storage if factory != "Flat" else "flat"}
     if not vindex.VectorIndex.from_index(index, rows=rows).is_exact:
         target = vindex.IVFPQ_TARGET_RECALL if "IVF" in factory else vindex.TARGET_RECALL
-        info.update(vindex.tune_ef_search(index, rows, seed=seed, rerank=rerank, target=target))
+        max_rerank = vindex.MAX_PQ_RERANK if rerank >= vindex.PQ_RERANK_FACTOR else None
+        info.update(vindex.tune_ef_search(index, rows, seed=seed, rerank=rerank, target=target, max_rerank=max_rerank))
     del rows  # the prepared copy: only the index and the raw vectors are written
     source = {**source, "libraries": library_versions()}
     spec = BundleSpec(
