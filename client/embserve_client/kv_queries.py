@@ -18,6 +18,7 @@ import numpy as np
 from embserve_client import gensim_calls as calls
 from embserve_client.errors import InvalidArgumentError, UnknownKeyError
 from embserve_client.pb import embserve_pb2 as pb
+from embserve_client.wire import RESTRICT_VOCAB
 
 if TYPE_CHECKING:
     from embserve_client.client import Client
@@ -27,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 KEY_TYPES = (str, int, np.integer)
 EXTENDED_KEY_TYPES = (str, int, np.integer, np.ndarray)
-RESTRICT_VOCAB = 300_000  # gensim's default for the evaluations
 
 
 def ensure_list(value: Any) -> Any:

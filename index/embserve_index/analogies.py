@@ -19,7 +19,6 @@ from embserve_client.wire import unit
 
 from embserve_index.search import VectorIndex
 
-RESTRICT_VOCAB = 300_000  # gensim's default
 ANALOGY_TOPN = 5  # gensim asks most_similar for 5 answers and takes the first acceptable one
 ANALOGY_EF_SEARCH = 128  # HNSW effort for analogy questions (off-manifold queries need more than key queries)
 

@@ -121,7 +121,6 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
         ValueError: the index does not match the vectors.
     """
     t0 = time.perf_counter()
-    # like: the same keys.txt (a training run's snapshots) shares one key index between versions.
     b = bfmt.read_bundle(path, verify_checksums=verify_checksums, mmap=mmap, key_index=True, like=like.bundle if like else None)
     keys = b.key_index
     if keys is None:  # read_bundle(key_index=True) always sets it; a guard for type checkers and refactors
@@ -134,10 +133,11 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
         # Bundles should ship their index (building HNSW for 400k rows takes ~70 s); build Flat here.
         logger.warning("%s has no index.faiss: building an exact Flat index at load time", path)
         faiss_index = vindex.build_index(vindex.prepare_rows(b.vectors, b.metric), "Flat")
+    raw = np.asarray(b.vectors)  # a plain ndarray over the mapping (np.memmap's __getitem__ runs Python)
     # Quantized storage (--index-storage fp16/sq8): re-rank against the raw rows, the mapped vectors.npy.
     idx = vindex.VectorIndex.from_index(
         faiss_index, ef_search=int(info.get("ef_search") or 0), nprobe=int(info.get("nprobe") or 0),
-        raw=np.asarray(b.vectors), normalized=b.metric == "cosine", rerank=int(info.get("rerank") or 1),
+        raw=raw, normalized=b.metric == "cosine", rerank=int(info.get("rerank") or 1),
     )
     if idx.ntotal != b.count or idx.d != b.vector_size:
         raise bfmt.BundleError(
@@ -151,7 +151,7 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
         keys=keys.keys,
         load_seconds=0.0,
         extras=_load_extras(b),
-        raw=np.asarray(b.vectors),
+        raw=raw,
     )
     idx.warm_up()
     seconds = time.perf_counter() - t0

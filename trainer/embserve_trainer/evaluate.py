@@ -35,8 +35,9 @@ import faiss
 import numpy as np
 from embserve_client.bundle import INDEX, Bundle, list_versions, read_bundle, sha256_file
 from embserve_client.gensim_calls import read_analogies
+from embserve_client.wire import RESTRICT_VOCAB
 from embserve_index import VectorIndex, analogies, load_index, prepare_rows
-from embserve_index.analogies import ANALOGY_EF_SEARCH, RESTRICT_VOCAB
+from embserve_index.analogies import ANALOGY_EF_SEARCH
 from scipy import stats
 
 logger = logging.getLogger(__name__)
