@@ -1,17 +1,22 @@
 """Lookup throughput: embserve-server vs a bare grpcio server returning the same response bytes.
 
-    .venv/bin/python bench/bench_lookup.py --tables tables [--table glove] [--quick]
+    .venv/bin/python bench/bench_lookup.py --tables tables [--table glove] [--quick] [--baseline-src DIR]
 
 Both servers run as their own processes with the same thread count; the client is one separate
 process running the same loop against each (embserve_client.Client.lookup, plus a raw-stub loop
 with pre-serialized request bytes that isolates the server's cost). The bare server answers with
 the bytes embserve returned for the same request, so payloads are identical. Rounds alternate
 ours/bare; the best round of each is reported (least disturbed by other load on the box).
+
+``--baseline-src DIR``: a checkout of an earlier embserve (e.g. ``git worktree add DIR 3b81d4f^``,
+main before the compact key index) served beside, in the same rounds, on the same table: its
+server CPU per call against ours is "did this call get more expensive", measured in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +45,10 @@ def best(timings: list[h.Timing]) -> h.Timing:
     return max(timings, key=lambda t: t.rate)
 
 
-def measure(tables: Path, name: str, *, quick: bool, label: str | None = None) -> dict[str, Any]:
+def measure(tables: Path, name: str, *, quick: bool, label: str | None = None, baseline_src: Path | None = None,
+            rounds: int = 0) -> dict[str, Any]:
     """Run the lookup comparison on table ``name``; prints the table and returns the JSON part."""
-    seconds, rounds = (2.0, 1) if quick else (4.0, 2)
+    seconds, rounds = (2.0, rounds or 1) if quick else (4.0, rounds or 2)
     bundle = h.newest_bundle(tables, name)
     single, batch = pick_keys(bundle)
     req_single = pb.LookupRequest(keys=[single]).SerializeToString()
@@ -51,8 +57,11 @@ def measure(tables: Path, name: str, *, quick: bool, label: str | None = None) -
     out: dict[str, Any] = {"table": name, "bundle": str(bundle), "single_key": single, "batch_keys": len(batch), "rounds": []}
     with h.tmpdir("embserve-bench-lookup-") as tmp:
         root = h.isolate_table(tables, name, tmp)
-        with h.EmbserveProcess(root) as ours:
+        with h.EmbserveProcess(root) as ours, contextlib.ExitStack() as stack:
             out["ready_seconds"] = ours.wait_serving(timeout=600)
+            before = stack.enter_context(h.EmbserveProcess(root, src=baseline_src)) if baseline_src else None
+            if before is not None:
+                before.wait_serving(timeout=600)
             resp_single = h.raw_call(ours.target, h.LOOKUP, req_single)
             resp_batch = h.raw_call(ours.target, h.LOOKUP, req_batch)
             dim = pb.LookupResponse.FromString(resp_batch).vector_size
@@ -64,17 +73,23 @@ def measure(tables: Path, name: str, *, quick: bool, label: str | None = None) -
                     "raw_single": (lambda t: h.LoopSpec("raw", t, [req_single], seconds=seconds), bare1),
                     "client_batch": (lambda t: h.LoopSpec("lookup", t, [batch], seconds=seconds), bareN),
                 }
-                got: dict[str, dict[str, list[h.Timing]]] = {c: {"ours": [], "bare": []} for c in cases}
+                servers = {"ours": (ours.target, ours.proc.pid)}
+                if before is not None:
+                    servers["before"] = (before.target, before.proc.pid)
+                got: dict[str, dict[str, list[h.Timing]]] = {c: {"ours": [], "bare": [], "before": []} for c in cases}
                 for _ in range(rounds):
                     for case, (spec, bare) in cases.items():
-                        t_ours, _ = h.run_clients([spec(ours.target)], [ours.proc.pid])
-                        t_bare, _ = h.run_clients([spec(bare.target)], [bare.pid])
-                        got[case]["ours"].append(t_ours)
-                        got[case]["bare"].append(t_bare)
-                        out["rounds"].append({"case": case, "ours": t_ours.summary(), "bare": t_bare.summary()})
-    res = {c: {side: best(ts) for side, ts in sides.items()} for c, sides in got.items()}
+                        for side, (target, pid) in (*servers.items(), ("bare", (bare.target, bare.pid))):
+                            t, _ = h.run_clients([spec(target)], [pid])
+                            got[case][side].append(t)
+                        out["rounds"].append({"case": case, **{side: ts[-1].summary() for side, ts in got[case].items() if ts}})
+    res = {c: {side: best(ts) for side, ts in sides.items() if ts} for c, sides in got.items()}
     rows = lookup_rows(res, len(batch))
     h.print_table(f"Lookup, table {label} ({dim}-d): embserve-server vs bare grpcio server, same bytes", rows, baseline="bare grpcio")
+    if baseline_src is not None:
+        before_rows = versus_before(got, len(batch))
+        h.print_table(f"Lookup, table {label}: embserve-server now vs {baseline_src} (same rounds)", before_rows, baseline="before")
+        out["before_rows"] = h.rows_json(before_rows)
     out["best"] = {c: {side: t.summary() for side, t in sides.items()} for c, sides in res.items()}
     out["rows"] = h.rows_json(rows)
     return out
@@ -105,6 +120,20 @@ def lookup_rows(res: dict[str, dict[str, h.Timing]], nkeys: int) -> list[h.Row]:
     return rows
 
 
+def versus_before(got: dict[str, dict[str, list[h.Timing]]], nkeys: int) -> list[h.Row]:
+    """Server CPU per call, now vs the earlier checkout: the least disturbed round of each side."""
+    rows = []
+    for case, what in (("raw_single", "single-key Lookup, raw stub"), ("client_single", "single-key Lookup, Client.lookup"),
+                       ("client_batch", f"{nkeys}-key Lookup")):
+        now = min(t.server_cpu_per_call or np.inf for t in got[case]["ours"])
+        then = min(t.server_cpu_per_call or np.inf for t in got[case]["before"])
+        r = _ratio(now, then)
+        spread = ", ".join(f"{(t.server_cpu_per_call or 0) * 1e6:.0f}/{(b.server_cpu_per_call or 0) * 1e6:.0f}" for t, b in zip(got[case]["ours"], got[case]["before"]))
+        rows.append(h.Row(f"{what}: server CPU us/call", _us(now), _us(then), r, "<= 1.0x", h.verdict(r, 1.0, higher_is_better=False),
+                          note=f"rounds now/before: {spread}"))
+    return rows
+
+
 def _cpu_row(label: str, o: h.Timing, b: h.Timing, target: float) -> h.Row:
     r = _ratio(o.server_cpu_per_call, b.server_cpu_per_call)
     return h.Row(label, _us(o.server_cpu_per_call), _us(b.server_cpu_per_call), r, f"<= {target}x",
@@ -124,9 +153,11 @@ def main() -> None:
     p.add_argument("--tables", type=Path, default=Path("tables"))
     p.add_argument("--table", default="glove")
     p.add_argument("--quick", action="store_true", help="shorter runs (one round of 2 s per case)")
+    p.add_argument("--rounds", type=int, default=0, help="rounds per case (default 2, 1 with --quick)")
+    p.add_argument("--baseline-src", type=Path, help="a checkout of an earlier embserve served beside in the same rounds")
     args = p.parse_args()
     try:
-        part = measure(args.tables, args.table, quick=args.quick)
+        part = measure(args.tables, args.table, quick=args.quick, baseline_src=args.baseline_src, rounds=args.rounds)
     finally:
         h.shutdown_pool()
     print("wrote", h.write_json(f"lookup-{args.table}", {"machine": h.machine(), **part}))

@@ -13,7 +13,6 @@ key text: the key index file (mapped) over the key count, and the Rss of its map
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -37,18 +36,10 @@ def make_slice(bundle: Path, into: Path) -> Path:
     return export_table(into, b.name, b.vectors[:SLICE_ROWS], list(b.keys[:SLICE_ROWS]), source={"kind": "slice"}, metric=b.metric, factory="Flat")
 
 
-def serve_and_measure(tables: Path, keys: list[str], pythonpath: str) -> dict[str, Any]:
-    """Start a server on ``tables``, make the calls, return its peak RSS and the key index' mapping Rss."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = pythonpath
-    try:
-        server = h.EmbserveProcess(tables)
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
-    with server:
+def serve_and_measure(tables: Path, keys: list[str], src: Path | None) -> dict[str, Any]:
+    """Start a server on ``tables`` (code of the checkout ``src``, default the installed one), make
+    the calls, return its peak RSS and the key index' mapping Rss."""
+    with h.EmbserveProcess(tables, src=src) as server:
         server.wait_serving(timeout=600)
         with Client(server.target) as c:
             for _ in range(3):
@@ -81,7 +72,6 @@ def main() -> None:
     p.add_argument("--table", default="glove")
     p.add_argument("--baseline-src", type=Path, help="a checkout to measure the same way (e.g. main before the key index)")
     args = p.parse_args()
-    ours_path = os.environ.get("PYTHONPATH", "")
     bundle = h.newest_bundle(args.tables, args.table)
     files = {f: (bundle / f).stat().st_size for f in bfmt.read_manifest(bundle)["files"]}
     file_bytes = sum(files.values())
@@ -91,10 +81,9 @@ def main() -> None:
         full = h.isolate_table(args.tables, args.table, Path(tmp))
         small = Path(tmp) / "slice"
         keys = list(bfmt.read_bundle(make_slice(bundle, small)).keys)
-        sides = [("embserve", ours_path)]
+        sides: list[tuple[str, Path | None]] = [("embserve", None)]
         if args.baseline_src:
-            src = args.baseline_src.resolve()
-            sides.append(("baseline", ":".join(str(src / d) for d in ("client", "server", "trainer", "index"))))
+            sides.append(("baseline", args.baseline_src))
         rows = []
         for label, path in sides:
             got_full = serve_and_measure(full, keys, path)

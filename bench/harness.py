@@ -290,10 +290,18 @@ def newest_bundle(tables: Path, name: str) -> Path:
     return versions[-1][1]
 
 
+def checkout_path(src: Path) -> str:
+    """PYTHONPATH that runs the four distributions from the checkout ``src`` (ahead of the installed ones)."""
+    return ":".join(str(src.resolve() / d) for d in ("client", "index", "server", "trainer"))
+
+
 class EmbserveProcess:
     """``embserve-server`` as a subprocess on a free loopback port, stopped with SIGTERM."""
 
-    def __init__(self, tables: Path, *, threads: int = THREADS, workers: int | None = None, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, tables: Path, *, threads: int = THREADS, workers: int | None = None, extra: Sequence[str] = (), src: Path | None = None
+    ) -> None:
+        """``src``: a checkout (client/ index/ server/ trainer/) whose code the server runs instead of the installed one."""
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="embserve-bench-", suffix=".log", delete=False)  # noqa: SIM115
         cmd = [str(BIN / "embserve-server"), "--tables", str(tables), "--address", f"127.0.0.1:{self.port}",
@@ -302,7 +310,8 @@ class EmbserveProcess:
             cmd += ["--workers", str(workers)]
         self.cmd = cmd
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = None if src is None else {**os.environ, "PYTHONPATH": checkout_path(src)}
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         self.ready_seconds: float | None = None
 
     def wait_serving(self, timeout: float = 120.0, poll: float = 0.01) -> float:

@@ -116,3 +116,28 @@ def test_pq_tuner_raises_the_rerank_when_nprobe_alone_cannot_reach_the_target() 
     assert fixed["rerank"] == 1 and fixed["recall_at_10"] < 0.95  # the largest nprobe is not enough
     tuned = vindex.tune_ef_search(index, rows, rerank=1, target=0.95, max_rerank=64)
     assert tuned["rerank"] > 1 and tuned["recall_at_10"] >= 0.95
+
+
+def test_batch_re_rank_gathers_candidates_in_bounded_chunks(bundles: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch re-rank gathers candidate rows a few queries at a time (bounded memory), same answer."""
+    import embserve_index.search as search
+
+    table = load_table(bundles["sq8"])
+    queries = vindex.prepare_rows(bfmt.read_bundle(bundles["sq8"]).vectors[:64], "cosine")
+    D, I = table.index.search(queries, 10)
+
+    class Recording:  # the raw rows, noting how many rows each gather takes
+        def __init__(self, raw: np.ndarray) -> None:
+            self.raw, self.shape, self.gathers = raw, raw.shape, []
+
+        def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+            self.gathers.append(np.size(ids))
+            return self.raw[ids]
+
+    rec = Recording(table.index.rows.raw)
+    monkeypatch.setattr(table.index.rows, "raw", rec)
+    fetch = 10 * vindex.RERANK_FACTOR
+    monkeypatch.setattr(search, "RERANK_CHUNK_BYTES", 3 * fetch * DIM * 4)  # 3 queries' candidates a gather
+    Dc, Ic = table.index.search(queries, 10)
+    assert max(rec.gathers) == 3 * fetch and sum(rec.gathers) == len(queries) * fetch
+    assert (Ic == I).all() and np.array_equal(Dc, D)

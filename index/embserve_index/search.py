@@ -27,6 +27,7 @@ PARALLEL_MIN_QUERIES = 32
 # Search effort when neither the bundle nor the call sets one.
 DEFAULT_EF_SEARCH = 64
 DEFAULT_NPROBE = 8
+RERANK_CHUNK_BYTES = 16 << 20  # candidate rows gathered at once by a batch re-rank
 
 
 def search_params(index: faiss.Index, ef_search: int = 0, nprobe: int = 0, sel: Any = None) -> Any:
@@ -334,7 +335,12 @@ class VectorIndex:
             return np.concatenate([scores[top], np.zeros(pad, np.float32)])[None, :], np.concatenate([ids[top], np.full(pad, -1)])[None, :]
         valid = I >= 0
         safe = np.where(valid, I, 0)
-        scores = np.einsum("qkd,qd->qk", np.asarray(raw[safe], dtype=np.float32), queries)
+        scores = np.empty(I.shape, dtype=np.float32)
+        # Gathered candidate rows in bounded chunks of queries: 256 queries re-ranking 1,760
+        # candidates of 300 dims would otherwise be a 540 MB temporary.
+        step = max(1, RERANK_CHUNK_BYTES // max(1, I.shape[1] * raw.shape[1] * 4))
+        for a in range(0, len(I), step):
+            scores[a : a + step] = np.einsum("qkd,qd->qk", np.asarray(raw[safe[a : a + step]], dtype=np.float32), queries[a : a + step])
         if norms is not None:
             n = norms[safe]
             scores = np.divide(scores, n, out=np.zeros_like(scores), where=n > 0)
