@@ -56,19 +56,23 @@ def import_table(data: Path, tables: Path, name: str) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss": usage.ru_maxrss * 1024}
 
 
-def served_recall(target: str, name: str, bundle: bfmt.Bundle, seed: int = 1) -> float:
-    """recall@10 of the server's most_similar(key) against exact cosine search over the raw rows."""
+def served_recall(target: str, name: str, bundle: bfmt.Bundle, pid: int, seed: int = 1) -> tuple[float, float, float]:
+    """recall@10 of the server's most_similar(key) against exact cosine search over the raw rows,
+    with the calls' mean wall ms and server CPU ms."""
     qids = np.random.default_rng(seed).choice(bundle.count, size=QUERIES, replace=False)
     exact = RawRows(np.asarray(bundle.vectors), normalized=True)
     queries = exact[qids]
     _, I = exact.knn(queries, 11, bundle.count)
     hits = 0
     with Client(target, timeout=60) as c:
+        c.most_similar(bundle.keys[0], topn=10, table=name)
+        cpu0, t0 = h.cpu_seconds(pid), time.perf_counter()
         for q, row in zip(qids.tolist(), I):
             truth = [bundle.keys[int(j)] for j in row if j != q][:10]
             got = {n.key for n in c.most_similar(bundle.keys[q], topn=10, table=name)}
             hits += len(got & set(truth))
-    return hits / (10 * QUERIES)
+        wall, cpu = time.perf_counter() - t0, h.cpu_seconds(pid) - cpu0
+    return hits / (10 * QUERIES), wall / QUERIES * 1e3, cpu / QUERIES * 1e3
 
 
 def exercise(target: str, name: str, keys: list[str]) -> None:
@@ -124,7 +128,7 @@ def main() -> None:
         glove_root = h.isolate_table(args.glove_tables, "glove", tmp / "glove")
         with h.EmbserveProcess(big_root) as big:
             result["ready_seconds"] = big.wait_serving(timeout=900)
-            result["recall_served"] = served_recall(big.target, args.name, bundle)
+            result["recall_served"], result["nn_ms"], result["nn_server_cpu_ms"] = served_recall(big.target, args.name, bundle, big.proc.pid)
             exercise(big.target, args.name, sample)
             with h.EmbserveProcess(glove_root) as glove:
                 glove.wait_serving(timeout=600)
@@ -145,6 +149,8 @@ def main() -> None:
               f">= {RECALL_TARGET}", h.verdict(idx.get("recall_at_10"), RECALL_TARGET)),
         h.Row(f"recall@10 of served answers, {QUERIES} fresh keys", result["recall_served"], None, None, f">= {RECALL_TARGET}",
               h.verdict(result["recall_served"], RECALL_TARGET)),
+        h.Row("most_similar(key) ms a call (wall, one client)", result["nn_ms"], None, None),
+        h.Row("most_similar(key) server CPU ms a call", result["nn_server_cpu_ms"], None, None),
         h.Row("serving peak RSS (MiB) vs rows + index + keys", result["peak_rss"] / MiB, parts / MiB, result["peak_rss"] / parts,
               f"<= {RSS_RATIO_TARGET}x", h.verdict(result["peak_rss"] / parts, RSS_RATIO_TARGET, higher_is_better=False)),
         h.Row("single-key Lookup server CPU us/call vs GloVe's", cpu[args.name], cpu["glove"], cpu[args.name] / cpu["glove"],

@@ -141,3 +141,31 @@ def test_batch_re_rank_gathers_candidates_in_bounded_chunks(bundles: dict[str, P
     Dc, Ic = table.index.search(queries, 10)
     assert max(rec.gathers) == 3 * fetch and sum(rec.gathers) == len(queries) * fetch
     assert (Ic == I).all() and np.array_equal(Dc, D)
+
+
+# recall@10 measured on the clustered 2M x 300 table, OPQ100,IVF4096,PQ100 (re-rank factor -> nprobe -> recall)
+MEASURED = {
+    20: {16: 0.8987, 32: 0.9193, 64: 0.9273, 128: 0.9280, 256: 0.9280},
+    40: {16: 0.9290, 32: 0.9517, 64: 0.9613, 128: 0.9623, 256: 0.9623},
+    80: {16: 0.9430, 32: 0.9667, 64: 0.9777, 128: 0.9790, 256: 0.9790},
+    160: {16: 0.9500, 32: 0.9743, 64: 0.9867, 128: 0.9880, 256: 0.9880},
+}
+
+
+def test_ivf_tuner_picks_the_setting_with_the_least_work_not_the_first_re_rank_that_reaches() -> None:
+    from embserve_index.build import cheapest_setting
+
+    asked: list[tuple[int, int]] = []
+
+    def recall(nprobe: int, factor: int) -> float:
+        asked.append((nprobe, factor))
+        return MEASURED[factor][nprobe]
+
+    def work(nprobe: int, factor: int) -> int:  # ivf_work for 2M rows in 4096 lists of 100-byte codes, 300-d rows
+        return nprobe * 488 * 100 + factor * 11 * 1200
+
+    # 40x reaches 0.96 first, at nprobe 64 (1.7 ms a query); 80x reaches it at nprobe 32 with less work (1.3 ms).
+    assert cheapest_setting(recall, [16, 32, 64, 128, 256], [20, 40, 80, 160], work, 0.96) == (32, 80)
+    assert (256, 20) not in asked  # 20x stopped where more lists stopped adding recall
+    assert (64, 160) not in asked  # a larger re-rank never needs more lists than a smaller one did
+    assert cheapest_setting(recall, [16, 32, 64, 128, 256], [20, 40, 80, 160], work, 0.995) is None
