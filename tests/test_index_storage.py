@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import embserve_index as vindex
@@ -169,3 +171,26 @@ def test_ivf_tuner_picks_the_setting_with_the_least_work_not_the_first_re_rank_t
     assert (256, 20) not in asked  # 20x stopped where more lists stopped adding recall
     assert (64, 160) not in asked  # a larger re-rank never needs more lists than a smaller one did
     assert cheapest_setting(recall, [16, 32, 64, 128, 256], [20, 40, 80, 160], work, 0.995) is None
+
+
+def test_server_runs_numpy_blas_on_one_thread_and_leaves_faiss_threads() -> None:
+    """embserve-server's start-up: numpy's pthread BLAS (threads that spin after each re-rank) on one thread."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, faiss, numpy\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from embserve_server.cli import limit_blas_threads\n"
+        "before = {d['filepath']: d['num_threads'] for d in threadpool_info()}\n"
+        "limit_blas_threads()\n"
+        "after = {d['filepath']: (d['num_threads'], d.get('threading_layer')) for d in threadpool_info()}\n"
+        "print(json.dumps([before, after]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"}).stdout
+    before, after = json.loads(out)
+    pthreads = [f for f, (_, layer) in after.items() if layer == "pthreads"]
+    assert pthreads, "numpy's BLAS was not found"
+    assert all(after[f][0] == 1 for f in pthreads)
+    assert any(before[f] > 1 for f in pthreads) or (os.cpu_count() or 1) == 1  # it did limit something
+    assert all(after[f][0] == before[f] for f in after if f not in pthreads)  # FAISS's OpenMP BLAS untouched

@@ -127,6 +127,22 @@ def limit_malloc_arenas() -> None:
         pass
 
 
+def limit_blas_threads() -> None:
+    """Run numpy's BLAS on the calling thread only (FAISS's OpenMP BLAS and pool are left alone).
+
+    numpy's OpenBLAS is built with its own pthread pool, whose threads spin after every call:
+    the exact re-rank of a quantized index (1,760 candidate rows x 300-d for one IVF-PQ query)
+    cost 4.3 ms of server CPU a call with it, 2.2 ms without, the same wall time. Requests run
+    concurrently already; FAISS keeps its OpenMP threads for big batches (``embserve_index.search``).
+    """
+    import numpy  # noqa: F401  # threadpoolctl finds the BLAS of loaded modules only
+    from threadpoolctl import ThreadpoolController
+
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.info().get("threading_layer") == "pthreads":
+            lib.set_num_threads(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -136,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         # prometheus_client picks its multiprocess value store at import time.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="embserve-metrics-")
     limit_malloc_arenas()
+    limit_blas_threads()
     from embserve_server.app import serve
 
     try:
