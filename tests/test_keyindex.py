@@ -82,6 +82,33 @@ def test_keys_colliding_in_the_hash_are_told_apart() -> None:
     check_against_dict(index, keys, probes * 2)
 
 
+def test_crowded_buckets_fall_back_to_a_binary_search() -> None:
+    """A batch reads 8 hashes from each key's bucket; 12 keys of one hash overflow that window."""
+    group = colliding_keys("crowded", 12)
+    keys = [*group, *random_keys(3000, seed=5)]
+    index = keyfile.build(text_of(keys))
+    assert int(np.diff(index._bucket.astype(np.int64)).max()) > 8
+    check_against_dict(index, keys, list(reversed(keys)) + ["crowded", "nope"])
+
+
+def test_short_keys_spread_over_the_buckets_and_hash_1_files_still_load(tmp_path: Path) -> None:
+    """Hash 2 mixes the bytes: keys of up to 3 bytes no longer all land in the first bucket.
+
+    keys.idx files written with hash 1 (before the mixing constant) load and answer the same.
+    """
+    keys = random_keys(6000, seed=6)  # 1 to 11 characters: many of 3 bytes or fewer
+    text = text_of(keys)
+    mixed, plain = keyfile.build(text), keyfile.build(text, hash_id=1)
+    assert mixed.hash_id == keyindex.HASH_ID == 2 and plain.hash_id == 1
+    crowd = {i.hash_id: int(np.diff(i._bucket.astype(np.int64)).max()) for i in (mixed, plain)}
+    assert crowd[2] <= 16 < crowd[1]
+    (tmp_path / "keys.txt").write_bytes(text)
+    keyfile.write(plain, tmp_path / "keys.idx")
+    loaded = keyfile.load(tmp_path / "keys.txt", tmp_path / "keys.idx")
+    assert loaded.hash_id == 1
+    check_against_dict(loaded, keys, keys[::5] + ["nope", "é" * 3])
+
+
 def test_written_index_maps_back_and_refuses_tampering(tmp_path: Path) -> None:
     keys = random_keys(3000, seed=4)
     (tmp_path / "keys.txt").write_bytes(text_of(keys))

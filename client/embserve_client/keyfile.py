@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from embserve_client.keyindex import _VERIFY_CHUNK, HASH_ID, KeyIndex, KeyIndexError
+from embserve_client.keyindex import _VERIFY_CHUNK, HASH_ID, HASH_MULTIPLIERS, KeyIndex, KeyIndexError
 
 MAGIC = b"EMBSKIDX"
 FORMAT_VERSION = 1
@@ -33,10 +33,11 @@ def _text_offsets(blob: np.ndarray) -> np.ndarray:
     return off
 
 
-def build(blob: Any) -> KeyIndex:
+def build(blob: Any, hash_id: int = HASH_ID) -> KeyIndex:
     """Index the key text ``blob`` (bytes or mmap of keys.txt, one key per line, newline-terminated).
 
-    Deterministic: rows sorted by hash, rows of one hash by row id.
+    Deterministic: rows sorted by hash, rows of one hash by row id. ``hash_id``: which hash
+    (:data:`~embserve_client.keyindex.HASH_MULTIPLIERS`); older ones only to test that they load.
 
     Raises:
         KeyIndexError: the text is not newline-terminated or holds no key.
@@ -49,20 +50,20 @@ def build(blob: Any) -> KeyIndex:
     lens = np.diff(off.astype(np.int64)) - 1
     maxlen = int(lens.max())
     rows = np.int32 if n < (1 << 31) else np.int64
-    index = KeyIndex(blob, off, np.zeros(n, dtype=np.uint32), np.zeros(n, dtype=rows), maxlen)
+    index = KeyIndex(blob, off, np.zeros(n, dtype=np.uint32), np.zeros(n, dtype=rows), maxlen, hash_id=hash_id)
     hashes = np.empty(n, dtype=np.uint32)
     for a in range(0, n, _VERIFY_CHUNK):  # hashed in chunks: bounded temporaries
         b = min(n, a + _VERIFY_CHUNK)
         base = int(off[a])
         hashes[a:b] = index._hash(arr[base : int(off[b])], off[a:b].astype(np.int64) - base, lens[a:b])
     order = np.argsort(hashes, kind="stable").astype(rows)
-    return KeyIndex(blob, off, hashes[order], order, maxlen)
+    return KeyIndex(blob, off, hashes[order], order, maxlen, hash_id=hash_id)
 
 
 def write(index: KeyIndex, path: str | os.PathLike[str]) -> None:
     """Write ``index`` as a ``keys.idx`` file (header, offsets, hashes, order)."""
     off_w, row_w = index.offsets.dtype.itemsize, index.order.dtype.itemsize
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, HASH_ID, index.count, index.maxlen, len(index.blob), off_w, row_w)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, index.hash_id, index.count, index.maxlen, len(index.blob), off_w, row_w)
     with open(path, "wb") as f:
         f.write(header.ljust(_HEADER_SIZE, b"\0"))
         for arr in (index.offsets.astype(f"<u{off_w}"), index.hashes.astype("<u4"), index.order.astype(f"<i{row_w}")):
@@ -112,9 +113,10 @@ def load(keys_path: Path, index_path: Path | None, *, verify: bool = True) -> Ke
     if len(imm) < _HEADER_SIZE:
         raise KeyIndexError(f"{index_path}: {len(imm)} bytes, shorter than the {_HEADER_SIZE}-byte header")
     magic, version, hash_id, count, maxlen, blob_size, off_w, row_w = _HEADER.unpack_from(imm)
-    if magic != MAGIC or version != FORMAT_VERSION or hash_id != HASH_ID:
+    if magic != MAGIC or version != FORMAT_VERSION or hash_id not in HASH_MULTIPLIERS:
         raise KeyIndexError(
-            f"{index_path}: header {magic!r} version {version} hash {hash_id}, this reader needs {MAGIC!r} version {FORMAT_VERSION} hash {HASH_ID}"
+            f"{index_path}: header {magic!r} version {version} hash {hash_id}, this reader needs {MAGIC!r} version {FORMAT_VERSION}"
+            f" hash {' or '.join(map(str, HASH_MULTIPLIERS))}"
         )
     if off_w not in (4, 8) or row_w not in (4, 8) or blob_size != len(blob) or not 0 < maxlen <= blob_size:
         raise KeyIndexError(f"{index_path}: header does not fit keys.txt ({blob_size} vs {len(blob)} bytes)")
@@ -124,7 +126,7 @@ def load(keys_path: Path, index_path: Path | None, *, verify: bool = True) -> Ke
     offsets = np.frombuffer(imm, dtype=f"<u{off_w}", count=count + 1, offset=o_off)
     hashes = np.frombuffer(imm, dtype="<u4", count=count, offset=o_hash)
     order = np.frombuffer(imm, dtype=f"<i{row_w}", count=count, offset=o_order)
-    index = KeyIndex(blob, offsets, hashes, order, int(maxlen), owners=[imm])
+    index = KeyIndex(blob, offsets, hashes, order, int(maxlen), owners=[imm], hash_id=hash_id)
     if verify:
         index.verify(str(index_path))
     return index
