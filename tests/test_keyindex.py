@@ -49,9 +49,14 @@ def check_against_dict(index: keyindex.KeyIndex, keys: list[str], probes: list[s
     truth = dict(zip(keys, range(len(keys))))
     want = [truth.get(k, -1) for k in probes]
     assert index.ids_for(probes).tolist() == want
-    # Without the empty key the batch takes the request-sized path (weight table, one comparison).
-    kept = [(k, w) for k, w in zip(probes, want) if k and len(k.encode("utf-8", "surrogatepass")) <= index.maxlen]
-    assert index.ids_for([k for k, _ in kept]).tolist() == [w for _, w in kept]
+    # A key holding a line break sends a batch one key at a time; without them it takes the
+    # request-sized path (weight table, bucket windows, one comparison), over 64 KiB of keys the
+    # general path (per-byte positions): the same answers.
+    plain = [(k, w) for k, w in zip(probes, want) if "\n" not in k]
+    keys_only, wanted = [k for k, _ in plain], [w for _, w in plain]
+    assert index.ids_for(keys_only).tolist() == wanted
+    copies = 1 + (1 << 16) // len("\n".join(keys_only).encode("utf-8", "surrogatepass"))
+    assert index.ids_for(keys_only * copies).tolist() == wanted * copies
     assert [index.get(k, -1) for k in probes] == want
     assert [k in index for k in probes] == [w >= 0 for w in want]
 

@@ -177,9 +177,8 @@ class KeyIndex:
         starts = np.empty(m, dtype=np.int64)
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
-        lens = ends - starts
-        if len(buf) > _WINDOW_BYTES or int(lens.min()) == 0 or int(lens.max()) > self.maxlen:
-            return self._lookup(buf, starts, lens)
+        if len(buf) > _WINDOW_BYTES:
+            return self._lookup(buf, starts, ends - starts)
         return self._lookup_request(buf, starts, ends)
 
     def _hash(self, buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, rel: np.ndarray | None = None) -> np.ndarray:
@@ -221,7 +220,10 @@ class KeyIndex:
         return out
 
     def _lookup_request(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """:meth:`_lookup` for a request-sized batch of valid-length keys, in fewer numpy calls.
+        """:meth:`_lookup` for a request-sized batch (up to 64 KiB of keys), in fewer numpy calls.
+
+        Any length is answered right: an empty or over-long key matches no candidate's text
+        (keys hold no line break, so a text of another length differs at its line break).
 
         Each byte is weighted by 256**(its position in ``buf``) from a table, so no per-byte
         position within the key is needed: the key's hash is its segment sum times the inverse
