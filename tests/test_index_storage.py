@@ -194,3 +194,20 @@ def test_server_runs_numpy_blas_on_one_thread_and_leaves_faiss_threads() -> None
     assert all(after[f][0] == 1 for f in pthreads)
     assert any(before[f] > 1 for f in pthreads) or (os.cpu_count() or 1) == 1  # it did limit something
     assert all(after[f][0] == before[f] for f in after if f not in pthreads)  # FAISS's OpenMP BLAS untouched
+
+
+@pytest.mark.parametrize("storage", ["sq8", "ivfpq"])
+def test_quantized_storage_builds_without_a_float32_copy_of_the_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: str) -> None:
+    """An index that keeps codes only is built and tuned from the raw rows, unit rows a chunk at a time."""
+    n, dim = 12_000, 16
+    vectors, keys = clustered(n, dim, 200, seed=9), [f"w{i}" for i in range(n)]
+    copies: list[int] = []
+    real = vindex.prepare_rows
+    monkeypatch.setattr(vindex, "prepare_rows", lambda v, metric: copies.append(len(v)) or real(v, metric))
+    factory = "HNSW16,SQ8" if storage == "sq8" else vindex.ivfpq_factory(n, dim)
+    path = export_table(tmp_path, storage, vectors, keys, source={"kind": "test"}, factory=factory, storage=storage)
+    assert copies == []  # never a prepared (n, d) copy
+    info = bfmt.read_manifest(path)["index"]
+    assert info["recall_at_10"] >= (vindex.IVFPQ_TARGET_RECALL if storage == "ivfpq" else vindex.TARGET_RECALL)
+    export_table(tmp_path, "flat", vectors, keys, source={"kind": "test"}, factory="HNSW16,Flat")
+    assert copies == [n]  # float32 storage is built from the prepared rows it keeps

@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 from embserve_client.wire import unit
 
+from embserve_index.rawrows import RawRows
 from embserve_index.search import VectorIndex, compact, describe_storage
 
 logger = logging.getLogger(__name__)
@@ -101,9 +102,10 @@ def rerank_factor(factory: str) -> int:
 
 
 def build_index(
-    rows: np.ndarray, factory: str, *, progress: ProgressFactory | None = None
+    rows: np.ndarray | RawRows, factory: str, *, progress: ProgressFactory | None = None
 ) -> faiss.Index:
-    """Build an inner-product index over ``rows`` (already prepared, see :func:`prepare_rows`)."""
+    """Build an inner-product index over ``rows``: prepared (:func:`prepare_rows`), or
+    :class:`RawRows` (unit rows computed a chunk at a time, for storage that keeps no float32 copy)."""
     n, d = rows.shape
     width = code_dim(d, factory)
     index = faiss.index_factory(width, factory, faiss.METRIC_INNER_PRODUCT)
@@ -119,7 +121,7 @@ def build_index(
         # A seeded sample: OPQ and k-means over millions of rows would take far longer for little gain,
         # but k-means wants 39 points per list (faiss warns below that).
         size = max(PQ_TRAIN_SAMPLE, 39 * faiss.extract_index_ivf(index).nlist) if _is_ivf(index) else PQ_TRAIN_SAMPLE
-        sample = rows if n <= size else rows[np.sort(np.random.default_rng(0).choice(n, size, replace=False))]
+        sample = rows[:n] if n <= size else rows[np.sort(np.random.default_rng(0).choice(n, size, replace=False))]
         logger.info("training %s on %d of %d rows", factory, len(sample), n)
         t0 = time.perf_counter()
         index.train(_widen(sample, width))
@@ -164,7 +166,7 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
 
 
 def tune_ef_search(
-    index: faiss.Index, rows: np.ndarray, *, target: float = TARGET_RECALL, k: int = 10, seed: int = 0, rerank: int = 1,
+    index: faiss.Index, rows: np.ndarray | RawRows, *, target: float = TARGET_RECALL, k: int = 10, seed: int = 0, rerank: int = 1,
     max_rerank: int | None = None,
 ) -> dict[str, Any]:
     """Smallest efSearch (HNSW) or cheapest nprobe and re-rank (IVF) reaching ``target`` recall@k on a
@@ -198,7 +200,8 @@ def tune_ef_search(
         """recall@k of ``ids`` searched the way the server searches: with the re-rank of quantized storage."""
         queries = np.ascontiguousarray(rows[ids])
         if id(ids) not in truths:
-            truths[id(ids)] = without_self(faiss.knn(queries, rows, k + 1, metric=faiss.METRIC_INNER_PRODUCT), ids)
+            exact = rows.knn(queries, k + 1, n) if isinstance(rows, RawRows) else faiss.knn(queries, rows, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+            truths[id(ids)] = without_self(exact, ids)
         if factor not in searchers:
             searchers[factor] = VectorIndex.from_index(index, rows=rows, rerank=factor)
         searcher = searchers[factor]

@@ -71,8 +71,10 @@ def export_table(
     Returns:
         The published bundle directory.
     """
-    rows = vindex.prepare_rows(vectors, metric)
-    factory = factory or vindex.choose_factory(len(rows), storage, dim=rows.shape[1])
+    factory = factory or vindex.choose_factory(len(vectors), storage, dim=vectors.shape[1])
+    # Quantized storage keeps no float32 copy in the index: build and tune from the raw rows,
+    # normalised a chunk at a time, instead of a prepared copy (2.4 GB for 2M x 300).
+    rows = vindex.RawRows(vectors, metric == "cosine") if vindex.rerank_factor(factory) > 1 else vindex.prepare_rows(vectors, metric)
     index = vindex.build_index(rows, factory, progress=index_progress)
     rerank = vindex.rerank_factor(factory)
     info: dict[str, Any] = {"factory": factory, "faiss_metric": "inner_product", "normalized": metric == "cosine", "storage": storage if factory != "Flat" else "flat"}
