@@ -241,3 +241,21 @@ def test_truncated_safetensors_is_refused(tmp_path: Path, capsys: pytest.Capture
     code, err = run_cli(["import", str(model), "--tables", str(tmp_path / "t"), "--name", "x", "--no-progress"], capsys)
     assert code == 2 and str(model) in err, err
     assert_nothing_written(tmp_path / "t")
+
+
+def test_float32_npy_is_served_from_its_mapping_not_copied(tmp_path: Path) -> None:
+    """A little-endian float32 .npy with every row kept is checked in blocks and passed on mapped."""
+    from embserve_trainer.binformats import read_npy
+    from embserve_trainer.formats import ReadOptions
+
+    rows = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    np.save(tmp_path / "v.npy", rows)
+    (tmp_path / "k.txt").write_bytes(b"".join(b"k%d\n" % i for i in range(50)))
+    table = read_npy(tmp_path / "v.npy", tmp_path / "k.txt", ReadOptions())
+    assert isinstance(table.vectors, np.memmap) and table.vectors.tobytes() == rows.tobytes()
+    # float64, or a duplicate key dropped: a float32 copy of the kept rows.
+    np.save(tmp_path / "d.npy", rows.astype(np.float64))
+    assert not isinstance(read_npy(tmp_path / "d.npy", tmp_path / "k.txt", ReadOptions()).vectors, np.memmap)
+    (tmp_path / "k2.txt").write_bytes(b"".join(b"k%d\n" % min(i, 48) for i in range(50)))
+    dup = read_npy(tmp_path / "v.npy", tmp_path / "k2.txt", ReadOptions())
+    assert len(dup.vectors) == 49 and dup.vectors.tobytes() == rows[:49].tobytes()
