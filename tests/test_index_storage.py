@@ -211,3 +211,31 @@ def test_quantized_storage_builds_without_a_float32_copy_of_the_rows(tmp_path: P
     assert info["recall_at_10"] >= (vindex.IVFPQ_TARGET_RECALL if storage == "ivfpq" else vindex.TARGET_RECALL)
     export_table(tmp_path, "flat", vectors, keys, source={"kind": "test"}, factory="HNSW16,Flat")
     assert copies == [n]  # float32 storage is built from the prepared rows it keeps
+
+
+def test_exact_search_over_raw_rows_in_small_steps_agrees_with_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RawRows.knn bounds its temporaries by stepping fewer rows for many queries: same answer."""
+    import embserve_index.rawrows as rawrows
+
+    vectors = clustered(5000, 16, 40, seed=11)
+    vectors[7] = 0.0  # a zero row: cosine 0
+    rows = vindex.RawRows(vectors, normalized=True)
+    unit = vindex.prepare_rows(vectors, "cosine")
+    queries = unit[::50]
+    want = np.argsort(-(queries @ unit.T), axis=1, kind="stable")[:, :10]
+    steps: list[int] = []
+    raw = rows.raw
+
+    class Recording:  # the raw rows, noting the rows each step reads
+        shape = raw.shape
+
+        def __getitem__(self, item: slice) -> np.ndarray:
+            steps.append(len(raw[item]))
+            return raw[item]
+
+    monkeypatch.setattr(rows, "raw", Recording())
+    monkeypatch.setattr(rawrows, "SCORES_PER_STEP", 100 * 1024)  # 100 queries: 1,024 rows a step
+    D, I = rows.knn(queries, 10, len(vectors))
+    assert max(steps) == 1024 and sum(steps) == len(vectors)
+    assert vindex.recall_at_k(I, want) == 1.0
+    assert np.allclose(D, np.take_along_axis(queries @ unit.T, I, axis=1), atol=1e-5)

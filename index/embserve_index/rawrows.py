@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 EXACT_CHUNK = 65_536  # rows per matmul of a brute-force search over raw rows (bounded temporaries)
+SCORES_PER_STEP = 1 << 22  # query x row scores per step of a brute-force search
 
 
 class RawRows:
@@ -57,14 +58,17 @@ class RawRows:
         nq = len(queries)
         best_d = np.empty((nq, 0), dtype=np.float32)
         best_i = np.empty((nq, 0), dtype=np.int64)
-        for a in range(0, limit, EXACT_CHUNK):
-            b = min(limit, a + EXACT_CHUNK)
+        # Rows per step: EXACT_CHUNK, fewer for many queries so that the (nq, rows) scores and their
+        # partition stay near 64 MiB (1,000 tuning queries x 65,536 rows were ~1 GB of temporaries).
+        step = max(1024, min(EXACT_CHUNK, SCORES_PER_STEP // max(1, nq)))
+        for a in range(0, limit, step):
+            b = min(limit, a + step)
             scores = queries @ np.asarray(self.raw[a:b], dtype=np.float32).T  # (nq, b - a)
             if self.norms is not None:
                 n = self.norms[a:b]
-                scores = np.divide(scores, n, out=np.zeros_like(scores), where=n > 0)
+                scores = np.divide(scores, n, out=scores, where=n > 0)  # a zero row's dot is 0 already
             if scores.shape[1] > k:
-                part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                part = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, -k:]
                 scores = np.take_along_axis(scores, part, axis=1)
                 ids = part + a
             else:
