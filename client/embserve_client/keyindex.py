@@ -5,7 +5,7 @@ key followed by its newline), ``offsets`` (count + 1, uint32 or uint64), the key
 sorted (uint32) and ``order``, the row of each sorted hash (int32 or int64). That is 12 bytes per
 key (16 beyond 4 GiB of key text) against ~150 bytes for a Python dict of str. All of it is
 memory-mapped from the bundle, so worker processes share the pages and no object exists per key.
-A batch of keys is one ``searchsorted`` plus one byte comparison: a fixed number of numpy calls.
+A batch of keys is one window read per key plus one byte comparison: a fixed number of numpy calls.
 
 The hash is deterministic (it is stored in the bundle) and costs one C call per key in plain
 Python as well as a handful of numpy calls per batch: ``int.from_bytes(utf8, "little") * M % P``
