@@ -96,6 +96,12 @@ def test_crowded_buckets_fall_back_to_a_binary_search() -> None:
     check_against_dict(index, keys, list(reversed(keys)) + ["crowded", "nope"])
 
 
+def test_tables_smaller_than_a_bucket_window_answer_like_a_dict() -> None:
+    for n in (1, 3, 7, 8, 9):
+        keys = random_keys(n, seed=20 + n)
+        check_against_dict(keyfile.build(text_of(keys)), keys, keys * 4 + ["nope", "zz", keys[0] + "x"] * 3)
+
+
 def test_short_keys_spread_over_the_buckets_and_hash_1_files_still_load(tmp_path: Path) -> None:
     """Hash 2 mixes the bytes: keys of up to 3 bytes no longer all land in the first bucket.
 

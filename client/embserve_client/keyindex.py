@@ -36,7 +36,7 @@ _P = 2_040_109_507  # a prime far from powers of two: the powers of 256 modulo i
 HASH_MULTIPLIERS = {1: 1, 2: 1_103_515_245}  # hash id -> M in int.from_bytes(utf8, "little") * M % P
 HASH_ID = 2  # what build() writes; load() reads every id above
 _WINDOW = 8  # sorted hashes read per key of a batch from its bucket's start (one 32-byte line)
-_WINDOW_STEPS = np.arange(_WINDOW, dtype=np.int64)
+_WINDOW_STEPS = np.arange(_WINDOW, dtype=np.uint32)
 _VERIFY_CHUNK = 1 << 16  # keys per step when checking a whole index (bounded temporaries)
 _SCALAR_BATCH = 8  # fewer keys than this: one at a time beats the batch's fixed numpy calls
 
@@ -253,16 +253,18 @@ class KeyIndex:
     def _positions(self, h: np.ndarray) -> np.ndarray:
         """Where each hash is (or would be) in the sorted hashes, clipped to the last row.
 
-        The hashes below ``h`` in the 8 from its bucket's start, counted: hashes past the bucket
-        are larger (sorted by their top bits), so they never count. A key with 8 smaller ones
-        before it (a crowded bucket, ~1% of keys) is binary-searched instead.
+        The hashes below ``h`` among the 8 from its bucket's start, counted: hashes past the bucket
+        are larger (sorted by their top bits) and hashes before it smaller, so a window moved back
+        from the end of the array counts right too. A key with 8 smaller ones before it (a crowded
+        bucket, ~1% of keys) is binary-searched instead.
         """
-        start = self._bucket[h >> np.uint32(self._bshift)].astype(np.int64)
-        window = start[:, None] + _WINDOW_STEPS
-        np.minimum(window, self.count - 1, out=window)
-        below = np.count_nonzero(self.hashes[window] < h[:, None], axis=1)
-        pos = start + below
-        crowded = np.flatnonzero(below == _WINDOW)
+        if self.count < _WINDOW:
+            return np.minimum(np.searchsorted(self.hashes, h), self.count - 1)
+        start = np.minimum(self._bucket[h >> np.uint32(self._bshift)], np.uint32(self.count - _WINDOW))
+        below = self.hashes[start[:, None] + _WINDOW_STEPS] < h[:, None]  # (m, 8) bools: 8 bytes a row
+        counts = np.bitwise_count(below.view(np.uint64)).ravel()  # one popcount per row
+        pos = start.astype(np.int64) + counts
+        crowded = np.flatnonzero(counts == _WINDOW)
         if len(crowded):
             pos[crowded] = np.searchsorted(self.hashes, h[crowded])
         np.minimum(pos, self.count - 1, out=pos)
