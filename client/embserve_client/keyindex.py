@@ -103,7 +103,7 @@ class KeyIndex:
         self._off = memoryview(offsets).cast("B").cast("Q" if offsets.dtype.itemsize == 8 else "I")  # type: ignore[arg-type]  # ndarray is a buffer
         self._hashes = memoryview(hashes).cast("B").cast("I")  # type: ignore[arg-type]  # ndarray is a buffer
         self._order = memoryview(order).cast("B").cast("q" if order.dtype.itemsize == 8 else "i")  # type: ignore[arg-type]  # ndarray is a buffer
-        # Where each run of hashes sharing their top bits starts (~4 rows a run, ~1 byte a key,
+        # Where each run of hashes sharing their top bits starts (2-4 rows a run, ~1 byte a key,
         # derived here, not stored): one key's bisect then spans a few rows, not all of them.
         bits = max(1, (self.count // 4).bit_length())
         self._bshift = max(0, 31 - bits)
@@ -138,8 +138,8 @@ class KeyIndex:
             pos += 1
         return default
 
-    def _find(self, enc: bytes, h: int) -> int:
-        """Row of the encoded key with hash ``h``, or -1."""
+    def _find(self, enc: bytes) -> int:
+        """Row of the encoded key, or -1 (one key at a time: a hash shared with an earlier key)."""
         i = self.get(enc.decode("utf-8", "surrogatepass"), -1)
         return -1 if i is None else i
 
@@ -197,13 +197,13 @@ class KeyIndex:
     def _lookup(self, buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """Rows of the keys ``buf[starts[i]:starts[i]+lens[i]]``, -1 where absent.
 
-        One searchsorted of the hashes, then every candidate's text is gathered in the layout of
-        ``buf`` and compared with it in one pass: when all keys are present that is the answer.
+        Each hash found in its bucket's window (:meth:`_hash_slots`), then every candidate's text is
+        gathered in the layout of ``buf`` and compared with it in one pass: when all keys are
+        present that is the answer.
         """
         rel = _positions(buf, starts, lens)
         h = self._hash(buf, starts, lens, rel)
-        pos = np.searchsorted(self.hashes, h)
-        np.minimum(pos, self.count - 1, out=pos)
+        pos = self._hash_slots(h)
         cand = self.order[pos].astype(np.int64)
         begin = self.offsets[cand].astype(np.int64)
         ok = (self.hashes[pos] == h) & (self.offsets[cand + 1].astype(np.int64) - begin - 1 == lens) & (lens > 0) & (lens <= self.maxlen)
@@ -216,7 +216,7 @@ class KeyIndex:
         out = np.where(ok, cand, -1)
         # Another key holding the same hash came first: rare (colliding hashes), one at a time.
         for a in np.flatnonzero(~ok & (self.hashes[pos] == h) & (lens > 0) & (lens <= self.maxlen)).tolist():
-            out[a] = self._find(bytes(buf[starts[a] : starts[a] + lens[a]]), int(h[a]))
+            out[a] = self._find(bytes(buf[starts[a] : starts[a] + lens[a]]))
         return out
 
     def _lookup_request(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -235,7 +235,7 @@ class KeyIndex:
         n = len(buf)
         sums = np.add.reduceat(np.multiply(buf, weight[:n], dtype=np.uint64), starts) - np.uint64(10) * weight[ends]
         h = ((sums % np.uint64(_P)) * inverse[starts] % np.uint64(_P)).astype(np.uint32)
-        pos = self._positions(h)
+        pos = self._hash_slots(h)
         cand = self.order[pos].astype(np.int64)
         where = np.repeat(self.offsets[cand].astype(np.int64) - starts, ends - starts + 1)
         where += _ARANGE[:n]
@@ -247,10 +247,10 @@ class KeyIndex:
         cand[bad] = -1
         # Absent, or another key with the same hash sorted first (rare): those one at a time.
         for a in bad[self.hashes[pos[bad]] == h[bad]].tolist():
-            cand[a] = self._find(bytes(buf[starts[a] : ends[a]]), int(h[a]))
+            cand[a] = self._find(bytes(buf[starts[a] : ends[a]]))
         return cand
 
-    def _positions(self, h: np.ndarray) -> np.ndarray:
+    def _hash_slots(self, h: np.ndarray) -> np.ndarray:
         """Where each hash is (or would be) in the sorted hashes, clipped to the last row.
 
         The hashes below ``h`` among the 8 from its bucket's start, counted: hashes past the bucket
