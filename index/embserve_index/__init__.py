@@ -24,6 +24,7 @@ from embserve_index.build import (
     save_index,
     tune_ef_search,
 )
+from embserve_index.rawrows import row_norms
 from embserve_index.search import (
     CORES,
     DEFAULT_EF_SEARCH,
@@ -50,6 +51,7 @@ __all__ = [
     "STORAGES",
     "TARGET_RECALL",
     "RawRows",
+    "row_norms",
     "VectorIndex",
     "__version__",
     "build_index",

@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+import embserve_index as vindex
 import numpy as np
 
 from embserve_server.config import Limits
@@ -40,7 +41,10 @@ def cached(table: Table, key: Any, build: Any) -> Any:
 
 def raw_norms(table: Table) -> np.ndarray:
     """(count,) float32 L2 norms of the raw rows, as gensim's ``fill_norms`` computes them."""
-    return cached(table, "norms", lambda: np.linalg.norm(table.vectors, axis=1))  # type: ignore[no-any-return]
+    rows = table.index.rows
+    if isinstance(rows, vindex.RawRows) and rows.norms is not None:
+        return rows.norms  # a quantized cosine index keeps them for its re-rank: the same numbers
+    return cached(table, "norms", lambda: vindex.row_norms(table.vectors))  # type: ignore[no-any-return]
 
 
 def row_of(table: Table, field: str, key: str, limits: Limits) -> int:
