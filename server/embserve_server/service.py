@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -23,6 +23,7 @@ from embserve_server import gensim_eval, gensim_ops, query, subword, tokenizer_t
 from embserve_server.config import Limits
 from embserve_server.errors import status_for
 from embserve_server.tables import Table, TableRegistry
+from embserve_server.validate import packed_keys
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,19 @@ def _floats(raw: bytes, field: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=LE_F32)
 
 
+def lookup_keys(request: pb.LookupRequest, limits: Limits) -> Sequence[str]:
+    """The keys of a LookupRequest: ``packed_keys`` read in place (no str per key), else ``keys``.
+
+    Raises:
+        ValueError: both fields set; malformed packed keys (validate.packed_keys).
+    """
+    if not request.packed_keys:
+        return list(request.keys)  # one list up front: every pass over the protobuf container builds new str objects
+    if len(request.keys):
+        raise ValueError("keys and packed_keys: give one or the other, not both")
+    return packed_keys("packed_keys", request.packed_keys, limits)
+
+
 def search_options(request: pb.SearchRequest) -> query.SearchOptions:
     return query.SearchOptions(
         topn=request.topn or query.DEFAULT_TOPN,
@@ -118,9 +132,9 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
     @handle
     def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
         table = self.registry.get(request.table, request.version)
-        # One list up front: every pass over the protobuf container builds new str objects.
         answer = query.answer_lookup(
-            table, self.limits, keys=list(request.keys), ids=request.ids, missing=POLICY_NAMES.get(request.missing, "?"), normalize=request.normalize
+            table, self.limits, keys=lookup_keys(request, self.limits), ids=request.ids, missing=POLICY_NAMES.get(request.missing, "?"),
+            normalize=request.normalize,
         )
         return pb.LookupResponse(
             table=table.name, version=table.version, vector_size=table.dim, rows=answer.rows, vectors=answer.vectors, found=answer.found, ids=answer.ids

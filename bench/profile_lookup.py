@@ -1,0 +1,173 @@
+"""Where a Lookup's server CPU goes: CPU per thread from /proc, then py-spy on the running server.
+
+    .venv/bin/python bench/profile_lookup.py --tables tables [--table glove] [--keys 1024] [--seconds 8]
+        [--keys-form packed|repeated] [--varied] [--flamegraph out.svg]
+
+Runs the real ``embserve-server`` (and a bare grpcio server answering the same bytes) under a
+Client.lookup loop from a separate process, and prints:
+
+1. server CPU per call split by thread (utime+stime of each /proc/PID/task/TID between two reads,
+   divided by the calls made in between), ours beside the bare server: grpc's C threads included,
+   which a Python profiler does not see;
+2. a py-spy profile of our server (``record --native --threads --format raw``; idle stacks left
+   out): per thread its share of the samples, and the frames where the samples are (self) and the
+   frames they pass through (inclusive), each as a % of all samples.
+
+Needs py-spy (requirements-dev.txt) and permission to ptrace the server (root, or
+``kernel.yama.ptrace_scope=0``). Run it under the heavy lock like every benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import bench_lookup
+import harness as h
+from embserve_client.pb import embserve_pb2 as pb
+
+# Collapse the thread pool's numbered names and hex ids: threads doing the same job sum together.
+_THREAD_NUMBER = re.compile(r"[-_ ]?\d+$")
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """tid -> (thread name, CPU seconds so far) for every thread of ``pid``."""
+    out = {}
+    tck = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / tck)
+    return out
+
+
+def per_thread(pid: int, spec: h.LoopSpec) -> tuple[dict[str, float], int]:
+    """Server CPU µs per call by thread name (summed over threads of that name) and the calls made."""
+    before = thread_cpu(pid)
+    _, results = h.run_clients([spec])
+    after = thread_cpu(pid)
+    calls = sum(r["calls"] + r["warmup_calls"] for r in results)
+    by_name: dict[str, float] = collections.defaultdict(float)
+    for tid, (name, cpu) in after.items():
+        by_name[_THREAD_NUMBER.sub("", name) or name] += cpu - before.get(tid, (name, 0.0))[1]
+    return {k: v / calls * 1e6 for k, v in by_name.items()}, calls
+
+
+def print_threads(ours: dict[str, float], bare: dict[str, float]) -> None:
+    print(f"\n== server CPU per call by thread, us (threads of one name summed)   ({h.load_line()})")
+    print(f"{'thread':<24}{'embserve':>10}{'bare':>10}")
+    for name in sorted(set(ours) | set(bare), key=lambda n: -(ours.get(n, 0) + bare.get(n, 0))):
+        o, b = ours.get(name, 0.0), bare.get(name, 0.0)
+        if o >= 1 or b >= 1:
+            print(f"{name:<24}{o:>10.0f}{b:>10.0f}")
+    print(f"{'all':<24}{sum(ours.values()):>10.0f}{sum(bare.values()):>10.0f}")
+
+
+def pyspy(pid: int, seconds: float, rate: int, out: Path) -> None:
+    exe = shutil.which("py-spy") or str(h.BIN / "py-spy")
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate),
+           "--native", "--threads", "--format", "raw", "--output", str(out)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize(raw: Path, top: int) -> dict[str, Any]:
+    """Per-thread sample shares, top self frames and top inclusive frames from py-spy's raw output."""
+    threads: collections.Counter[str] = collections.Counter()
+    self_: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        # --threads: the first frame names the thread ("thread (0x...)" or its name).
+        threads[frames[0]] += n
+        total += n
+        body = [_short(f) for f in frames[1:]] or ["(no frame)"]
+        self_[body[-1]] += n
+        for f in set(body):
+            incl[f] += n
+    pct = (lambda c: [(k, round(100 * v / total, 1)) for k, v in c.most_common(top)]) if total else (lambda c: [])
+    return {"samples": total, "threads": pct(threads), "self": pct(self_), "inclusive": pct(incl)}
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/module.py:123)`` -> ``func (module.py:123)``."""
+    m = re.match(r"(.*) \((.*?)(:\d+)?\)$", frame)
+    if not m:
+        return frame
+    return f"{m.group(1)} ({Path(m.group(2)).name}{m.group(3) or ''})"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tables", type=Path, default=Path("tables"))
+    p.add_argument("--table", default="glove")
+    p.add_argument("--keys", type=int, default=bench_lookup.BATCH_KEYS, help="keys per call (1 = the single key)")
+    p.add_argument("--varied", action="store_true", help=f"cycle {bench_lookup.VARIED_BATCHES} different batches")
+    p.add_argument("--keys-form", choices=("packed", "repeated"), default="packed", help="how the client sends keys")
+    p.add_argument("--seconds", type=float, default=8.0, help="each phase: per-thread CPU, then the profile")
+    p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--flamegraph", type=Path, help="also write py-spy's flamegraph SVG here")
+    args = p.parse_args()
+
+    bundle = h.newest_bundle(args.tables, args.table)
+    single, batch = bench_lookup.pick_keys(bundle)
+    batches = [[single]] if args.keys == 1 else [batch[: args.keys]]
+    if args.varied and args.keys > 1:
+        batches = [bench_lookup.pick_keys(bundle, seed=1 + i)[1][: args.keys] for i in range(bench_lookup.VARIED_BATCHES)]
+    options = {"packed_keys": args.keys_form == "packed"}
+
+    def spec(target: str, seconds: float) -> h.LoopSpec:
+        return h.LoopSpec("lookup", target, batches, seconds=seconds, client_options=options)
+
+    try:
+        with h.tmpdir("embserve-profile-") as tmp:
+            root = h.isolate_table(args.tables, args.table, tmp)
+            with h.EmbserveProcess(root) as ours:
+                ours.wait_serving(timeout=600)
+                resp = h.raw_call(ours.target, h.LOOKUP, pb.LookupRequest(keys=batches[0]).SerializeToString())
+                with h.BareServer({"Lookup": resp}) as bare:
+                    ours_t, calls = per_thread(ours.proc.pid, spec(ours.target, args.seconds))
+                    bare_t, bare_calls = per_thread(bare.pid, spec(bare.target, args.seconds))
+                print_threads(ours_t, bare_t)
+                print(f"calls: embserve {calls}, bare {bare_calls}; {len(batches[0])} keys a call, {len(batches)} batch(es), {args.keys_form} keys")
+                raw = tmp / "profile.txt"
+                future = h.pool().submit(h.client_loop, spec(ours.target, args.seconds + 6))
+                time.sleep(2.5)  # the client process's spawn and warm-up second (a benchmark, not a test)
+                pyspy(ours.proc.pid, args.seconds, args.rate, raw)
+                if args.flamegraph:
+                    pyspy_svg(ours.proc.pid, args.flamegraph)
+                future.result()
+                s = summarize(raw, args.top)
+    finally:
+        h.shutdown_pool()
+    print(f"\n== py-spy --native --threads, {s['samples']} samples (idle stacks left out)")
+    for title in ("threads", "self", "inclusive"):
+        print(f"-- {title} (% of samples)")
+        for name, share in s[title]:
+            print(f"{share:6.1f}  {name}")
+    print("wrote", h.write_json(f"profile-lookup-{args.keys}", {"machine": h.machine(), "threads_us_per_call": {"ours": ours_t, "bare": bare_t}, **s}))
+
+
+def pyspy_svg(pid: int, out: Path) -> None:
+    exe = shutil.which("py-spy") or str(h.BIN / "py-spy")
+    subprocess.run([exe, "record", "--pid", str(pid), "--duration", "3", "--native", "--output", str(out)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    main()
