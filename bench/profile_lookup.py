@@ -1,7 +1,7 @@
 """Where a Lookup's server CPU goes: CPU per thread from /proc, then py-spy on the running server.
 
     .venv/bin/python bench/profile_lookup.py --tables tables [--table glove] [--keys 1024] [--seconds 8]
-        [--keys-form packed|repeated] [--varied] [--flamegraph out.svg]
+        [--keys-form packed|repeated] [--varied] [--flamegraph out.svg] [--src DIR]
 
 Runs the real ``embserve-server`` (and a bare grpcio server answering the same bytes) under a
 Client.lookup loop from a separate process, and prints:
@@ -122,6 +122,7 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--flamegraph", type=Path, help="also write py-spy's flamegraph SVG here")
+    p.add_argument("--src", type=Path, help="serve the code of this checkout (e.g. main before packed keys) instead of the installed one")
     args = p.parse_args()
 
     bundle = h.newest_bundle(args.tables, args.table)
@@ -137,7 +138,7 @@ def main() -> None:
     try:
         with h.tmpdir("embserve-profile-") as tmp:
             root = h.isolate_table(args.tables, args.table, tmp)
-            with h.EmbserveProcess(root) as ours:
+            with h.EmbserveProcess(root, src=args.src) as ours:
                 ours.wait_serving(timeout=600)
                 resp = h.raw_call(ours.target, h.LOOKUP, pb.LookupRequest(keys=batches[0]).SerializeToString())
                 with h.BareServer({"Lookup": resp}) as bare:

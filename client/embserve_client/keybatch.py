@@ -61,7 +61,7 @@ class KeyBatch(Sequence[str]):
 
     def __init__(self, data: bytes, count: int) -> None:
         self.data = data  # every key followed by KEY_END, valid UTF-8
-        self.count = count
+        self.nkeys = count
 
     @classmethod
     def of(cls, keys: Sequence[str]) -> KeyBatch | None:
@@ -113,15 +113,15 @@ class KeyBatch(Sequence[str]):
     @functools.cached_property
     def starts(self) -> np.ndarray:
         """Position of each key's first byte (int64)."""
-        starts = np.empty(self.count, dtype=np.int64)
-        if self.count:
+        starts = np.empty(self.nkeys, dtype=np.int64)
+        if self.nkeys:
             starts[0] = 0
             starts[1:] = self.ends[:-1] + 1
         return starts
 
     def longest(self) -> int:
         """Characters in the longest key."""
-        if not self.count:
+        if not self.nkeys:
             return 0
         if self.data.isascii():
             return int((self.ends - self.starts).max())
@@ -132,7 +132,7 @@ class KeyBatch(Sequence[str]):
     # -- Sequence[str] ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return self.count
+        return self.nkeys
 
     @overload
     def __getitem__(self, i: int) -> str: ...
@@ -142,15 +142,15 @@ class KeyBatch(Sequence[str]):
 
     def __getitem__(self, i: int | slice) -> str | list[str]:
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.count))]
+            return [self[j] for j in range(*i.indices(self.nkeys))]
         if i < 0:
-            i += self.count
-        if not 0 <= i < self.count:
-            raise IndexError(f"key {i} out of range [0, {self.count})")
-        if self.count == 1:
+            i += self.nkeys
+        if not 0 <= i < self.nkeys:
+            raise IndexError(f"key {i} out of range [0, {self.nkeys})")
+        if self.nkeys == 1:
             return self.data[:-1].decode("utf-8")
         start, end = int(self.starts[i]), int(self.ends[i])
         return self.data[start:end].decode("utf-8")
 
     def __repr__(self) -> str:
-        return f"KeyBatch({self.count} keys, {len(self.data)} bytes)"
+        return f"KeyBatch({self.nkeys} keys, {len(self.data)} bytes)"
