@@ -291,8 +291,8 @@ def newest_bundle(tables: Path, name: str) -> Path:
 
 
 def checkout_path(src: Path) -> str:
-    """PYTHONPATH that runs the four distributions from the checkout ``src`` (ahead of the installed ones)."""
-    return ":".join(str(src.resolve() / d) for d in ("client", "index", "server", "trainer"))
+    """PYTHONPATH that runs the distributions from the checkout ``src`` (ahead of the installed ones)."""
+    return ":".join(str(src.resolve() / d) for d in ("format", "client", "index", "server", "trainer") if (src / d).is_dir())
 
 
 class EmbserveProcess:

@@ -37,8 +37,8 @@ from embserve_client.pb import embserve_pb2 as pb
 _THREAD_NUMBER = re.compile(r"[-_ ]?\d+$")
 
 
-def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
-    """tid -> (thread name, CPU seconds so far) for every thread of ``pid``."""
+def thread_cpu(pid: int) -> dict[int, tuple[str, float, float]]:
+    """tid -> (thread name, user CPU seconds, system CPU seconds) so far, for every thread of ``pid``."""
     out = {}
     tck = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -47,30 +47,39 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / tck)
+        out[int(task.name)] = (name, int(fields[11]) / tck, int(fields[12]) / tck)
     return out
 
 
-def per_thread(pid: int, spec: h.LoopSpec) -> tuple[dict[str, float], int]:
-    """Server CPU µs per call by thread name (summed over threads of that name) and the calls made."""
+def per_thread(pid: int, spec: h.LoopSpec) -> tuple[dict[str, tuple[float, float]], int]:
+    """Server CPU µs per call (user, system) by thread name (threads of one name summed) and the calls made."""
     before = thread_cpu(pid)
     _, results = h.run_clients([spec])
     after = thread_cpu(pid)
     calls = sum(r["calls"] + r["warmup_calls"] for r in results)
-    by_name: dict[str, float] = collections.defaultdict(float)
-    for tid, (name, cpu) in after.items():
-        by_name[_THREAD_NUMBER.sub("", name) or name] += cpu - before.get(tid, (name, 0.0))[1]
-    return {k: v / calls * 1e6 for k, v in by_name.items()}, calls
+    by_name: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    for tid, (name, user, system) in after.items():
+        _, user0, system0 = before.get(tid, (name, 0.0, 0.0))
+        acc = by_name[_THREAD_NUMBER.sub("", name) or name]
+        acc[0] += user - user0
+        acc[1] += system - system0
+    return {k: (u / calls * 1e6, s / calls * 1e6) for k, (u, s) in by_name.items()}, calls
 
 
-def print_threads(ours: dict[str, float], bare: dict[str, float]) -> None:
-    print(f"\n== server CPU per call by thread, us (threads of one name summed)   ({h.load_line()})")
-    print(f"{'thread':<24}{'embserve':>10}{'bare':>10}")
-    for name in sorted(set(ours) | set(bare), key=lambda n: -(ours.get(n, 0) + bare.get(n, 0))):
-        o, b = ours.get(name, 0.0), bare.get(name, 0.0)
-        if o >= 1 or b >= 1:
-            print(f"{name:<24}{o:>10.0f}{b:>10.0f}")
-    print(f"{'all':<24}{sum(ours.values()):>10.0f}{sum(bare.values()):>10.0f}")
+def print_threads(ours: dict[str, tuple[float, float]], bare: dict[str, tuple[float, float]]) -> None:
+    print(f"\n== server CPU per call by thread, us user+system (threads of one name summed)   ({h.load_line()})")
+    print(f"{'thread':<24}{'embserve':>18}{'bare':>18}")
+
+    def cell(v: tuple[float, float]) -> str:
+        return f"{sum(v):.0f} ({v[0]:.0f}+{v[1]:.0f})"
+
+    zero = (0.0, 0.0)
+    for name in sorted(set(ours) | set(bare), key=lambda n: -(sum(ours.get(n, zero)) + sum(bare.get(n, zero)))):
+        o, b = ours.get(name, zero), bare.get(name, zero)
+        if sum(o) >= 1 or sum(b) >= 1:
+            print(f"{name:<24}{cell(o):>18}{cell(b):>18}")
+    total = lambda d: (sum(v[0] for v in d.values()), sum(v[1] for v in d.values()))  # noqa: E731
+    print(f"{'all':<24}{cell(total(ours)):>18}{cell(total(bare)):>18}")
 
 
 def pyspy(pid: int, seconds: float, rate: int, out: Path) -> None:
