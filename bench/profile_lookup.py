@@ -51,8 +51,11 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float, float]]:
     return out
 
 
-def per_thread(pid: int, spec: h.LoopSpec) -> tuple[dict[str, tuple[float, float]], int]:
-    """Server CPU µs per call (user, system) by thread name (threads of one name summed) and the calls made."""
+def per_thread(pid: int, spec: h.LoopSpec, names: dict[int, str] | None = None) -> tuple[dict[str, tuple[float, float]], int]:
+    """Server CPU µs per call (user, system) by thread name (threads of one name summed) and the calls made.
+
+    ``names``: tid -> Python thread name (from py-spy) where /proc's name is the process's own.
+    """
     before = thread_cpu(pid)
     _, results = h.run_clients([spec])
     after = thread_cpu(pid)
@@ -60,6 +63,7 @@ def per_thread(pid: int, spec: h.LoopSpec) -> tuple[dict[str, tuple[float, float
     by_name: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     for tid, (name, user, system) in after.items():
         _, user0, system0 = before.get(tid, (name, 0.0, 0.0))
+        name = (names or {}).get(tid, name)
         acc = by_name[_THREAD_NUMBER.sub("", name) or name]
         acc[0] += user - user0
         acc[1] += system - system0
@@ -89,27 +93,47 @@ def pyspy(pid: int, seconds: float, rate: int, out: Path) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+# A sample whose stack holds one of these waits for work, a lock or the GIL: not CPU.
+_WAITS = ("_queue_SimpleQueue_get", "PyThread_acquire_lock_timed", "epoll_wait", "take_gil", "pthread_cond_wait", "sem_wait", "sem_timedwait")
+_THREAD = re.compile(r"thread \((\d+)\): (.*)")
+
+
 def summarize(raw: Path, top: int) -> dict[str, Any]:
-    """Per-thread sample shares, top self frames and top inclusive frames from py-spy's raw output."""
+    """Per-thread sample shares, top self and inclusive frames of the busy samples in py-spy's raw output.
+
+    py-spy's own idle filter does not see a thread blocked in native code (a queue, epoll), so
+    samples inside the waits of ``_WAITS`` are counted apart, as idle.
+    """
     threads: collections.Counter[str] = collections.Counter()
     self_: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
-    total = 0
+    names: dict[int, str] = {}
+    total = idle = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
         frames = stack.split(";")
-        # --threads: the first frame names the thread ("thread (0x...)" or its name).
-        threads[frames[0]] += n
+        head = next((i for i, f in enumerate(frames) if _THREAD.match(f)), 0)
+        m = _THREAD.match(frames[head])
+        if m:
+            names[int(m.group(1))] = m.group(2)
         total += n
-        body = [_short(f) for f in frames[1:]] or ["(no frame)"]
+        if any(w in f for f in frames for w in _WAITS):
+            idle += n
+            continue
+        threads[m.group(2) if m else frames[head]] += n
+        body = [_short(f) for f in frames[head + 1 :]] or ["(no frame)"]
         self_[body[-1]] += n
         for f in set(body):
             incl[f] += n
-    pct = (lambda c: [(k, round(100 * v / total, 1)) for k, v in c.most_common(top)]) if total else (lambda c: [])
-    return {"samples": total, "threads": pct(threads), "self": pct(self_), "inclusive": pct(incl)}
+    busy = total - idle
+
+    def pct(c: collections.Counter[str]) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / busy, 1)) for k, v in c.most_common(top)] if busy else []
+
+    return {"samples": total, "idle_samples": idle, "threads": pct(threads), "self": pct(self_), "inclusive": pct(incl), "names": names}
 
 
 def _short(frame: str) -> str:
@@ -127,10 +151,11 @@ def main() -> None:
     p.add_argument("--keys", type=int, default=bench_lookup.BATCH_KEYS, help="keys per call (1 = the single key)")
     p.add_argument("--varied", action="store_true", help=f"cycle {bench_lookup.VARIED_BATCHES} different batches")
     p.add_argument("--keys-form", choices=("packed", "repeated"), default="packed", help="how the client sends keys")
-    p.add_argument("--seconds", type=float, default=8.0, help="each phase: per-thread CPU, then the profile")
+    p.add_argument("--seconds", type=float, default=8.0, help="each phase: the profile, then per-thread CPU of ours and of the bare server")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--flamegraph", type=Path, help="also write py-spy's flamegraph SVG here")
+    p.add_argument("--raw", type=Path, help="keep py-spy's raw (collapsed) stacks in this file")
     p.add_argument("--src", type=Path, help="serve the code of this checkout (e.g. main before packed keys) instead of the installed one")
     args = p.parse_args()
 
@@ -149,13 +174,8 @@ def main() -> None:
             root = h.isolate_table(args.tables, args.table, tmp)
             with h.EmbserveProcess(root, src=args.src) as ours:
                 ours.wait_serving(timeout=600)
-                resp = h.raw_call(ours.target, h.LOOKUP, pb.LookupRequest(keys=batches[0]).SerializeToString())
-                with h.BareServer({"Lookup": resp}) as bare:
-                    ours_t, calls = per_thread(ours.proc.pid, spec(ours.target, args.seconds))
-                    bare_t, bare_calls = per_thread(bare.pid, spec(bare.target, args.seconds))
-                print_threads(ours_t, bare_t)
-                print(f"calls: embserve {calls}, bare {bare_calls}; {len(batches[0])} keys a call, {len(batches)} batch(es), {args.keys_form} keys")
-                raw = tmp / "profile.txt"
+                # The profile first: its thread names label the per-thread CPU read after it.
+                raw = args.raw or tmp / "profile.txt"
                 future = h.pool().submit(h.client_loop, spec(ours.target, args.seconds + 6))
                 time.sleep(2.5)  # the client process's spawn and warm-up second (a benchmark, not a test)
                 pyspy(ours.proc.pid, args.seconds, args.rate, raw)
@@ -163,11 +183,17 @@ def main() -> None:
                     pyspy_svg(ours.proc.pid, args.flamegraph)
                 future.result()
                 s = summarize(raw, args.top)
+                resp = h.raw_call(ours.target, h.LOOKUP, pb.LookupRequest(keys=batches[0]).SerializeToString())
+                with h.BareServer({"Lookup": resp}) as bare:
+                    ours_t, calls = per_thread(ours.proc.pid, spec(ours.target, args.seconds), s["names"])
+                    bare_t, bare_calls = per_thread(bare.pid, spec(bare.target, args.seconds))
     finally:
         h.shutdown_pool()
-    print(f"\n== py-spy --native --threads, {s['samples']} samples (idle stacks left out)")
+    print_threads(ours_t, bare_t)
+    print(f"calls: embserve {calls}, bare {bare_calls}; {len(batches[0])} keys a call, {len(batches)} batch(es), {args.keys_form} keys")
+    print(f"\n== py-spy --native --threads: {s['samples']} samples, {s['idle_samples']} waiting (queue, epoll, locks, GIL); shares of the busy ones")
     for title in ("threads", "self", "inclusive"):
-        print(f"-- {title} (% of samples)")
+        print(f"-- {title} (% of busy samples)")
         for name, share in s[title]:
             print(f"{share:6.1f}  {name}")
     print("wrote", h.write_json(f"profile-lookup-{args.keys}", {"machine": h.machine(), "threads_us_per_call": {"ours": ours_t, "bare": bare_t}, **s}))
