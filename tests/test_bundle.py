@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embserve_client import bundle as b
-from embserve_client import bundle_writer as w
+from embserve_format import bundle as b
+from embserve_format import bundle_writer as w
 
 
 def write(tmp_path: Path, n: int = 50, **kw: object) -> Path:
