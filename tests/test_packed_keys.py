@@ -15,8 +15,9 @@ import grpc
 import numpy as np
 import pytest
 from conftest import running_server, seeded_table
-from embserve_client import AsyncClient, Client, InvalidArgumentError, keyfile
-from embserve_client.keybatch import KeyBatch, pack_keys
+from embserve_client import AsyncClient, Client, InvalidArgumentError
+from embserve_format import keyfile
+from embserve_format.keybatch import KeyBatch, pack_keys
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_server.app import Server

@@ -19,7 +19,7 @@ a bucket derived at load): a window of 8 sorted hashes from the bucket's start i
 where a binary search over all of them misses the cache at every level (1,024 keys not asked
 before: 40 us against 77 us on GloVe's 400k).
 
-Building, writing and loading the ``keys.idx`` file: :mod:`embserve_client.keyfile`.
+Building, writing and loading the ``keys.idx`` file: :mod:`embserve_format.keyfile`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from embserve_client.keybatch import KeyBatch
+from embserve_format.keybatch import KeyBatch
 
 _P = 2_040_109_507  # a prime far from powers of two: the powers of 256 modulo it look random
 HASH_MULTIPLIERS = {1: 1, 2: 1_103_515_245}  # hash id -> M in int.from_bytes(utf8, "little") * M % P
@@ -167,7 +167,7 @@ class KeyIndex:
     def ids_for(self, keys: Sequence[str]) -> np.ndarray:
         """Row ids of ``keys`` as int64, -1 for keys not in the table: numpy calls per batch, not per key.
 
-        A :class:`~embserve_client.keybatch.KeyBatch` (packed keys off the wire) is read as it is;
+        A :class:`~embserve_format.keybatch.KeyBatch` (packed keys off the wire) is read as it is;
         other keys are packed first (one join and one encode).
         """
         m = len(keys)

@@ -4,9 +4,9 @@ The wire form of ``LookupRequest.packed_keys`` and the layout the key index hash
 one pass (the layout of keys.txt): a server handed these bytes finds 1,024 rows without building
 1,024 ``str`` objects, where ``repeated string keys`` costs one object per key to decode and a join
 and an encode to get back to bytes. :func:`pack_keys` writes the form (the clients), :meth:`KeyBatch.parse`
-checks and reads it (the server), :meth:`embserve_client.keyindex.KeyIndex.ids_for` takes a
+checks and reads it (the server), :meth:`embserve_format.keyindex.KeyIndex.ids_for` takes a
 :class:`KeyBatch` as it is. A line feed can end every key because no key holds one (the bundle's
-key rule, :func:`embserve_client.bundle.valid_key`).
+key rule, :func:`embserve_format.bundle.valid_key`).
 """
 
 from __future__ import annotations
