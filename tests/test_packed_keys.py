@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from conftest import running_server, seeded_table
 from embserve_client import AsyncClient, Client, InvalidArgumentError
-from embserve_format import keyfile
-from embserve_format.keybatch import KeyBatch, pack_keys
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
+from embserve_format import keyfile
+from embserve_format.keybatch import KeyBatch, pack_keys
 from embserve_server.app import Server
 from embserve_server.config import Limits
 from embserve_trainer.export import export_table

@@ -16,10 +16,10 @@ import grpc
 import numpy as np
 from embserve_format import limits
 from embserve_format.arrays import LE_F32, LE_I64
+from embserve_format.keybatch import pack_keys
 
 from embserve_client.channel import VersionFloor, channel_options
 from embserve_client.errors import ClientClosedError, InvalidArgumentError
-from embserve_format.keybatch import pack_keys
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_client.results import LookupResult, SearchResult, TableInfo, Tokenized, table_info_from_pb
