@@ -51,19 +51,14 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float, float]]:
     return out
 
 
-def minor_faults(pid: int) -> int:
-    """Minor page faults of the whole process so far (fresh pages: e.g. big buffers malloc takes from mmap)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
-
-
 def per_thread(pid: int, spec: h.LoopSpec, names: dict[int, str] | None = None) -> tuple[dict[str, tuple[float, float]], int]:
     """Server CPU µs per call (user, system) by thread name (threads of one name summed) and the calls made.
 
     ``names``: tid -> Python thread name (from py-spy) where /proc's name is the process's own.
     """
-    before, faults = thread_cpu(pid), minor_faults(pid)
+    before = thread_cpu(pid)
     _, results = h.run_clients([spec])
-    after, faults = thread_cpu(pid), minor_faults(pid) - faults
+    after = thread_cpu(pid)
     calls = sum(r["calls"] + r["warmup_calls"] for r in results)
     by_name: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     for tid, (name, user, system) in after.items():
@@ -72,9 +67,7 @@ def per_thread(pid: int, spec: h.LoopSpec, names: dict[int, str] | None = None) 
         acc = by_name[_THREAD_NUMBER.sub("", name) or name]
         acc[0] += user - user0
         acc[1] += system - system0
-    out = {k: (u / calls * 1e6, s / calls * 1e6) for k, (u, s) in by_name.items()}
-    out["(minor page faults per call, not us)"] = (faults / calls, 0.0)
-    return out, calls
+    return {k: (u / calls * 1e6, s / calls * 1e6) for k, (u, s) in by_name.items()}, calls
 
 
 def print_threads(ours: dict[str, tuple[float, float]], bare: dict[str, tuple[float, float]]) -> None:
@@ -89,7 +82,7 @@ def print_threads(ours: dict[str, tuple[float, float]], bare: dict[str, tuple[fl
         o, b = ours.get(name, zero), bare.get(name, zero)
         if sum(o) >= 1 or sum(b) >= 1:
             print(f"{name:<24}{cell(o):>18}{cell(b):>18}")
-    total = lambda d: (sum(v[0] for k, v in d.items() if k[0] != "("), sum(v[1] for k, v in d.items() if k[0] != "("))  # noqa: E731
+    total = lambda d: (sum(v[0] for v in d.values()), sum(v[1] for v in d.values()))  # noqa: E731
     print(f"{'all':<24}{cell(total(ours)):>18}{cell(total(bare)):>18}")
 
 

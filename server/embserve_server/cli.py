@@ -127,33 +127,6 @@ def limit_malloc_arenas() -> None:
         pass
 
 
-MALLOC_MMAP_THRESHOLD = 4 << 20  # bytes: smaller blocks come from the arenas (glibc: 128 KiB, rising as mappings are freed)
-MALLOC_TRIM_THRESHOLD = 32 << 20  # bytes free at an arena's top before it is handed back (glibc: twice the mmap threshold)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers in glibc's malloc.h
-
-
-def keep_freed_buffers() -> None:
-    """Reuse response-sized buffers instead of handing them back to the kernel after every call.
-
-    A 1024-key Lookup of 50-d rows allocates several 200 KB buffers (the gathered rows, their
-    bytes, protobuf's encoding for the size check and for the wire). With glibc's defaults each
-    one is a fresh mapping or a regrown heap top, its 50 pages faulted in and zeroed again every
-    call: ~100-300 us a buffer on a loaded 2-core box against ~10 us reused (docs/performance-lookup.md).
-    Freed memory up to ``MALLOC_TRIM_THRESHOLD`` then stays in each arena (two: limit_malloc_arenas);
-    blocks of ``MALLOC_MMAP_THRESHOLD`` and more still get mappings of their own and go back when freed.
-    Left to glibc when ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` is set; only glibc has
-    ``mallopt``, elsewhere this does nothing.
-    """
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or os.environ.get("MALLOC_TRIM_THRESHOLD_"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
-    except (OSError, AttributeError):
-        pass
-
-
 def limit_blas_threads() -> None:
     """Run numpy's BLAS on the calling thread only (FAISS's OpenMP BLAS and pool are left alone).
 
@@ -179,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         # prometheus_client picks its multiprocess value store at import time.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="embserve-metrics-")
     limit_malloc_arenas()
-    keep_freed_buffers()
     limit_blas_threads()
     from embserve_server.app import serve
 
