@@ -19,7 +19,7 @@ from embserve_client import Client
 from embserve_client import neighbourhood as nb
 from embserve_server.config import Limits
 from embserve_server.explorer import Explorer
-from embserve_server.metrics_http import HttpPort, start_http
+from embserve_server.http_port import HttpPort, start_http
 from embserve_trainer.export import export_table
 
 PLANTED = ["cat", "dog", "kitten", "man", "woman", "king", "queen"]

@@ -1,6 +1,7 @@
-"""The single-key fast paths of Lookup and Search answer exactly what the general (batch) path does.
+"""Each fast path answers exactly what its general (batch) path does.
 
-The choice lives in the query core (``query.plain_lookup_key`` / ``query.plain_search_key``) and the
+The choice lives inside the core function each one speeds up (``query.lookup``: ``_one_known_row``;
+``query.search``: ``_plain_search_row``; ``query.query_matrix``: ``_single_key_rows``) and the
 one-row search in the index (``VectorIndex.nearest_to_row``); each is compared with its general path.
 """
 
@@ -14,7 +15,8 @@ from conftest import make_table
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_server import query
 from embserve_server.config import Limits
-from embserve_server.service import EmbeddingService, search_options, to_query
+from embserve_server.pack import queries_of, search_options_of
+from embserve_server.service import EmbeddingService
 from embserve_server.tables import Table, TableRegistry
 
 
@@ -34,8 +36,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> TableRegistry:
 
 
 def general_search(table: Table, key: str, topn: int, ef_search: int) -> tuple[list[int], list[float], list[str]]:
-    result = query.search(table, [query.Query(positive=[key])], query.SearchOptions(topn=topn, ef_search=ef_search), Limits())
-    return result.ids[0].tolist(), result.scores[0].tolist(), result.keys(table)[0].tolist()
+    result = query._search_batch(table, [query.Query(positive=[key])], query.SearchOptions(topn=topn, ef_search=ef_search), Limits())
+    return result.ids[0].tolist(), result.scores[0].tolist(), result.keys
 
 
 @pytest.mark.parametrize(("name", "topn", "ef_search"), [("hnsw", 10, 0), ("hnsw", 1, 0), ("hnsw", 25, 40), ("small", 10, 0)])
@@ -43,7 +45,7 @@ def test_search_fast_path_equals_general_path(registry: TableRegistry, name: str
     service, table = EmbeddingService(registry, Limits()), registry.get(name)
     for key in table.keys[:: max(1, len(table.keys) // 40)]:
         request = pb.SearchRequest(queries=[pb.Query(positive=[key])], topn=topn)
-        assert query.plain_search_key([to_query(q) for q in request.queries], search_options(request), Limits()) == key
+        assert query._plain_search_row(table, queries_of(request), search_options_of(request), Limits()) == table.key_to_id[key]
         response = service.Search(
             pb.SearchRequest(table=name, queries=[pb.Query(positive=[key])], topn=topn, ef_search=ef_search), Context()
         )
@@ -68,7 +70,8 @@ def test_search_fast_path_equals_general_path(registry: TableRegistry, name: str
     pb.SearchRequest(queries=[pb.Query(positive=["w1"])] * 2),
 ])
 def test_anything_but_the_plain_query_takes_the_general_path(registry: TableRegistry, request_: pb.SearchRequest) -> None:
-    assert query.plain_search_key([to_query(q) for q in request_.queries], search_options(request_), Limits()) is None
+    table = registry.get("hnsw")
+    assert query._plain_search_row(table, queries_of(request_), search_options_of(request_), Limits()) is None
 
 
 @pytest.mark.parametrize(("name", "k", "ef_search"), [("hnsw", 10, 0), ("hnsw", 3, 200), ("small", 10, 0)])
@@ -84,7 +87,7 @@ def test_index_one_row_path_equals_batch_search_with_drop(registry: TableRegistr
 def test_lookup_fast_path_equals_general_path(registry: TableRegistry) -> None:
     service, table = EmbeddingService(registry, Limits()), registry.get("hnsw")
     for key in table.keys[::97]:
-        assert query.plain_lookup_key(table, [key], [], "error", False) == table.key_to_id[key]
+        assert query._one_known_row(table, [key], [], "error", False) == table.key_to_id[key]
         fast = service.Lookup(pb.LookupRequest(keys=[key]), Context())
         general = service.Lookup(pb.LookupRequest(keys=[key, key]), Context())  # two keys: the batch path
         row = table.key_to_id[key]
@@ -96,7 +99,7 @@ def test_lookup_fast_path_equals_general_path(registry: TableRegistry) -> None:
 def test_single_key_calls_never_enter_the_batch_path(registry: TableRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast paths are taken (the equality tests above would also pass without them)."""
     service, table = EmbeddingService(registry, Limits()), registry.get("hnsw")
-    for name in ("lookup", "search", "query_matrix"):
+    for name in ("_lookup_batch", "_search_batch", "query_matrix"):
         monkeypatch.setattr(query, name, lambda *a, _name=name, **k: pytest.fail(f"query.{_name} called"))
     key = str(table.keys[7])
     assert service.Lookup(pb.LookupRequest(keys=[key]), Context()).rows == 1

@@ -27,7 +27,7 @@ from embserve_client.errors import AuthenticationError
 from embserve_server.app import Server
 from embserve_server.config import ServerConfig
 from embserve_server.explorer import Explorer
-from embserve_server.metrics_http import start_metrics_http
+from embserve_server.http_port import start_http_port
 from embserve_server.tls import check_http_exposure
 from test_security import ADMIN, READ, make_pki
 
@@ -83,7 +83,7 @@ def http_site(tables: Path, **config: Any) -> Iterator[tuple[Server, str]]:
     """A gRPC server and its HTTP port with the explorer, wired as ``run_worker`` wires them."""
     with running_server(tables, **config) as server:
         cfg = ServerConfig(tables_dir=tables, metrics_address="127.0.0.1:0", explorer=True, **config)
-        port = start_metrics_http(cfg, server.metrics.registry, explorer=Explorer(server.registry, cfg.limits),
+        port = start_http_port(cfg, server.metrics.registry, explorer=Explorer(server.registry, cfg.limits),
                                   tokens=server.tokens, admission=server.admission)
         try:
             scheme = "https" if cfg.tls_cert is not None else "http"

@@ -7,9 +7,10 @@ from typing import Any
 
 import grpc
 import pytest
+from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
-from embserve_server.app import METHODS
-from embserve_server.decode import DecodeGuard
+from embserve_server.app import EMBEDDING_SERVICE, METHODS
+from embserve_server.call_guard import CallGuard
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
 from embserve_server.wrappers import UnaryWrapper, add_servicer, wrap_handler
 from prometheus_client import CollectorRegistry
@@ -47,11 +48,14 @@ def test_every_unary_method_is_wrapped_once_in_order_and_registered_both_ways() 
             return ["lookup"]
 
     server = Recorder()
-    add_servicer(server, pb_grpc.add_EmbeddingServiceServicer_to_server, Servicer(), [Tag("outer"), Tag("inner")])  # type: ignore[arg-type]
+    add_servicer(server, EMBEDDING_SERVICE, Servicer(), [Tag("outer"), Tag("inner")])  # type: ignore[arg-type]
     handlers = server.registered["embserve.v1.EmbeddingService"]
     assert {"Lookup", "Search", "Similarity", "ListTables"} <= set(handlers)
     method = "/embserve.v1.EmbeddingService/Lookup"
     assert handlers["Lookup"].unary_unary(None, None) == ["outer", method, "inner", method, "lookup"]
+    # the (de)serializers are the messages' own, as grpc's generated registration would set them
+    assert handlers["Lookup"].request_deserializer(pb.LookupRequest(keys=["a"]).SerializeToString()) == pb.LookupRequest(keys=["a"])
+    assert handlers["Lookup"].response_serializer(pb.LookupResponse(rows=2)) == pb.LookupResponse(rows=2).SerializeToString()
     # the generic handler (used for unregistered lookups) serves the very same wrapped handler
     (generic,) = server.generic
     assert generic.service(SimpleNamespace(method=method)) is handlers["Lookup"]
@@ -60,8 +64,9 @@ def test_every_unary_method_is_wrapped_once_in_order_and_registered_both_ways() 
 def test_a_stream_handler_is_left_alone_and_empty_registration_is_refused() -> None:
     stream = grpc.unary_stream_rpc_method_handler(lambda request, context: iter(()))
     assert wrap_handler("/s/Watch", stream, [Tag("t")]) is stream
-    with pytest.raises(ValueError, match="registered no method handlers"):
-        add_servicer(Recorder(), lambda servicer, server: None, object(), [Tag("t")])  # type: ignore[arg-type]
+    empty = SimpleNamespace(methods=[], full_name="made.up.Empty")
+    with pytest.raises(ValueError, match="defines no method"):
+        add_servicer(Recorder(), empty, object(), [Tag("t")])  # type: ignore[arg-type]
 
 
 def test_refusals_are_counted_only_for_registered_methods() -> None:
@@ -72,5 +77,5 @@ def test_refusals_are_counted_only_for_registered_methods() -> None:
     refusal = grpc.unary_unary_rpc_method_handler(lambda request, context: None)
     assert timed.refusal("/embserve.v1.EmbeddingService/Lookup", refusal) is not refusal
     assert timed.refusal("/made.up.Service/Lookup", refusal) is refusal  # no series for invented names
-    guard = DecodeGuard(1 << 20)
+    guard = CallGuard(1 << 20)
     assert guard.applies(handler) and not guard.applies(refusal)  # nothing to decode in a refusal

@@ -17,7 +17,7 @@ import embserve_index as vindex
 import numpy as np
 
 from embserve_server.config import Limits
-from embserve_server.errors import UnknownKeyError
+from embserve_server.errors import MissingKeyError
 from embserve_server.query import DEFAULT_TOPN
 from embserve_server.tables import Table
 from embserve_server.validate import check_keys, check_limit
@@ -51,12 +51,12 @@ def row_of(table: Table, field: str, key: str, limits: Limits) -> int:
     """Row id of ``key``.
 
     Raises:
-        ValueError: empty or over-long key. UnknownKeyError: not in the table.
+        ValueError: empty or over-long key. MissingKeyError: not in the table.
     """
     check_keys(field, [key], limits)
     row = table.key_to_id.get(key)
     if row is None:
-        raise UnknownKeyError(key, table.name)
+        raise MissingKeyError(key, table.name)
     return row
 
 
@@ -104,7 +104,7 @@ def most_similar_cosmul(
 
     Raises:
         ValueError / LimitExceededError: bad topn, no positive term, bad vectors, too many terms.
-        UnknownKeyError: a key that is not in the table (positives first, like gensim).
+        MissingKeyError: a key that is not in the table (positives first, like gensim).
     """
     topn = topn or DEFAULT_TOPN
     if topn < 0:
@@ -179,7 +179,7 @@ def closer_than(table: Table, key1: str, key2: str, limits: Limits) -> np.ndarra
     comparison treats near-ties exactly as gensim does.
 
     Raises:
-        ValueError: empty or over-long key. UnknownKeyError: ``key1`` (first) or ``key2`` unknown.
+        ValueError: empty or over-long key. MissingKeyError: ``key1`` (first) or ``key2`` unknown.
     """
     r1 = row_of(table, "key1", key1, limits)
     r2 = row_of(table, "key2", key2, limits)

@@ -142,6 +142,29 @@ def tokenize(table: Table, texts: Sequence[str], limits: Limits, *, add_special_
     return [Encoding(ids=list(e.ids), tokens=list(e.tokens)) for e in encodings]
 
 
+@dataclass(frozen=True)
+class TextRows:
+    """The tokens of one text and their rows (pack.pack_lookup_text puts them on the wire)."""
+
+    ids: list[int]
+    tokens: list[str]
+    vectors: np.ndarray  # (len(ids), dim) float32, raw rows
+    mean: np.ndarray  # (dim,) float32 mean of the rows; empty when not asked for or no token
+
+
+def lookup_text(table: Table, text: str, limits: Limits, *, add_special_tokens: bool = False, mean: bool = False) -> TextRows:
+    """Tokenize ``text`` and gather its tokens' raw rows (and, with ``mean``, their plain mean).
+
+    Raises:
+        FailedPreconditionError: the table carries no tokenizer.
+        ValueError / LimitExceededError: the text is over the length limit.
+    """
+    (enc,) = tokenize(table, [text], limits, add_special_tokens=add_special_tokens)
+    vectors = np.ascontiguousarray(table.vectors[np.asarray(enc.ids, dtype=np.int64)], dtype=np.float32)
+    average = vectors.mean(axis=0) if (mean and len(vectors)) else np.empty(0, np.float32)
+    return TextRows(enc.ids, enc.tokens, vectors, average.astype(np.float32, copy=False))
+
+
 def excluded_rows(table: Table, *, special: bool, subword: bool) -> np.ndarray | None:
     """Rows a search must never return: special and/or continuation tokens (None = no filter).
 

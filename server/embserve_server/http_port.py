@@ -1,4 +1,4 @@
-"""The HTTP side port: ``/metrics`` for Prometheus and, opt-in, the web explorer.
+"""The HTTP port: ``/metrics`` for Prometheus and, opt-in, the web explorer (routes, auth, admission).
 
 Routes (GET and HEAD; other methods 405)::
 
@@ -15,8 +15,7 @@ with ``--metrics-auth`` (Prometheus' convention is an open scrape). The page's s
 sheet stay open: they are the package's own files and carry no table data. API calls are admitted
 through the shared :class:`~embserve_server.admission.Admission` (429 beyond it) and run on their
 own small thread pool, so the event loop (http_server.py) stays free for ``/metrics`` and for
-accepting connections. Every refusal's HTTP status comes from ``errors.status_for`` and
-``explorer.HTTP_STATUS``.
+accepting connections. Every refusal's HTTP status and body come from the one map, ``errors.http_error``.
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from embserve_server.config import HttpLimits, ServerConfig
-from embserve_server.errors import AuthError, ConnectionLimitError, OverloadedError
-from embserve_server.explorer import INDEX_PAGE, error_answer
+from embserve_server.errors import AuthError, ConnectionLimitError, OverloadedError, http_error
+from embserve_server.explorer import INDEX_PAGE
 from embserve_server.http_server import HttpServer, Request, Response, plain
 from embserve_server.tls import http_ssl_context
 
@@ -98,7 +97,7 @@ class HttpPort:
 
     def busy(self) -> Response:
         """The answer to a connection over the cap (503, from the status map)."""
-        status, body = error_answer(ConnectionLimitError("server busy: too many open HTTP connections; retry shortly"))
+        status, body = http_error(ConnectionLimitError("server busy: too many open HTTP connections; retry shortly"))
         return Response(status, "text/plain; charset=utf-8", f"{body['error']}\n".encode(), {"Retry-After": "1"})
 
     def close(self) -> None:
@@ -134,7 +133,7 @@ class HttpPort:
                 if refused is not None:
                     # The page itself, with the refusal's status: it asks for the token and sends
                     # it with every API call (the API, not the page, carries table data).
-                    status, headers = error_answer(refused)[0], {**PAGE_HEADERS, **NO_STORE, **_challenge(refused)}
+                    status, headers = http_error(refused)[0], {**PAGE_HEADERS, **NO_STORE, **_challenge(refused)}
             return Response(status, page.content_type, page.body, headers)
         hint = "" if explorer is not None else " (the explorer is off: start the server with --explorer)"
         return plain(404, f"not found: try /metrics{hint}\n")
@@ -143,7 +142,7 @@ class HttpPort:
         if self.metrics_auth:
             refused = self._authenticate(request)
             if refused is not None:
-                status, body = error_answer(refused)
+                status, body = http_error(refused)
                 return plain(status, f"{body['code']}: {body['error']}\n", _challenge(refused))
         data = await asyncio.get_running_loop().run_in_executor(self.scrapes, generate_latest, self.registry)
         return Response(200, CONTENT_TYPE_LATEST, data)
@@ -153,7 +152,7 @@ class HttpPort:
         assert explorer is not None and pool is not None  # routed here only with an explorer
         refused = self._authenticate(request)
         if refused is not None:
-            status, body = error_answer(refused)
+            status, body = http_error(refused)
             return _json(status, body, _challenge(refused))
         loop = asyncio.get_running_loop()
         if self.admission is None:
@@ -163,7 +162,7 @@ class HttpPort:
             with self.admission.http_call():
                 status, body = await loop.run_in_executor(pool, explorer.api, endpoint, request.query)
         except OverloadedError as exc:
-            status, body = error_answer(exc)
+            status, body = http_error(exc)
             return _json(status, body, {"Retry-After": "1"})
         return _json(status, body)
 
@@ -181,7 +180,7 @@ def start_http(address: str, port: HttpPort, limits: HttpLimits | None = None, *
     return server
 
 
-def start_metrics_http(config: ServerConfig, registry: CollectorRegistry, *, explorer: Explorer | None = None,
+def start_http_port(config: ServerConfig, registry: CollectorRegistry, *, explorer: Explorer | None = None,
                        tokens: TokenCheck | None = None, admission: Admission | None = None) -> HttpServer:
     """Serve ``/metrics`` (and the explorer, when given) on ``config.metrics_address``, as configured.
 
