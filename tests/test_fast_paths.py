@@ -43,9 +43,9 @@ def general_search(table: Table, key: str, topn: int, ef_search: int) -> tuple[l
 @pytest.mark.parametrize(("name", "topn", "ef_search"), [("hnsw", 10, 0), ("hnsw", 1, 0), ("hnsw", 25, 40), ("small", 10, 0)])
 def test_search_fast_path_equals_general_path(registry: TableRegistry, name: str, topn: int, ef_search: int) -> None:
     service, table = EmbeddingService(registry, Limits()), registry.get(name)
-    for key in table.keys[:: max(1, len(table.keys) // 40)]:
+    for key in table.index_to_key[:: max(1, len(table.index_to_key) // 40)]:
         request = pb.SearchRequest(queries=[pb.Query(positive=[key])], topn=topn)
-        assert query._plain_search_row(table, queries_of(request), search_options_of(request), Limits()) == table.key_to_id[key]
+        assert query._plain_search_row(table, queries_of(request), search_options_of(request), Limits()) == table.key_to_index[key]
         response = service.Search(
             pb.SearchRequest(table=name, queries=[pb.Query(positive=[key])], topn=topn, ef_search=ef_search), Context()
         )
@@ -86,11 +86,11 @@ def test_index_one_row_path_equals_batch_search_with_drop(registry: TableRegistr
 
 def test_lookup_fast_path_equals_general_path(registry: TableRegistry) -> None:
     service, table = EmbeddingService(registry, Limits()), registry.get("hnsw")
-    for key in table.keys[::97]:
-        assert query._one_known_row(table, [key], [], "error", False) == table.key_to_id[key]
+    for key in table.index_to_key[::97]:
+        assert query._one_known_row(table, [key], [], "error", False) == table.key_to_index[key]
         fast = service.Lookup(pb.LookupRequest(keys=[key]), Context())
         general = service.Lookup(pb.LookupRequest(keys=[key, key]), Context())  # two keys: the batch path
-        row = table.key_to_id[key]
+        row = table.key_to_index[key]
         assert fast.vectors == table.vectors[row].astype("<f4").tobytes() == general.vectors[: len(fast.vectors)]
         assert np.frombuffer(fast.ids, "<i8").tolist() == [row] and fast.found == b"\x01"
         assert (fast.rows, fast.vector_size, fast.table, fast.version) == (1, general.vector_size, general.table, general.version)
@@ -101,7 +101,7 @@ def test_single_key_calls_never_enter_the_batch_path(registry: TableRegistry, mo
     service, table = EmbeddingService(registry, Limits()), registry.get("hnsw")
     for name in ("_lookup_batch", "_search_batch", "query_matrix"):
         monkeypatch.setattr(query, name, lambda *a, _name=name, **k: pytest.fail(f"query.{_name} called"))
-    key = str(table.keys[7])
+    key = str(table.index_to_key[7])
     assert service.Lookup(pb.LookupRequest(keys=[key]), Context()).rows == 1
     assert service.Search(pb.SearchRequest(queries=[pb.Query(positive=[key])]), Context()).topn == query.DEFAULT_TOPN
     with pytest.raises(pytest.fail.Exception):  # and anything else does enter it

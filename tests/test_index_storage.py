@@ -243,9 +243,7 @@ def test_exact_search_over_raw_rows_in_small_steps_agrees_with_brute_force(monke
 
 def test_gensim_norms_of_a_quantized_table_are_the_re_rank_norms_bit_for_bit(bundles: dict[str, Path]) -> None:
     """One copy of the row norms per table: the gensim RPCs use the ones the re-rank keeps."""
-    from embserve_server.gensim_ops import raw_norms
-
     quantized, flat = load_table(bundles["sq8"]), load_table(bundles["flat"])
-    assert raw_norms(quantized) is quantized.index.rows.norms
+    assert quantized.norms is quantized.index.rows.norms
     for table in (quantized, flat):  # gensim's fill_norms: np.linalg.norm over the whole array
-        assert np.array_equal(raw_norms(table), np.linalg.norm(np.asarray(table.vectors), axis=1))
+        assert np.array_equal(table.norms, np.linalg.norm(np.asarray(table.vectors), axis=1))

@@ -158,7 +158,7 @@ def test_old_bundles_without_key_index_load_and_answer_the_same(tmp_path: Path) 
     assert a.ids_for(probes).tolist() == b.ids_for(probes).tolist()
     assert a.ids_for(probes).tolist() == [int(k[1:]) if re.fullmatch(r"w(0|[1-9]\d*)", k) and int(k[1:]) < 3000 else -1 for k in probes]
     ids = np.arange(0, 3000, 11)
-    assert a.keys[ids].tolist() == b.keys[ids].tolist() == [f"w{i}" for i in ids]
+    assert a.index_to_key[ids].tolist() == b.index_to_key[ids].tolist() == [f"w{i}" for i in ids]
     with running_server(tmp_path / "old") as s_old, running_server(tmp_path / "new") as s_new:
         with Client(f"127.0.0.1:{s_old.port}") as co, Client(f"127.0.0.1:{s_new.port}") as cn:
             keys = [f"w{i}" for i in range(0, 3000, 97)]
@@ -190,7 +190,7 @@ def test_bad_key_index_is_refused_and_the_serving_version_stays(tmp_path: Path, 
     assert [(o.outcome, o.version) for o in outcomes] == [("refused", 2)]
     assert ("maps to row" if fix_checksum else "sha256") in outcomes[0].message
     table = registry.get("t")
-    assert table.version == 1 and table.key_to_id.get("w10") == 10
+    assert table.version == 1 and table.key_to_index.get("w10") == 10
 
 
 def test_two_workers_share_the_key_index_pages(tmp_path: Path) -> None:

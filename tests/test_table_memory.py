@@ -48,5 +48,5 @@ def test_parts_count_what_load_builds_for_an_old_bundle(tmp_path: Path) -> None:
     with running_server(tmp_path / "tables") as server:
         table = server.registry.get("t")
         assert table.memory_parts["index"] == 3000 * 8 * 4  # the exact index holds a copy of the rows
-        assert table.memory_parts["keys"] == file_bytes(path, bfmt.KEYS) + table.key_to_id.nbytes
+        assert table.memory_parts["keys"] == file_bytes(path, bfmt.KEYS) + table.key_to_index.nbytes
         assert server.metrics.registry.get_sample_value("embserve_table_bytes", {"table": "t", "part": "keys"}) == table.memory_parts["keys"]

@@ -39,7 +39,7 @@ def test_each_loaded_version_answers_with_its_own_rows(tmp_path: Path) -> None:
             c.most_similar("w5", version=9)
         # Snapshots of one vocabulary share one key index instead of one per version.
         loaded = server.registry.versions("t")
-        assert all(t.key_to_id is loaded[0].key_to_id for t in loaded)
+        assert all(t.key_to_index is loaded[0].key_to_index for t in loaded)
 
 
 def test_a_new_version_evicts_the_oldest_loaded_one(tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def pack_list_keys(t: Table, keys: list[str]) -> pb.ListKeysResponse:
 
 def pack_cosmul(t: Table, ids_scores: tuple[np.ndarray, np.ndarray]) -> pb.MostSimilarCosmulResponse:
     ids, scores = ids_scores
-    return pb.MostSimilarCosmulResponse(table=t.name, version=t.version, ids=_i64(ids), scores=_f32(scores), keys=t.keys[ids].tolist())
+    return pb.MostSimilarCosmulResponse(table=t.name, version=t.version, ids=_i64(ids), scores=_f32(scores), keys=t.index_to_key[ids].tolist())
 
 
 def pack_centrality(t: Table, found_scores: tuple[np.ndarray, np.ndarray]) -> pb.RankByCentralityResponse:
@@ -145,7 +145,7 @@ def pack_centrality(t: Table, found_scores: tuple[np.ndarray, np.ndarray]) -> pb
 def pack_closer_than(t: Table, ids: np.ndarray, *, count_only: bool) -> pb.CloserThanResponse:
     if count_only:
         return pb.CloserThanResponse(table=t.name, version=t.version, count=len(ids))
-    return pb.CloserThanResponse(table=t.name, version=t.version, count=len(ids), ids=_i64(ids), keys=t.keys[ids].tolist())
+    return pb.CloserThanResponse(table=t.name, version=t.version, count=len(ids), ids=_i64(ids), keys=t.index_to_key[ids].tolist())
 
 
 def pack_word_pairs(t: Table, found_scores: tuple[np.ndarray, np.ndarray]) -> pb.EvaluateWordPairsResponse:

@@ -73,7 +73,7 @@ def _one_known_row(table: Table, keys: Sequence[str], ids: Sequence[int] | np.nd
     """The row of ``get_vector(key)``: one known key, raw vector, a valid policy; else None."""
     if len(keys) != 1 or len(ids) or normalize or missing not in MISSING_POLICIES:
         return None
-    return table.key_to_id.get(keys[0])
+    return table.key_to_index.get(keys[0])
 
 
 def _lookup_row(table: Table, row: int) -> LookupArrays:
@@ -241,7 +241,7 @@ def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tupl
     if single is not None:
         # The rows as the index sees them are already unit-norm for cosine tables: the same
         # matrix as the general path's (zeros + 1.0 * row, then unit()).
-        return table.index_rows(single), list(single[:, None])
+        return table.index.rows[single], list(single[:, None])
     matrix = np.zeros((nq, table.dim), dtype=np.float32)
     term_ids: list[np.ndarray] = []
     all_q, all_ids, all_w = [], [], []
@@ -267,7 +267,7 @@ def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tupl
         all_w.append(weights)
     if all_ids:
         qi, ids, w = np.concatenate(all_q), np.concatenate(all_ids), np.concatenate(all_w)
-        np.add.at(matrix, qi, table.index_rows(ids) * w[:, None])
+        np.add.at(matrix, qi, table.index.rows[ids] * w[:, None])
     with np.errstate(over="ignore", invalid="ignore"):  # finite but huge values (1e38) overflow the norm
         norms = np.linalg.norm(matrix, axis=1)
     if not np.isfinite(norms).all():
@@ -321,13 +321,13 @@ def _plain_search_row(table: Table, queries: Sequence[Query], options: SearchOpt
     key = queries[0].single_key()
     if key is None or not 0 < len(key) <= limits.max_key_chars:
         return None
-    return table.key_to_id.get(key)
+    return table.key_to_index.get(key)
 
 
 def _search_row(table: Table, row: int, options: SearchOptions) -> SearchArrays:
     """Fast path: the neighbours of one row, the row itself left out, as lists (no batch arrays)."""
     ids, scores = table.index.nearest_to_row(row, options.topn, options.ef_search)
-    keys = table.keys
+    keys = table.index_to_key
     return SearchArrays(np.array([scores], dtype=np.float32), np.array([ids], dtype=np.int64), [keys[i] if i >= 0 else "" for i in ids])
 
 
@@ -353,7 +353,7 @@ def _search_batch(table: Table, queries: Sequence[Query], options: SearchOptions
         drop=drop,
         min_score=options.min_score,
     )
-    keys = table.keys[np.maximum(I, 0)]
+    keys = table.index_to_key[np.maximum(I, 0)]
     keys[I < 0] = ""
     return SearchArrays(scores=D, ids=I, keys=keys.ravel().tolist())
 
@@ -373,7 +373,7 @@ def similarity(table: Table, a: Sequence[str], b: Sequence[str], limits: Limits)
     for keys, ids in ((a, ia), (b, ib)):
         if (ids < 0).any():
             raise MissingKeyError(keys[int(np.argmin(ids >= 0))], table.name)
-    ua, ub = table.index_rows(ia), table.index_rows(ib)
+    ua, ub = table.index.rows[ia], table.index.rows[ib]
     if table.metric != "cosine":
         ua, ub = unit(ua), unit(ub)
     return np.einsum("ij,ij->i", ua, ub).astype(np.float32)

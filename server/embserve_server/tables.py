@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,17 +32,25 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, eq=False)
 class Table:
-    """One loaded, validated, warmed table version."""
+    """One loaded, validated, warmed table version, under gensim ``KeyedVectors``' names.
+
+    ``vectors`` are the raw rows, ``key_to_index`` / ``index_to_key`` map keys and rows, ``norms``
+    are the rows' lengths; the rows as the index sees them (unit-norm for cosine tables) are
+    ``index.rows``. Arrays derived from the table on first use (norms, unit rows, case-folded
+    vocabularies) are kept on it by :meth:`derived` and counted in :attr:`memory_parts`.
+    """
 
     bundle: bfmt.Bundle
     index: vindex.VectorIndex
-    key_to_id: KeyIndex  # key -> row like a dict (get, [], in), memory-mapped: no object per key
-    keys: KeyList  # row -> key: keys[i] a str, keys[int array] an object array of that shape
+    # The raw rows as a plain ndarray over the mapped vectors.npy, (count, dim) float32, read-only:
+    # np.memmap's Python-level __getitem__ and __array_finalize__ would run on every lookup.
+    vectors: np.ndarray
+    key_to_index: KeyIndex  # key -> row like a dict (get, [], in), memory-mapped: no object per key
+    index_to_key: KeyList  # row -> key: [i] a str, [int array] an object array of that shape
     load_seconds: float
     extras: dict[str, Any] = field(default_factory=dict)  # loaded optional parts (subwords, tokenizer)
-    # The raw rows as a plain ndarray over the same mapping: np.memmap's Python-level __getitem__
-    # and __array_finalize__ would run on every lookup.
-    raw: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
+    # name -> (value, bytes, memory part): what derived() built, replaced whole, never mutated
+    _derived: dict[str, tuple[Any, int, str]] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -50,11 +59,6 @@ class Table:
     @property
     def version(self) -> int:
         return self.bundle.version
-
-    @property
-    def vectors(self) -> np.ndarray:
-        """Raw rows, (count, dim) float32, read-only and memory-mapped."""
-        return self.raw
 
     @property
     def count(self) -> int:
@@ -69,21 +73,49 @@ class Table:
         return self.bundle.metric
 
     @property
+    def norms(self) -> np.ndarray:
+        """(count,) float32 L2 norms of the raw rows, as gensim's ``fill_norms`` computes them."""
+        rows = self.index.rows
+        if isinstance(rows, vindex.RawRows) and rows.norms is not None:
+            return rows.norms  # a quantized cosine index keeps them for its re-rank: the same numbers
+        return self.derived("norms", "rows", lambda: vindex.row_norms(self.vectors))  # type: ignore[no-any-return]
+
+    def derived(self, name: str, part: str, build: Callable[[], Any]) -> Any:
+        """``build()`` once per table version, kept here and counted in memory part ``part``.
+
+        Concurrent first calls may both build (harmless: the same value, one kept).
+        """
+        entry = self._derived.get(name)
+        if entry is None:
+            value = build()
+            entry = (value, _nbytes(value), part)
+            object.__setattr__(self, "_derived", {**self._derived, name: entry})
+        return entry[0]
+
+    @property
     def nbytes(self) -> int:
-        """Bytes of the bundle files this table maps or reads (vectors, index, keys...)."""
+        """Bytes of the bundle files this table maps or reads (vectors, index, keys...) and what it derived."""
         return sum(self.memory_parts.values())
 
-    @functools.cached_property
+    @property
     def memory_parts(self) -> dict[str, int]:
-        """Bytes by part (:data:`MEMORY_PARTS`): the files mapped or read, or what load built instead.
+        """Bytes by part (:data:`MEMORY_PARTS`): the files mapped or read, or what load built instead,
+        plus the arrays derived since (:meth:`derived`).
 
         A version that shares its key index with an older one still counts it: it is what the
         version would hold alone.
         """
+        parts = dict(self._file_parts)
+        for _, size, part in self._derived.values():
+            parts[part] += size
+        return parts
+
+    @functools.cached_property
+    def _file_parts(self) -> dict[str, int]:
         b = self.bundle
         files = {name: _size(b.path / name) for name in b.manifest["files"]}
         keys = files.pop(bfmt.KEYS, 0)
-        keys += files.pop(bfmt.KEY_INDEX, self.key_to_id.nbytes)
+        keys += files.pop(bfmt.KEY_INDEX, self.key_to_index.nbytes)
         index = files.pop(bfmt.INDEX, 0) or int(self.index.rows.nbytes)  # none shipped: the Flat built at load
         if isinstance(self.index.rows, vindex.RawRows):
             index += self.index.rows.nbytes  # the norms kept for the re-rank
@@ -91,23 +123,16 @@ class Table:
 
     def ids_for(self, keys: Sequence[str]) -> np.ndarray:
         """Row ids of ``keys`` as int64, -1 for keys not in the table (no per-key bytecode)."""
-        return self.key_to_id.ids_for(keys)
+        return self.key_to_index.ids_for(keys)
 
-    def row_bytes(self, i: int) -> bytes:
-        """Raw row ``i`` as little-endian float32 bytes straight from the mapping (no numpy call).
 
-        The bundle reader only accepts native float32, and bundles are little-endian (``<f4``).
-        """
-        size = self.dim * 4
-        return self._raw_bytes[i * size : (i + 1) * size].tobytes()
-
-    @functools.cached_property
-    def _raw_bytes(self) -> memoryview:
-        return memoryview(self.raw).cast("B")  # type: ignore[arg-type]  # ndarray is a buffer
-
-    def index_rows(self, ids: np.ndarray) -> np.ndarray:
-        """Rows as the index sees them (unit-norm for cosine tables) for valid ``ids``."""
-        return self.index.rows[ids]
+def _nbytes(value: Any) -> int:
+    """Bytes held by a derived value: an array's buffer, or a dict's table and its objects."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sys.getsizeof(value) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in value.items())
+    return sys.getsizeof(value)
 
 
 def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, like: Table | None = None) -> Table:
@@ -147,11 +172,11 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
     table = Table(
         bundle=b,
         index=idx,
-        key_to_id=keys,
-        keys=keys.keys,
+        vectors=raw,
+        key_to_index=keys,
+        index_to_key=keys.keys,
         load_seconds=0.0,
         extras=_load_extras(b),
-        raw=raw,
     )
     idx.warm_up()
     seconds = time.perf_counter() - t0
