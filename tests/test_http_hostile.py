@@ -25,8 +25,8 @@ import pytest
 from conftest import BIN, make_table, wait_for_line
 from embserve_client import Client
 from embserve_server.config import HttpLimits
-from embserve_server.http_server import HttpServer, Request, Response, plain
 from embserve_server.http_port import HttpPort
+from embserve_server.http_server import HttpServer, Request, Response, plain
 from prometheus_client import CollectorRegistry
 from test_http_security import fetch, http_site, rejected, wait_until
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 
 import grpc
-from embserve_client.bundle import BundleError, ChecksumError
+from embserve_format.bundle import BundleError, ChecksumError
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from embserve_client.pb import embserve_pb2 as pb
-from embserve_client.wire import LE_F32, LE_I64
+from embserve_format.arrays import LE_F32, LE_I64
 
 from embserve_server import query, subword, tokenizer_table
 from embserve_server.tables import ReloadOutcome, Table

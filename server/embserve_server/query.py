@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from embserve_client import wire
-from embserve_client.wire import unit
+from embserve_format.arrays import unit
 
 from embserve_server import subword, tokenizer_table
 from embserve_server.config import Limits
