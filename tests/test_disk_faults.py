@@ -22,13 +22,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import embserve_index as vindex
 import numpy as np
 import pytest
 from conftest import BIN, make_table, running_server, seeded_table
 from embserve_client import Client
 from embserve_client.errors import UnavailableError
 from embserve_format.bundle import INDEX, KEYS, MANIFEST, VECTORS, list_versions, sha256_file
+from embserve_index import build_index, prepare_rows, save_index
 from embserve_server.app import Server
 from embserve_server.tables import TableRegistry
 
@@ -61,7 +61,7 @@ def edit_keys(path: Path, change: Callable[[list[str]], list[str]]) -> None:
 
 
 def replace_index(path: Path, rows: np.ndarray) -> None:
-    vindex.save_index(vindex.build_index(vindex.prepare_rows(rows, "cosine"), "Flat"), path / INDEX)
+    save_index(build_index(prepare_rows(rows, "cosine"), "Flat"), path / INDEX)
     rehash(path, INDEX)
 
 

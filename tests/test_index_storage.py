@@ -6,13 +6,27 @@ import json
 import os
 from pathlib import Path
 
-import embserve_index as vindex
 import numpy as np
 import pytest
 from conftest import running_server, seeded_table
 from embserve_client import Client
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import INDEX, read_bundle, read_manifest
+from embserve_index import (
+    FLAT_MAX_ROWS,
+    IVFPQ_TARGET_RECALL,
+    RERANK_FACTOR,
+    STORAGES,
+    TARGET_RECALL,
+    RawRows,
+    build,
+    build_index,
+    ivfpq_factory,
+    prepare_rows,
+    recall_at_k,
+    tune_ef_search,
+)
 from embserve_server.tables import load_table
+from embserve_trainer import export
 from embserve_trainer.cli import main as train_main
 from embserve_trainer.export import export_table
 
@@ -25,7 +39,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tables = tmp_path_factory.mktemp("storage")
     vectors, keys = seeded_table(N, DIM, seed=7)
     return {
-        storage: export_table(tables, f"t{storage}", vectors, keys, source={"kind": "test"}, factory=f"HNSW16,{vindex.STORAGES[storage]}", seed=1)
+        storage: export_table(tables, f"t{storage}", vectors, keys, source={"kind": "test"}, factory=f"HNSW16,{STORAGES[storage]}", seed=1)
         for storage in HNSW_STORAGES
     }
 
@@ -33,31 +47,31 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("storage", HNSW_STORAGES)
 def test_storage_meets_recall_against_exact_search_with_exact_scores(bundles: dict[str, Path], storage: str) -> None:
     path = bundles[storage]
-    info = bfmt.read_manifest(path)["index"]
-    assert info["rerank"] == (1 if storage == "flat" else vindex.RERANK_FACTOR)
-    assert info["recall_at_10"] >= vindex.TARGET_RECALL
+    info = read_manifest(path)["index"]
+    assert info["rerank"] == (1 if storage == "flat" else RERANK_FACTOR)
+    assert info["recall_at_10"] >= TARGET_RECALL
     table = load_table(path)
     assert table.index.index_dim == (0 if storage == "flat" else 32)  # SQ codes padded to SIMD width
-    b = bfmt.read_bundle(path)
-    unit = vindex.prepare_rows(b.vectors, "cosine")
+    b = read_bundle(path)
+    unit = prepare_rows(b.vectors, "cosine")
     rng = np.random.default_rng(3)
     rows = rng.choice(N, size=200, replace=False)
     D, I = table.index.search(unit[rows], 10, drop=rows[:, None])
     truth = np.argsort(-(unit[rows] @ unit.T), axis=1)
     exact = np.array([[j for j in t if j != r][:10] for t, r in zip(truth[:, :12], rows)])
-    assert vindex.recall_at_k(I, exact) >= 0.95
+    assert recall_at_k(I, exact) >= 0.95
     # Scores are exact cosines against the raw rows, whatever the storage.
     want = np.einsum("qd,qkd->qk", unit[rows], unit[I])
     assert np.allclose(D, want, atol=1e-5)
     # Exact search through the same table agrees with brute force.
     _, Ie = table.index.search(unit[rows], 10, drop=rows[:, None], exact=True)
-    assert vindex.recall_at_k(Ie, exact) == 1.0
+    assert recall_at_k(Ie, exact) == 1.0
 
 
 def test_quantized_storage_shrinks_the_index_and_lookups_stay_bit_exact(bundles: dict[str, Path]) -> None:
-    size = {s: (p / bfmt.INDEX).stat().st_size for s, p in bundles.items()}
+    size = {s: (p / INDEX).stat().st_size for s, p in bundles.items()}
     assert size["sq8"] < size["fp16"] < size["flat"]
-    raw = bfmt.read_bundle(bundles["sq8"]).vectors
+    raw = read_bundle(bundles["sq8"]).vectors
     tables = bundles["sq8"].parent.parent
     with running_server(tables) as server, Client(f"127.0.0.1:{server.port}") as c:
         keys = [f"w{i}" for i in range(0, N, 7)]
@@ -68,13 +82,13 @@ def test_quantized_storage_shrinks_the_index_and_lookups_stay_bit_exact(bundles:
 
 
 def test_trainer_cli_records_storage_in_the_manifest(tmp_path: Path) -> None:
-    vectors, keys = seeded_table(vindex.FLAT_MAX_ROWS + 500, 8, seed=2)
+    vectors, keys = seeded_table(FLAT_MAX_ROWS + 500, 8, seed=2)
     src = tmp_path / "in.txt"
     src.write_text("".join(f"{k} {' '.join(f'{x:.5f}' for x in v)}\n" for k, v in zip(keys, vectors)))
     assert train_main(["import", str(src), "--format", "glove", "--tables", str(tmp_path / "t"), "--name", "s", "--index-storage", "sq8"]) == 0
-    info = bfmt.read_manifest(tmp_path / "t" / "s" / "1")["index"]
-    assert info["factory"] == "HNSW16,SQ8" and info["storage"] == "sq8" and info["rerank"] == vindex.RERANK_FACTOR
-    assert info["recall_at_10"] >= vindex.TARGET_RECALL
+    info = read_manifest(tmp_path / "t" / "s" / "1")["index"]
+    assert info["factory"] == "HNSW16,SQ8" and info["storage"] == "sq8" and info["rerank"] == RERANK_FACTOR
+    assert info["recall_at_10"] >= TARGET_RECALL
 
 
 def clustered(n: int, dim: int, centres: int, seed: int) -> np.ndarray:
@@ -88,20 +102,20 @@ def clustered(n: int, dim: int, centres: int, seed: int) -> np.ndarray:
 def test_ivfpq_tunes_nprobe_re_ranks_exactly_and_serves(tmp_path: Path) -> None:
     n, dim = 12_000, 16
     vectors, keys = clustered(n, dim, 200, seed=5), [f"w{i}" for i in range(n)]
-    factory = vindex.ivfpq_factory(n, dim)
+    factory = ivfpq_factory(n, dim)
     assert factory == "OPQ4,IVF512,PQ4"
     path = export_table(tmp_path, "pq", vectors, keys, source={"kind": "test"}, factory=factory, storage="ivfpq")
-    info = bfmt.read_manifest(path)["index"]
-    assert info["nprobe"] >= 1 and info["rerank"] == vindex.build.PQ_RERANK_FACTOR and info["recall_at_10"] >= vindex.IVFPQ_TARGET_RECALL
+    info = read_manifest(path)["index"]
+    assert info["nprobe"] >= 1 and info["rerank"] == build.PQ_RERANK_FACTOR and info["recall_at_10"] >= IVFPQ_TARGET_RECALL
     assert "ef_search" not in info
-    assert (path / bfmt.INDEX).stat().st_size < 0.5 * vectors.nbytes
+    assert (path / INDEX).stat().st_size < 0.5 * vectors.nbytes
     table = load_table(path)
-    unit = vindex.prepare_rows(vectors, "cosine")
+    unit = prepare_rows(vectors, "cosine")
     rows = np.arange(0, n, 61)
     D, I = table.index.search(unit[rows], 10, drop=rows[:, None])
     assert np.allclose(D, np.einsum("qd,qkd->qk", unit[rows], unit[I]), atol=1e-5)  # exact scores
     _, truth = table.index.search(unit[rows], 10, drop=rows[:, None], exact=True)
-    assert vindex.recall_at_k(I, truth) >= 0.9
+    assert recall_at_k(I, truth) >= 0.9
     with running_server(tmp_path) as server, Client(f"127.0.0.1:{server.port}") as c:
         assert c.lookup(keys[::97], table="pq").vectors.tobytes() == np.ascontiguousarray(vectors[::97]).tobytes()
         assert [nb.key for nb in c.most_similar("w7", topn=10, table="pq")] == [keys[j] for j in table.index.search(unit[7:8], 10, drop=np.array([[7]]))[1][0]]
@@ -112,11 +126,11 @@ def test_pq_tuner_raises_the_rerank_when_nprobe_alone_cannot_reach_the_target() 
 
     rng = np.random.default_rng(5)
     centres = rng.normal(size=(50, 32)).astype(np.float32)
-    rows = vindex.prepare_rows(centres[rng.integers(0, 50, 6000)] + 0.3 * rng.normal(size=(6000, 32)).astype(np.float32), "cosine")
-    index = vindex.build_index(rows, "IVF32,PQ4")  # 8 dims per 1-byte code: rough scores
-    fixed = vindex.tune_ef_search(index, rows, rerank=1, target=0.95)
+    rows = prepare_rows(centres[rng.integers(0, 50, 6000)] + 0.3 * rng.normal(size=(6000, 32)).astype(np.float32), "cosine")
+    index = build_index(rows, "IVF32,PQ4")  # 8 dims per 1-byte code: rough scores
+    fixed = tune_ef_search(index, rows, rerank=1, target=0.95)
     assert fixed["rerank"] == 1 and fixed["recall_at_10"] < 0.95  # the largest nprobe is not enough
-    tuned = vindex.tune_ef_search(index, rows, rerank=1, target=0.95, max_rerank=64)
+    tuned = tune_ef_search(index, rows, rerank=1, target=0.95, max_rerank=64)
     assert tuned["rerank"] > 1 and tuned["recall_at_10"] >= 0.95
 
 
@@ -125,7 +139,7 @@ def test_batch_re_rank_gathers_candidates_in_bounded_chunks(bundles: dict[str, P
     import embserve_index.search as search
 
     table = load_table(bundles["sq8"])
-    queries = vindex.prepare_rows(bfmt.read_bundle(bundles["sq8"]).vectors[:64], "cosine")
+    queries = prepare_rows(read_bundle(bundles["sq8"]).vectors[:64], "cosine")
     D, I = table.index.search(queries, 10)
 
     class Recording:  # the raw rows, noting how many rows each gather takes
@@ -138,7 +152,7 @@ def test_batch_re_rank_gathers_candidates_in_bounded_chunks(bundles: dict[str, P
 
     rec = Recording(table.index.rows.raw)
     monkeypatch.setattr(table.index.rows, "raw", rec)
-    fetch = 10 * vindex.RERANK_FACTOR
+    fetch = 10 * RERANK_FACTOR
     monkeypatch.setattr(search, "RERANK_CHUNK_BYTES", 3 * fetch * DIM * 4)  # 3 queries' candidates a gather
     Dc, Ic = table.index.search(queries, 10)
     assert max(rec.gathers) == 3 * fetch and sum(rec.gathers) == len(queries) * fetch
@@ -202,13 +216,13 @@ def test_quantized_storage_builds_without_a_float32_copy_of_the_rows(tmp_path: P
     n, dim = 12_000, 16
     vectors, keys = clustered(n, dim, 200, seed=9), [f"w{i}" for i in range(n)]
     copies: list[int] = []
-    real = vindex.prepare_rows
-    monkeypatch.setattr(vindex, "prepare_rows", lambda v, metric: copies.append(len(v)) or real(v, metric))
-    factory = "HNSW16,SQ8" if storage == "sq8" else vindex.ivfpq_factory(n, dim)
+    real = prepare_rows
+    monkeypatch.setattr(export, "prepare_rows", lambda v, metric: copies.append(len(v)) or real(v, metric))
+    factory = "HNSW16,SQ8" if storage == "sq8" else ivfpq_factory(n, dim)
     path = export_table(tmp_path, storage, vectors, keys, source={"kind": "test"}, factory=factory, storage=storage)
     assert copies == []  # never a prepared (n, d) copy
-    info = bfmt.read_manifest(path)["index"]
-    assert info["recall_at_10"] >= (vindex.IVFPQ_TARGET_RECALL if storage == "ivfpq" else vindex.TARGET_RECALL)
+    info = read_manifest(path)["index"]
+    assert info["recall_at_10"] >= (IVFPQ_TARGET_RECALL if storage == "ivfpq" else TARGET_RECALL)
     export_table(tmp_path, "flat", vectors, keys, source={"kind": "test"}, factory="HNSW16,Flat")
     assert copies == [n]  # float32 storage is built from the prepared rows it keeps
 
@@ -219,8 +233,8 @@ def test_exact_search_over_raw_rows_in_small_steps_agrees_with_brute_force(monke
 
     vectors = clustered(5000, 16, 40, seed=11)
     vectors[7] = 0.0  # a zero row: cosine 0
-    rows = vindex.RawRows(vectors, normalized=True)
-    unit = vindex.prepare_rows(vectors, "cosine")
+    rows = RawRows(vectors, normalized=True)
+    unit = prepare_rows(vectors, "cosine")
     queries = unit[::50]
     want = np.argsort(-(queries @ unit.T), axis=1, kind="stable")[:, :10]
     steps: list[int] = []
@@ -237,7 +251,7 @@ def test_exact_search_over_raw_rows_in_small_steps_agrees_with_brute_force(monke
     monkeypatch.setattr(rawrows, "SCORES_PER_STEP", 100 * 1024)  # 100 queries: 1,024 rows a step
     D, I = rows.knn(queries, 10, len(vectors))
     assert max(steps) == 1024 and sum(steps) == len(vectors)
-    assert vindex.recall_at_k(I, want) == 1.0
+    assert recall_at_k(I, want) == 1.0
     assert np.allclose(D, np.take_along_axis(queries @ unit.T, I, axis=1), atol=1e-5)
 
 

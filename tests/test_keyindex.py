@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import BIN, make_table, running_server, wait_for_line
 from embserve_client import Client
-from embserve_format import bundle as bfmt
 from embserve_format import keyfile, keyindex
+from embserve_format.bundle import KEY_INDEX, MANIFEST, read_manifest, sha256_file
 from embserve_server.tables import TableRegistry, load_table
 
 
@@ -142,16 +142,16 @@ def _without_key_index(src: Path, dst: Path) -> None:
     """A copy of bundle ``src`` as bundles were written before keys.idx existed."""
     dst.mkdir(parents=True)
     for f in src.iterdir():
-        if f.name not in (bfmt.KEY_INDEX, bfmt.MANIFEST):
+        if f.name not in (KEY_INDEX, MANIFEST):
             (dst / f.name).hardlink_to(f)
-    manifest = json.loads((src / bfmt.MANIFEST).read_text())
-    del manifest["files"][bfmt.KEY_INDEX]
-    (dst / bfmt.MANIFEST).write_text(json.dumps(manifest))
+    manifest = json.loads((src / MANIFEST).read_text())
+    del manifest["files"][KEY_INDEX]
+    (dst / MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_old_bundles_without_key_index_load_and_answer_the_same(tmp_path: Path) -> None:
     new = make_table(tmp_path / "new", n=3000)
-    assert bfmt.KEY_INDEX in bfmt.read_manifest(new)["files"]
+    assert KEY_INDEX in read_manifest(new)["files"]
     old = tmp_path / "old" / "t" / "1"
     _without_key_index(new, old)
     a, b = load_table(new), load_table(old)
@@ -168,11 +168,11 @@ def test_old_bundles_without_key_index_load_and_answer_the_same(tmp_path: Path) 
 
 
 def _tamper(path: Path, data: bytes, *, fix_checksum: bool) -> None:
-    (path / bfmt.KEY_INDEX).write_bytes(data)
+    (path / KEY_INDEX).write_bytes(data)
     if fix_checksum:
-        manifest = json.loads((path / bfmt.MANIFEST).read_text())
-        manifest["files"][bfmt.KEY_INDEX] = bfmt.sha256_file(path / bfmt.KEY_INDEX)
-        (path / bfmt.MANIFEST).write_text(json.dumps(manifest))
+        manifest = json.loads((path / MANIFEST).read_text())
+        manifest["files"][KEY_INDEX] = sha256_file(path / KEY_INDEX)
+        (path / MANIFEST).write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize("fix_checksum", [True, False], ids=["disagrees-with-keys", "bad-checksum"])
@@ -213,7 +213,7 @@ def test_two_workers_share_the_key_index_pages(tmp_path: Path) -> None:
             with Client(f"127.0.0.1:{port}") as c:
                 for start in range(0, 30_000, 5000):
                     assert c.lookup(keys[start : start + 5000]).found.all()
-        idx_file = str(path / bfmt.KEY_INDEX)
+        idx_file = str(path / KEY_INDEX)
         for pid in pids:
             maps = _mappings(pid, idx_file)
             assert maps, f"worker {pid} does not map {idx_file}"

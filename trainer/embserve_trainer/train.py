@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import NGRAMS
 from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
@@ -333,7 +333,7 @@ def train_table(
     if config.is_fasttext:
         ngrams = np.ascontiguousarray(wv.vectors_ngrams, dtype=np.float32)
         extras["subword"] = {
-            "file": bfmt.NGRAMS, "minn": config.minn, "maxn": config.maxn, "bucket": config.bucket,
+            "file": NGRAMS, "minn": config.minn, "maxn": config.maxn, "bucket": config.bucket,
             "hash": "fasttext-fnv1a", "combine": "mean",
         }
     return Trained(vectors, keys, freq, source, extras, ngrams, model)

