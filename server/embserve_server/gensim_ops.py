@@ -17,7 +17,7 @@ from embserve_server.config import Limits
 from embserve_server.errors import MissingKeyError
 from embserve_server.query import DEFAULT_TOPN
 from embserve_server.tables import Table
-from embserve_server.validate import check_keys, check_limit
+from embserve_server.validate import check_keys, check_limit, check_vectors
 
 COSMUL_EPSILON = 0.000001  # gensim's guard against a zero denominator in 3CosMul
 
@@ -49,21 +49,12 @@ def list_keys(table: Table, offset: int, limit: int, limits: Limits) -> list[str
     return table.index_to_key[offset : offset + limit].tolist()  # type: ignore[no-any-return]
 
 
-def _vectors(raw: bytes, dim: int, field: str) -> np.ndarray:
-    if len(raw) % (4 * dim):
-        raise ValueError(f"{field}: {len(raw)} bytes is not a whole number of {dim}-dimensional float32 vectors")
-    out = np.frombuffer(raw, dtype="<f4").reshape(-1, dim).astype(np.float32)
-    if not np.isfinite(out).all():
-        raise ValueError(f"{field}: contains NaN or Inf")
-    return out
-
-
 def most_similar_cosmul(
     table: Table,
     positive: Sequence[str],
     negative: Sequence[str],
-    positive_vectors: bytes,
-    negative_vectors: bytes,
+    positive_vectors: np.ndarray,
+    negative_vectors: np.ndarray,
     topn: int,
     limits: Limits,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +76,8 @@ def most_similar_cosmul(
         raise ValueError(f"topn: {topn} must be positive")
     check_limit("topn", topn, limits.max_topn)
     dim = table.dim
-    pos_vec = _vectors(positive_vectors, dim, "positive_vectors")
-    neg_vec = _vectors(negative_vectors, dim, "negative_vectors")
+    pos_vec = check_vectors("positive_vectors", positive_vectors, dim)
+    neg_vec = check_vectors("negative_vectors", negative_vectors, dim)
     check_limit("terms", len(positive) + len(negative) + len(pos_vec) + len(neg_vec), limits.max_terms)
     vectors, norms = table.vectors, table.norms
     pos_rows = [row_of(table, "positive", k, limits) for k in positive]

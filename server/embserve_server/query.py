@@ -22,7 +22,7 @@ from embserve_server import subword, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.errors import MissingKeyError
 from embserve_server.tables import Table
-from embserve_server.validate import check_ids, check_keys, check_limit, check_pairs
+from embserve_server.validate import check_ids, check_keys, check_limit, check_pairs, check_vectors
 
 MISSING_POLICIES = tuple(wire.MISSING_POLICIES)  # "error", "skip", "zero", "subword"
 DEFAULT_TOPN = 10
@@ -250,12 +250,7 @@ def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tupl
         if q.vector is not None and len(q.vector):
             if has_terms:
                 raise ValueError(f"queries[{n}]: give a vector or keys/ids, not both")
-            vec = np.asarray(q.vector, dtype=np.float32)
-            if vec.shape != (table.dim,):
-                raise ValueError(f"queries[{n}].vector: has {vec.size} values, table {table.name!r} has {table.dim} dimensions")
-            if not np.isfinite(vec).all():
-                raise ValueError(f"queries[{n}].vector: contains NaN or Inf")
-            matrix[n] = vec
+            matrix[n] = check_vectors(f"queries[{n}].vector", np.asarray(q.vector), table.dim, one=True)[0]
             term_ids.append(np.empty(0, np.int64))
             continue
         if not has_terms:

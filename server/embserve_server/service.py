@@ -19,6 +19,7 @@ from embserve_client.wire import POLICY_NAMES
 from embserve_server import gensim_eval, gensim_ops, query, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.pack import (
+    floats,
     pack_centrality,
     pack_closer_than,
     pack_cosmul,
@@ -84,7 +85,8 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
     def MostSimilarCosmul(self, request: pb.MostSimilarCosmulRequest, context: Context) -> pb.MostSimilarCosmulResponse:
         table = self.registry.get(request.table, request.version)
         answer = gensim_ops.most_similar_cosmul(
-            table, list(request.positive), list(request.negative), request.positive_vectors, request.negative_vectors, request.topn, self.limits
+            table, list(request.positive), list(request.negative), floats(request.positive_vectors, "positive_vectors"),
+            floats(request.negative_vectors, "negative_vectors"), request.topn, self.limits,
         )
         return pack_cosmul(table, answer)
 

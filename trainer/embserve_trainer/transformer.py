@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_format.bundle import TOKENIZER, sha256_file, valid_key
+from embserve_format.bundle import TOKENIZER, first_nonfinite_row, sha256_file, valid_key
 
 from embserve_trainer.formats import FormatError
 from embserve_trainer.importers import Imported
@@ -173,12 +173,9 @@ def read_matrix(path: Path, name: str, dtype: str) -> np.ndarray:
 
 def check_finite(path: Path, name: str, vectors: np.ndarray, keys: list[str], chunk: int = 1 << 16) -> None:
     """Refuse a tensor with NaN/Inf (or f64 values past float32), naming the row and its token."""
-    for start in range(0, len(vectors), chunk):
-        finite = np.isfinite(vectors[start : start + chunk]).all(axis=1)
-        if not finite.all():
-            row = start + int(np.argmin(finite))
-            raise FormatError(path, f"row {row}", f"tensor {name!r} has NaN or Inf in the row of token {keys[row]!r}",
-                              "finite numbers in every row")
+    row = first_nonfinite_row(vectors, chunk)
+    if row is not None:
+        raise FormatError(path, f"row {row}", f"tensor {name!r} has NaN or Inf in the row of token {keys[row]!r}", "finite numbers in every row")
 
 
 def _read_bf16(path: Path, name: str) -> np.ndarray:
