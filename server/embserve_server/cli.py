@@ -1,4 +1,8 @@
-"""``embserve-server``: command line of the server (the only module that reads argv/environment)."""
+"""``embserve-server``: command line of the server, the only module that reads argv and sets the environment.
+
+Everything below takes explicit arguments; the one environment read elsewhere is workers.py's
+check of ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode reads it itself).
+"""
 
 from __future__ import annotations
 

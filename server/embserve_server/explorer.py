@@ -12,7 +12,7 @@ Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_serve
 
 Every answer goes through the code the gRPC servicer uses: ``TableRegistry.get``, then
 :func:`embserve_server.query.search` / :func:`~embserve_server.query.lookup` with the server's
-:class:`Limits`. The map itself is :func:`embserve_client.maplayout.build_map`, the same code
+:class:`Limits`. The map itself is :func:`embserve_format.maplayout.build_map`, the same code
 ``embserve map`` runs on gRPC results. Errors become JSON ``{"error": message, "code": name}``
 with an HTTP status, both from the one map (:func:`embserve_server.errors.http_error`), which the
 HTTP port's own refusals (no token 401, admission 429, connection cap 503) go through too.

@@ -1,7 +1,7 @@
 """Request validation shared by every entry point (gRPC servicer, explorer API): limits, keys, ids.
 
 Each check raises ``ValueError`` (or :class:`LimitExceededError`) naming the field, the value and
-what would be right; :func:`embserve_server.errors.status_for` maps both to INVALID_ARGUMENT.
+what would be right; the one map in errors.py makes both INVALID_ARGUMENT (HTTP 400).
 """
 
 from __future__ import annotations

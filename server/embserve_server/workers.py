@@ -85,7 +85,7 @@ def serve_workers(config: ServerConfig) -> int:
     _clear(Path(mp_dir))
     from embserve_server.app import configure_faiss, table_registry
 
-    # Load every table once, here, before forking: the workers share the key dictionaries and
+    # Load every table once, here, before forking: the workers share the key indexes and
     # index structures copy-on-write instead of building one copy each. gc.freeze() keeps the
     # workers' garbage collector from writing to (and so copying) every one of those objects.
     configure_faiss()

@@ -8,7 +8,7 @@ id i. Ids a tokenizer does not use get placeholder keys (``[unused-row-123]``), 
 cannot be a bundle key (empty, newline, a repeat of an earlier id's string) get an escaped one;
 both are listed in the manifest. ``tokenizer.json`` travels in the bundle, unchanged.
 
-Manifest extras (read by ``embserve_server.tokens``)::
+Manifest extras (read by ``embserve_server.tokenizer_table``)::
 
     "tokenizer": {"model": "WordPiece", "vocab_size": 30522, "special_ids": [0, 100, ...],
                   "continuation_prefix": "##" | null, "word_start_prefix": "Ġ" | "▁" | null,
