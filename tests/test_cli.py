@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BIN, wait_for_line
+from conftest import BIN
 from embserve_client import Client, ClientClosedError
+from waiting import wait_for_line
 
 
 @pytest.fixture

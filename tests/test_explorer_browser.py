@@ -17,9 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from conftest import BIN, free_port, require_tool, wait_for_line
-from test_explorer import make_planted_table
-from test_security import READ
+from conftest import BIN, READ, free_port, make_planted_table, require_tool
+from waiting import wait_for_line
 
 # Found on PATH, as scripts/system-deps.sh looks for them (`command -v chromium`, `command -v chromedriver`).
 CHROMIUM = Path(require_tool("chromium", "Debian package chromium, scripts/system-deps.sh"))

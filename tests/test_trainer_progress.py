@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import planted_corpus
 from embserve_trainer.tokenize import Tokenizer
 from gensim.models import Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 from gensim.models.word2vec import LineSentence
-from test_trainer_train import planted_corpus
 
 EPOCHS = 3
 EPOCH_LINE = re.compile(r"INFO embserve_trainer\.train: epoch (\d+)/(\d+): training loss (\S+)")

@@ -15,10 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from conftest import BIN, free_port, wait_for_line
+from conftest import BIN, free_port
 from embserve_client import Client
 from embserve_client.bundle import read_bundle
 from prometheus_client.multiprocess import MultiProcessCollector
+from waiting import wait_for_line
 
 # A bound on how long orphaned workers may keep the port after their parent is SIGKILLed (issue 15).
 PARENT_DEATH_BOUND = 2.0
