@@ -117,6 +117,7 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "embserve_trainer.cli", "train", "--model", "nexttoken", *args]
 
 
+@pytest.mark.timeout(1200)  # three trainer runs (whole, interrupted, resumed): each may take minutes on a busy box
 def test_resume_gives_the_uninterrupted_table(tmp_path: Path) -> None:
     corpus = str(planted_corpus(tmp_path / "planted.txt"))
     common = [*TINY, "--corpus", corpus, "--epochs", "25", "--snapshot-every", "200", "--no-eval", "--name", "t"]
