@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: help install install-serve system-deps tables serve test lint proto train bench clean
 
 # `make help` prints the text after "## " on each target line: every .PHONY target has one
-# (tests/pure/test_makefile.py checks it).
+# (tests/processes/test_makefile.py checks it).
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z-]+):.*## (.*)$$/\1\t\2/' | expand -t 16
 

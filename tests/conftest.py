@@ -1,4 +1,20 @@
-"""Shared fixtures: seeded tables built in tmp_path and real servers on 127.0.0.1:0."""
+"""Shared fixtures and helpers: seeded tables built in tmp_path, real servers on 127.0.0.1:0, test PKI.
+
+Where a test file goes (by what it needs to run, so a quick `pytest tests/pure` needs nothing):
+
+- ``tests/pure/``: no server, no subprocess, no socket, no external tool (formats, maths, the
+  query core called in-process, the trainer on a tiny corpus).
+- ``tests/processes/``: real gRPC/HTTP servers (in-process on 127.0.0.1:0, or ``embserve-server``
+  as a subprocess), other subprocesses (CLIs, ``make``, trainers), signals, load.
+- ``tests/browser_deploy/``: Chromium, Prometheus, docker-compose, checkov, the Kubernetes
+  manifests and the loopback cluster that runs them.
+
+A file that fits several goes to the heaviest. Helpers shared by several files live here or in the
+stdlib-only modules beside this file (``waiting`` for every wait, ``ports``, ``loopback``,
+``prometheus_helper``), never in a test file that a test file of another folder imports. Every wait goes through
+``waiting.wait_until`` / ``waiting.wait_for_line``; every test has pytest-timeout's limit
+(pyproject.toml; ``@pytest.mark.timeout(s)`` to raise it).
+"""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ whole batches with numpy and return arrays (the explorer uses them directly). Th
 the request-level :func:`answer_lookup` / :func:`answer_search`, which return wire-ready bytes and
 are the ONE place where a fast path is chosen: each has one eligibility function
 (:func:`plain_lookup_key`, :func:`plain_search_key`) next to the general path it shortcuts, and
-tests/test_fast_paths.py shows both give the same bytes. Inputs are validated here, raising
+tests/pure/test_fast_paths.py shows both give the same bytes. Inputs are validated here, raising
 ``ValueError`` (or :class:`LimitExceededError`) that names the field, the value and the limit.
 """
 

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -338,10 +337,7 @@ def test_client_retry_succeeds_once_load_drops(limited: Server) -> None:
         result: dict[str, object] = {}
         caller = threading.Thread(target=lambda: result.update(vector=c.get_vector("w2")))
         caller.start()
-        for _ in range(6000):  # bounded poll on the event: the first attempt has been refused
-            if overloads(limited) >= 1:
-                break
-            time.sleep(0.005)
+        wait_until("the first attempt refused", lambda: overloads(limited) >= 1, WAIT, poll=0.005)
         release.set()  # load drops while the client is backing off
         thread.join(30)
         assert not thread.is_alive()  # the held call ended: its slot is free
