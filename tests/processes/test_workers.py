@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from conftest import BIN, free_port
 from embserve_client import Client
-from embserve_client.bundle import read_bundle
+from embserve_format.bundle import read_bundle
 from prometheus_client.multiprocess import MultiProcessCollector
 from waiting import wait_for_line, wait_until
 
