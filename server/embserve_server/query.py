@@ -4,7 +4,7 @@
 whole batches with numpy and return arrays; the servicer (service.py) packs them for the wire
 (pack.py), the explorer reads them directly. Each function that has a fast path chooses it
 itself, in one place next to both paths (``lookup``: :func:`_one_known_row`; ``search``:
-:func:`_plain_search_row`), and tests/test_fast_paths.py shows both paths give the same arrays.
+:func:`_plain_search_row`), and tests/pure/test_fast_paths.py shows both paths give the same arrays.
 Inputs are validated here, raising ``ValueError`` (or :class:`LimitExceededError`) that names the
 field, the value and the limit.
 """

@@ -279,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # gensim reports progress at INFO every second (and a lifecycle dict per step): the bar shows the
+    # same, so gensim speaks at the default level only for warnings; -v shows its chatter.
+    logging.getLogger("gensim").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
     except (ValueError, OSError) as exc:

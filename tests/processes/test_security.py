@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import BIN, make_table, running_server, wait_for_line
+from conftest import ADMIN, BIN, READ, make_table, rejected, running_server
 from embserve_client import Client
 from embserve_client.cli import main as client_cli
 from embserve_client.errors import AuthenticationError, PermissionDeniedError, UnavailableError
@@ -24,37 +24,7 @@ from embserve_server.app import Server
 from embserve_server.auth import load_tokens
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-READ, ADMIN = "r3ad-token-0123456789", "adm1n-token-0123456789"
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_pki(d: Path) -> Path:
-    """In ``d``: a test CA (ca.pem/key), server.pem/key for 127.0.0.1 + localhost signed by it, a
-    client.pem/key for mutual TLS, and an unrelated self-signed other.pem/key. Returns ``d``."""
-    for name, subject, ext in (
-        ("server", "/CN=embserve-test-server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-        ("client", "/CN=embserve-test-client", "extendedKeyUsage=clientAuth"),
-    ):
-        if not (d / "ca.pem").exists():
-            openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-                    "-days", "2", "-subj", "/CN=embserve-test-ca", cwd=d)
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
-        (d / f"{name}.ext").write_text(ext + "\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-    # A second, unrelated CA: its clients must not get in.
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
-            "-days", "2", "-subj", "/CN=someone-else", cwd=d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+from waiting import wait_for_line
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +32,6 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sec") / "tables"
     make_table(path, n=200, dim=8)
     return path
-
-
-@pytest.fixture(scope="module")
-def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("auth") / "tokens"
-    path.write_text(f"# embserve tokens\n{READ} read\n\n{ADMIN}   admin\n")
-    return path
-
-
-def rejected(server: Server, reason: str) -> float:
-    return server.metrics.registry.get_sample_value("embserve_rejected_requests_total", {"reason": reason}) or 0.0
 
 
 # ---------------------------------------------------------------------------------------------

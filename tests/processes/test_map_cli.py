@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BIN, running_server
+from conftest import BIN, make_planted_table, running_server
 from embserve_client.cli import main
-from test_explorer import make_planted_table
 
 
 @pytest.fixture(scope="module")

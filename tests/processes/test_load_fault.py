@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from embserve_server.app import Server
 from embserve_trainer.export import export_table
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from waiting import wait_until
 
 N, DIM, SEED = 1500, 16, 7
 CLIENTS = 3
@@ -337,10 +337,7 @@ def test_client_retry_succeeds_once_load_drops(limited: Server) -> None:
         result: dict[str, object] = {}
         caller = threading.Thread(target=lambda: result.update(vector=c.get_vector("w2")))
         caller.start()
-        for _ in range(6000):  # bounded poll on the event: the first attempt has been refused
-            if overloads(limited) >= 1:
-                break
-            time.sleep(0.005)
+        wait_until("the first attempt refused", lambda: overloads(limited) >= 1, WAIT, poll=0.005)
         release.set()  # load drops while the client is backing off
         thread.join(30)
         assert not thread.is_alive()  # the held call ended: its slot is free
@@ -365,15 +362,17 @@ def test_admission_slot_is_released_by_cancelled_and_failed_calls(limited: Serve
                 except grpc.RpcError:
                     pass
             raw.future(b"\x12\x02w1", timeout=10).cancel()
-        deadline = time.monotonic() + WAIT
-        while True:  # bounded poll on the event: once the cancelled calls have ended, calls get in
+
+        def gets_in() -> bool:
             try:
                 raw(b"\x12\x02w1", timeout=10)
-                break
+                return True
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert time.monotonic() < deadline, "the admission slot was never released"
-                time.sleep(0.01)
+                return False
+
+        # Once the cancelled calls have ended, calls get in.
+        wait_until("the admission slot released", gets_in, WAIT, poll=0.01)
     with Client(target) as c:
         for _ in range(5):
             assert c.get_vector("w1").shape == (8,)

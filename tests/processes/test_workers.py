@@ -8,17 +8,17 @@ import re
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from conftest import BIN, free_port, wait_for_line
+from conftest import BIN, free_port
 from embserve_client import Client
 from embserve_format.bundle import read_bundle
 from prometheus_client.multiprocess import MultiProcessCollector
+from waiting import wait_for_line, wait_until
 
 # A bound on how long orphaned workers may keep the port after their parent is SIGKILLed (issue 15).
 PARENT_DEATH_BOUND = 2.0
@@ -99,12 +99,9 @@ def test_workers_exit_when_the_parent_is_killed(tables: Path, tmp_path: Path) ->
             assert c.get_vector("w1").shape == (16,)
         proc.kill()
         proc.wait(timeout=30)
-        killed = time.monotonic()
         try:
-            while any(running(pid) for pid in pids) and time.monotonic() - killed < PARENT_DEATH_BOUND:
-                time.sleep(0.01)  # bounded poll on the event: both workers gone
-            gone_after = time.monotonic() - killed
-            assert not any(running(pid) for pid in pids), f"workers {pids} still running {gone_after:.2f} s after the parent died"
+            wait_until(f"workers {pids} gone after the parent died", lambda: not any(running(pid) for pid in pids),
+                       PARENT_DEATH_BOUND, poll=0.01)
             with socket.socket() as s:
                 assert s.connect_ex(("127.0.0.1", port)) != 0, f"something still answers on port {port}"
         finally:

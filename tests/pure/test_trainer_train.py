@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL, planted_corpus
 from embserve_format.bundle import read_bundle
 from embserve_server import subword
 from embserve_server.subword import compose
@@ -16,27 +17,6 @@ from embserve_trainer.cli import main
 from embserve_trainer.export import export_table
 from embserve_trainer.tokenize import Tokenizer
 from embserve_trainer.train import TrainConfig, train_table
-
-
-def planted_corpus(path: Path, n: int = 1500, seed: int = 0) -> Path:
-    """Sentences where cat/kitten and car/truck are interchangeable, and the two groups never mix."""
-    rng = np.random.default_rng(seed)
-    animals, vehicles = ["cat", "kitten"], ["car", "truck"]
-    pet_ctx = ["the {} purrs softly on the warm sofa", "a small {} drinks milk from the bowl",
-               "my {} chased the mouse under the bed", "the fluffy {} sleeps in the sun"]
-    road_ctx = ["the {} drives fast on the highway", "a red {} needs fuel at the station",
-                "my {} has four wheels and an engine", "the heavy {} parked near the garage"]
-    lines = []
-    for _ in range(n):
-        if rng.random() < 0.5:
-            lines.append(pet_ctx[rng.integers(4)].format(animals[rng.integers(2)]))
-        else:
-            lines.append(road_ctx[rng.integers(4)].format(vehicles[rng.integers(2)]))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-SMALL = dict(dim=16, window=3, min_count=2, epochs=10, workers=1, seed=7)
 
 
 def neighbours(vectors: np.ndarray, keys: list[str], word: str, k: int = 1) -> list[str]:

@@ -15,7 +15,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +27,9 @@ from conftest import require_tool
 from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_helper import query, require_prometheus, run_prometheus, wait_for_series
+from waiting import wait_until
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus.yml"
@@ -546,15 +546,8 @@ READY_TIMEOUT = 60.0
 
 
 def _wait_healthy(health: list[str], process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"embserve-server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        if _run(health).returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"`{' '.join(health)}` never exited 0:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
+    wait_until(f"`{' '.join(health)}` to exit 0", lambda: _run(health).returncode == 0, READY_TIMEOUT, poll=0.2,
+               proc=process, detail=lambda: log.read_text()[-3000:])
 
 
 @pytest.fixture(scope="module")

@@ -188,6 +188,22 @@ def test_similarities_and_vectors(pair: tuple[KeyedVectors, RemoteKeyedVectors])
                                KeyedVectors.cosine_similarities(kv[words[0]], kv[words[1:4]]), atol=TOL)
 
 
+@pytest.mark.parametrize("name", ["euclidean", "lee"])
+def test_self_similarity_and_distance_are_gensims_exactly(pairs: dict[str, tuple[KeyedVectors, RemoteKeyedVectors]], name: str) -> None:
+    """similarity(w, w) and distance(w, w) are gensim's numbers bit for bit for every key of its test tables.
+
+    gensim's own answer is 1.0 and 0 for most keys (not all: float32 rounding); code that tests
+    ``distance(w, w) == 0`` must see the same verdict from both. 'war' was 0.99999994 / 5.96e-08 here.
+    """
+    kv, rkv = pairs[name]
+    differ = [(key, rkv.similarity(key, key), kv.similarity(key, key), rkv.distance(key, key), kv.distance(key, key))
+              for key in kv.index_to_key]
+    differ = [row for row in differ if row[1] != row[2] or row[3] != row[4]]
+    assert not differ, f"{len(differ)} of {len(kv)} keys differ from gensim (key, ours, gensim's, ...): {differ[:5]}"
+    if name == "euclidean":
+        assert rkv.similarity("war", "war") == 1.0 and rkv.distance("war", "war") == 0.0
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 

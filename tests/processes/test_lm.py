@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,10 +19,12 @@ from embserve_trainer.corpus import corpus_sha256, resolve_corpus
 from embserve_trainer.lm import learning_rate, train_nexttoken  # needs the [lm] extra (`make install`)
 from embserve_trainer.lm_checkpoint import default_checkpoint, save_checkpoint
 from embserve_trainer.lm_config import LMConfig
+from waiting import wait_until
 
 ANIMALS = ["cat", "dog", "kitten", "puppy", "rabbit", "mouse"]
 VEHICLES = ["boat", "car", "ship", "truck", "bus", "train"]
 # A tiny model on ~8k tokens: trains in a few seconds on one core.
+SNAPSHOT_WAIT = 300.0  # seconds for the step-200 snapshot of a tiny LM on a busy 2-core box
 TINY = ["--dim", "32", "--heads", "2", "--layers", "1", "--context", "8", "--batch", "16", "--min-count", "1",
         "--warmup", "20", "--seed", "3"]
 
@@ -116,6 +117,7 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "embserve_trainer.cli", "train", "--model", "nexttoken", *args]
 
 
+@pytest.mark.timeout(1200)  # three trainer runs (whole, interrupted, resumed): each may take minutes on a busy box
 def test_resume_gives_the_uninterrupted_table(tmp_path: Path) -> None:
     corpus = str(planted_corpus(tmp_path / "planted.txt"))
     common = [*TINY, "--corpus", corpus, "--epochs", "25", "--snapshot-every", "200", "--no-eval", "--name", "t"]
@@ -124,8 +126,7 @@ def test_resume_gives_the_uninterrupted_table(tmp_path: Path) -> None:
 
     tables = tmp_path / "b"
     proc = subprocess.Popen(cli(*common, "--tables", str(tables)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while len(list_versions(tables, "t")) < 2 and proc.poll() is None:  # wait for the step-200 snapshot
-        time.sleep(0.01)
+    wait_until("the step-200 snapshot", lambda: len(list_versions(tables, "t")) >= 2, SNAPSHOT_WAIT, poll=0.01, proc=proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 130, err[-2000:]
@@ -148,8 +149,7 @@ def test_sigterm_writes_a_checkpoint_and_publishes_no_final_table(tmp_path: Path
     proc = subprocess.Popen(cli(*TINY, "--corpus", corpus, "--epochs", "25", "--snapshot-every", "200", "--no-eval",
                                 "--name", "t", "--tables", str(tables)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while len(list_versions(tables, "t")) < 2 and proc.poll() is None:  # wait for the step-200 snapshot
-        time.sleep(0.01)
+    wait_until("the step-200 snapshot", lambda: len(list_versions(tables, "t")) >= 2, SNAPSHOT_WAIT, poll=0.01, proc=proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 130 and out == "", err[-2000:]

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import running_server
+from conftest import SMALL, planted_corpus, running_server
 from embserve_client import Client, FailedPreconditionError
 from embserve_trainer.export import export_table
 from embserve_trainer.train import TrainConfig, train_table
-from test_trainer_train import SMALL, planted_corpus
 
 
 def test_subword_policy_matches_gensim_fasttext(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BIN, wait_for_line
+from conftest import BIN
 from embserve_client import Client, ClientClosedError
+from waiting import lines_seen, wait_for_line
 
 
 @pytest.fixture
@@ -74,3 +75,19 @@ def test_closed_client_refuses_reuse(client: Client) -> None:
     client.close()
     with pytest.raises(ClientClosedError):
         client.get_vector("w1")
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_faiss_loader_lines_only_at_debug(tables: Path, level: str, shown: bool) -> None:
+    """faiss' loader reports each CPU build it tries ("ModuleNotFoundError" for the missing ones): not at INFO."""
+    proc = subprocess.Popen(
+        [BIN / "embserve-server", "--tables", str(tables), "--address", "127.0.0.1:0", "--log-level", level],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for_line(proc, "serving t v1")
+        loader = [line for line in lines_seen(proc) if "faiss.loader" in line]
+        assert bool(loader) == shown, "".join(lines_seen(proc))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -11,17 +11,16 @@ import json
 import re
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN, make_table, running_server, wait_for_line
+from conftest import ADMIN, BIN, READ, make_table, rejected, running_server
 from embserve_client import Client
 from embserve_client.errors import AuthenticationError
 from embserve_server.app import Server
@@ -29,7 +28,7 @@ from embserve_server.config import ServerConfig
 from embserve_server.explorer import Explorer
 from embserve_server.http_port import start_http_port
 from embserve_server.tls import check_http_exposure
-from test_security import ADMIN, READ, make_pki
+from waiting import wait_for_line
 
 Fetched = tuple[int, dict[str, str], bytes]
 
@@ -43,39 +42,11 @@ def fetch(url: str, token: str | None = None, *, context: ssl.SSLContext | None 
         return exc.code, dict(exc.headers), exc.read()
 
 
-def rejected(server: Server, reason: str) -> float:
-    return server.metrics.registry.get_sample_value("embserve_rejected_requests_total", {"reason": reason}) or 0.0
-
-
-def wait_until(what: str, condition: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``condition`` (bounded) until it is truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("http-sec") / "tables"
     make_table(path, n=500, dim=8)
     return path
-
-
-@pytest.fixture(scope="module")
-def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("http-auth") / "tokens"
-    path.write_text(f"{READ} read\n{ADMIN} admin\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_pki(tmp_path_factory.mktemp("http-pki"))
 
 
 @contextmanager

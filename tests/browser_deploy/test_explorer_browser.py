@@ -9,7 +9,6 @@ import base64
 import io
 import json
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,9 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from conftest import BIN, free_port, require_tool, wait_for_line
-from test_explorer import make_planted_table
-from test_security import READ
+from conftest import BIN, READ, free_port, make_planted_table, require_tool
+from waiting import wait_for_line, wait_until
 
 # Found on PATH, as scripts/system-deps.sh looks for them (`command -v chromium`, `command -v chromedriver`).
 CHROMIUM = Path(require_tool("chromium", "Debian package chromium, scripts/system-deps.sh"))
@@ -99,18 +97,8 @@ class Browser:
 
 
 def wait_for(what: str, condition: Callable[[], T], timeout: float = 30.0, retry_on: tuple[type[Exception], ...] = (WebDriverError,)) -> T:
-    """Poll ``condition`` until it returns something truthy (a page renders asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-        except retry_on:
-            value = None  # e.g. the element (or chromedriver) is not there yet
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    """``wait_until`` for a page that renders asynchronously: a WebDriver error means "not there yet"."""
+    return wait_until(what, condition, timeout, poll=0.1, retry_on=retry_on)
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 Well-formed messages with arbitrary field values get only documented statuses (OK,
 INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION), never INTERNAL or UNKNOWN; arbitrary bytes on
-the wire never crash or wedge the server. After each group a normal request must still succeed.
+the wire never crash or wedge the server. Each test then asserts its own verdict: a normal request
+still succeeds and the server counted no INTERNAL or UNKNOWN status during its examples.
 """
 
 from __future__ import annotations
@@ -81,8 +82,20 @@ def check(channel: grpc.Channel, method: str, request: Any) -> grpc.StatusCode:
     return code
 
 
-def still_serving(channel: grpc.Channel) -> None:
-    assert send(channel, "Lookup", pb.LookupRequest(keys=["w1"]).SerializeToString())[0] == grpc.StatusCode.OK
+def internal_errors(server: Server) -> dict[tuple[str, str], float]:
+    """The server's INTERNAL and UNKNOWN counts per method (never labels anything else)."""
+    get = server.metrics.registry.get_sample_value
+    return {(m, c): get("embserve_requests_total", {"method": m, "code": c}) or 0.0 for m in METHODS for c in ("INTERNAL", "UNKNOWN")}
+
+
+def run_property(channel: grpc.Channel, server: Server, prop: Any) -> None:
+    """Run the hypothesis property ``prop`` (every example), then this test's own verdict: the server
+    still answers a normal request and counted no INTERNAL or UNKNOWN status during the property."""
+    before = internal_errors(server)
+    prop()
+    assert send(channel, "Lookup", pb.LookupRequest(keys=["w1"]).SerializeToString())[0] == grpc.StatusCode.OK, "not serving after the property"
+    grown = {k: v - before[k] for k, v in internal_errors(server).items() if v != before[k]}
+    assert not grown, f"statuses that are never documented were counted: {grown}"
 
 
 # -- strategies -----------------------------------------------------------------------------------
@@ -164,49 +177,58 @@ texts = st.one_of(
 )
 
 
-# -- properties -----------------------------------------------------------------------------------
+# -- properties: each test runs its examples, then asserts its own verdict (run_property) -----------
 
 
-@examples(700)
-@given(request=lookups())
-def test_lookup_requests_get_documented_statuses(channel: grpc.Channel, request: pb.LookupRequest) -> None:
-    check(channel, "Lookup", request)
+def test_lookup_requests_get_documented_statuses(channel: grpc.Channel, server: Server) -> None:
+    @examples(700)
+    @given(request=lookups())
+    def prop(request: pb.LookupRequest) -> None:
+        check(channel, "Lookup", request)
+
+    run_property(channel, server, prop)
 
 
-@examples(900)
-@given(request=search_requests())
-def test_search_requests_get_documented_statuses(channel: grpc.Channel, request: pb.SearchRequest) -> None:
-    check(channel, "Search", request)
+def test_search_requests_get_documented_statuses(channel: grpc.Channel, server: Server) -> None:
+    @examples(900)
+    @given(request=search_requests())
+    def prop(request: pb.SearchRequest) -> None:
+        check(channel, "Search", request)
+
+    run_property(channel, server, prop)
 
 
-@examples(350)
-@given(request=similarities())
-def test_similarity_requests_get_documented_statuses(channel: grpc.Channel, request: pb.SimilarityRequest) -> None:
-    check(channel, "Similarity", request)
+def test_similarity_requests_get_documented_statuses(channel: grpc.Channel, server: Server) -> None:
+    @examples(350)
+    @given(request=similarities())
+    def prop(request: pb.SimilarityRequest) -> None:
+        check(channel, "Similarity", request)
+
+    run_property(channel, server, prop)
 
 
-@examples(150)
-@given(request=texts)
-def test_text_requests_get_documented_statuses(channel: grpc.Channel, request: Any) -> None:
-    check(channel, "Tokenize" if isinstance(request, pb.TokenizeRequest) else "LookupText", request)
+def test_text_requests_get_documented_statuses(channel: grpc.Channel, server: Server) -> None:
+    @examples(150)
+    @given(request=texts)
+    def prop(request: Any) -> None:
+        check(channel, "Tokenize" if isinstance(request, pb.TokenizeRequest) else "LookupText", request)
+
+    run_property(channel, server, prop)
 
 
-@examples(150)
-@given(name=st.one_of(st.text(max_size=80), st.sampled_from(["t", "..", "../t", "/etc", "t/../../x", ".tmp-1", "a" * 65])))
-def test_reload_names_get_documented_statuses(channel: grpc.Channel, name: str) -> None:
-    check(channel, "Reload", pb.ReloadRequest(table=name))
+def test_reload_names_get_documented_statuses(channel: grpc.Channel, server: Server) -> None:
+    @examples(150)
+    @given(name=st.one_of(st.text(max_size=80), st.sampled_from(["t", "..", "../t", "/etc", "t/../../x", ".tmp-1", "a" * 65])))
+    def prop(name: str) -> None:
+        check(channel, "Reload", pb.ReloadRequest(table=name))
+
+    run_property(channel, server, prop)
 
 
-@examples(800)
-@given(method=st.sampled_from(sorted(METHODS)), payload=st.binary(max_size=300))
-def test_arbitrary_bytes_never_crash_or_wedge(channel: grpc.Channel, method: str, payload: bytes) -> None:
-    event(send(channel, method, payload)[0].name)
+def test_arbitrary_bytes_never_crash_or_wedge(channel: grpc.Channel, server: Server) -> None:
+    @examples(800)
+    @given(method=st.sampled_from(sorted(METHODS)), payload=st.binary(max_size=300))
+    def prop(method: str, payload: bytes) -> None:
+        event(send(channel, method, payload)[0].name)
 
-
-def test_still_serving_and_nothing_internal(channel: grpc.Channel, server: Server) -> None:
-    """Runs after the properties above (file order): the server answers and counted no INTERNAL."""
-    still_serving(channel)
-    get = server.metrics.registry.get_sample_value
-    for method in METHODS:
-        for code in ("INTERNAL", "UNKNOWN"):
-            assert (get("embserve_requests_total", {"method": method, "code": code}) or 0) == 0
+    run_property(channel, server, prop)

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN, make_table, wait_for_line
+from conftest import BIN, make_table, rejected
 from embserve_client import Client
 from embserve_server.config import HttpLimits
 from embserve_server.http_port import HttpPort
 from embserve_server.http_server import HttpServer, Request, Response, plain
 from prometheus_client import CollectorRegistry
-from test_http_security import fetch, http_site, rejected, wait_until
+from test_http_security import fetch, http_site
+from waiting import lines_seen, wait_for_line, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,6 @@ def test_slowloris_holds_no_thread_and_grpc_and_metrics_keep_answering(tables: P
         http_port = int(wait_for_line(proc, "metrics on http://").strip().rsplit(":", 1)[1].split("/")[0])
         grpc_port = int(re.search(r":(\d+)$", wait_for_line(proc, "listening on").strip()).group(1))  # type: ignore[union-attr]
         wait_for_line(proc, " serving ")
-        log: list[str] = []  # keep reading the server's output: a full pipe would stall its logging
-        threading.Thread(target=lambda: log.extend(proc.stdout or ()), daemon=True).start()
         metrics = f"http://127.0.0.1:{http_port}/metrics"
         with Client(f"127.0.0.1:{grpc_port}", timeout=30) as client:
 
@@ -98,6 +97,7 @@ def test_slowloris_holds_no_thread_and_grpc_and_metrics_keep_answering(tables: P
         print(f"\nslowloris 2000 conns: threads idle {idle_threads} peak {peak} after {after_threads}; "
               f"fds idle {idle_fds} during {flood_fds} after {after_fds}")
         assert peak <= idle_threads + 4  # no thread per connection
+        log = lines_seen(proc)  # waiting's reader keeps draining the pipe: a full one would stall the server's logging
         assert not [line for line in log if "ERROR" in line or "Traceback" in line], "".join(log[-20:])
     finally:
         for s in stalled:

@@ -22,7 +22,8 @@ import pytest
 from conftest import make_table, running_server
 from embserve_client import Client, InvalidArgumentError, UnavailableError
 from embserve_client.channel import channel_options, resolves_to_many
-from loopback import TABLE, Cluster, Load, VersionWatcher, cluster, publish, wait_until
+from loopback import TABLE, Cluster, Load, VersionWatcher, cluster, publish
+from waiting import wait_until
 
 SPREAD = 0.25  # each replica's share of the calls within ±25% of an even share
 LOAD_RATE = 60.0  # calls/s per client process: a bounded load on a shared 2-core box

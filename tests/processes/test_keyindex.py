@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BIN, make_table, running_server, wait_for_line
+from conftest import BIN, make_table, running_server
 from embserve_client import Client
 from embserve_format import keyfile, keyindex
 from embserve_format.bundle import KEY_INDEX, MANIFEST, read_manifest, sha256_file
 from embserve_server.tables import TableRegistry, load_table
+from waiting import wait_for_line
 
 
 def random_keys(n: int, seed: int) -> list[str]:

@@ -27,7 +27,7 @@ import yaml
 from embserve_client.channel import channel_options
 from loopback import Cluster, argv_flags, probe, probe_service
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.37.0"  # newest schemas kubernetes-validate==1.37.0 ships
 TOOL_TIMEOUT = 300

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import BIN, make_table, wait_for_line
+from conftest import BIN, make_table
 from embserve_client import Client
 from test_explorer_browser import Browser, chromium, wait_for  # importing it checks for chromium (require_tool)
+from waiting import wait_for_line
 
 N, DIM = 400, 8
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import BIN, running_server, seeded_table, wait_for_line
+from conftest import BIN, make_planted_table, running_server
 from embserve_client import Client
 from embserve_client import neighbourhood as nb
 from embserve_format import maplayout
@@ -22,25 +22,9 @@ from embserve_server.config import Limits
 from embserve_server.explorer import Explorer
 from embserve_server.http_port import HttpPort, start_http
 from embserve_trainer.export import export_table
+from waiting import wait_for_line
 
-PLANTED = ["cat", "dog", "kitten", "man", "woman", "king", "queen"]
 LIMITS = Limits(max_topn=50)
-
-
-def make_planted_table(tables: Path, *, n: int = 2000, dim: int = 16, name: str = "t") -> Path:
-    """A seeded clustered table with a few words planted where a reader expects them:
-    "dog" and "kitten" right next to "cat", and king - man + woman = queen exactly."""
-    vectors, keys = seeded_table(n, dim, seed=11)
-    rng = np.random.default_rng(12)
-    keys[: len(PLANTED)] = PLANTED
-    cat = vectors[0]
-    for row, distance in ((1, 0.3), (2, 0.4)):  # dog: cosine 1/sqrt(1 + 0.3^2) = 0.958; kitten: 0.928
-        step = rng.normal(size=dim)
-        step -= (step @ cat) / (cat @ cat) * cat  # orthogonal to cat: the cosine is exact
-        vectors[row] = cat + distance * np.linalg.norm(cat) * step / np.linalg.norm(step)
-    man, gender, royal = (3.0 * rng.normal(size=dim) for _ in range(3))
-    vectors[3], vectors[4], vectors[5], vectors[6] = man, man + gender, man + royal, man + gender + royal
-    return export_table(tables, name, vectors.astype(np.float32), keys, source={"kind": "test", "seed": 11}, seed=11)
 
 
 @contextmanager
