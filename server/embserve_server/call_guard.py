@@ -7,7 +7,8 @@ Applied to every unary method at registration (wrappers.py)::
     deadline already passed when a worker picks the call up -> DEADLINE_EXCEEDED without doing the work
     any exception the handler raises -> its status, through the one map (errors.grpc_status)
     a response over the message limit -> INVALID_ARGUMENT (not an opaque transport error that the
-        client would retry)
+        client would retry); measured with :func:`size_bound` first, which costs no encoding, and
+        with protobuf's ``ByteSize()`` (an encoding of the whole message) only when the bound is over
 
 Every refusal is a domain exception (``ValueError``, ``LimitExceededError``, ``DeadlinePassedError``)
 given its code and message by :func:`embserve_server.errors.grpc_status`, like the handlers' own.
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from embserve_server.errors import DeadlinePassedError, LimitExceededError, grpc_status
 from embserve_server.wrappers import UnaryWrapper
@@ -45,6 +47,56 @@ def _safe_deserializer(deserialize: Callable[[bytes], Any], method: str) -> Call
     return safe
 
 
+# Upper bounds of the wire framing, in bytes: a tag is a varint of (field number << 3 | type) with
+# field numbers below 2**29 (<= 5 bytes), a length prefix a varint below 2**32 (<= 5 bytes), any
+# scalar value a varint of <= 10 bytes or a fixed 4/8 bytes. UTF-8 holds a code point in <= 4 bytes.
+_TAG_AND_LENGTH = 10
+_SCALAR = 15  # tag + the longest scalar value
+_UTF8_PER_CHAR = 4
+_BYTES, _STRING = FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_STRING
+_plans: dict[Descriptor, tuple[tuple[str, int, bool], ...] | None] = {}
+
+
+def _plan(descriptor: Descriptor) -> tuple[tuple[str, int, bool], ...] | None:
+    """(name, type, repeated) of each field of a message holding no message field; None otherwise."""
+    if descriptor not in _plans:
+        fields = descriptor.fields
+        flat = all(f.type != FieldDescriptor.TYPE_MESSAGE and f.type != FieldDescriptor.TYPE_GROUP for f in fields)
+        _plans[descriptor] = tuple((f.name, f.type, f.is_repeated) for f in fields) if flat else None
+    return _plans[descriptor]
+
+
+def size_bound(message: Any) -> int | None:
+    """An upper bound of ``message``'s encoded size, without encoding it; None when none is cheap.
+
+    Bounded for messages of scalar, ``bytes`` and ``string`` fields (every response that carries
+    arrays): each field's content length plus the most its framing can take. Reading a bytes
+    field copies it once, which is cheaper than ``ByteSize()`` (upb encodes the whole message to
+    count it). A message holding message fields gets None: the caller uses ``ByteSize()``.
+    """
+    plan = _plan(message.DESCRIPTOR)
+    if plan is None:
+        return None
+    bound = 0
+    for name, kind, repeated in plan:
+        value = getattr(message, name)
+        if kind == _BYTES:
+            bound += sum(map(len, value)) + _TAG_AND_LENGTH * len(value) if repeated else len(value) + _TAG_AND_LENGTH
+        elif kind == _STRING:
+            bound += (_UTF8_PER_CHAR * sum(map(len, value)) + _TAG_AND_LENGTH * len(value)) if repeated else _UTF8_PER_CHAR * len(value) + _TAG_AND_LENGTH
+        else:
+            bound += _SCALAR * len(value) + _TAG_AND_LENGTH if repeated else _SCALAR
+    return bound
+
+
+def response_size(message: Any, limit: int) -> int:
+    """``message``'s encoded size when it may be over ``limit``; else a bound of it (<= limit)."""
+    bound = size_bound(message)
+    if bound is not None and bound <= limit:
+        return bound
+    return int(message.ByteSize())
+
+
 class CallGuard(UnaryWrapper):
     """Statuses for exceptions, undecodable requests and over-limit responses; skip expired calls."""
 
@@ -67,7 +119,7 @@ class CallGuard(UnaryWrapper):
                     # The caller has given up while the call waited in the queue: do not do the work.
                     raise DeadlinePassedError("deadline passed before the call was handled")
                 response = behavior(request, context)
-                size = response.ByteSize() if hasattr(response, "ByteSize") else 0
+                size = response_size(response, limit) if hasattr(response, "ByteSize") else 0
                 if size > limit:
                     raise LimitExceededError(
                         f"response: {size} bytes is over the limit of {limit} (--max-message-bytes); ask for fewer rows per call"

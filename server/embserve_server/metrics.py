@@ -89,10 +89,11 @@ class ServerMetrics:
 def _payload_recorder(metrics: ServerMetrics, method: str) -> Callable[[Any, Any], None] | None:
     """Per-method sizes taken from the messages themselves (keys per lookup, missing keys...)."""
     if method == "Lookup":
+        observe_keys = metrics.lookup_keys.observe  # bound once: this runs on every Lookup
 
         def record_lookup(request: Any, response: Any) -> None:
             found = response.found  # one byte per requested item, whichever field carried them
-            metrics.lookup_keys.observe(len(found))
+            observe_keys(len(found))
             missing = found.count(0)
             if missing:
                 metrics.missing_keys.labels(response.table).inc(missing)
