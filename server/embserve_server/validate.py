@@ -43,8 +43,9 @@ def packed_keys(field_name: str, data: bytes, limits: Limits) -> KeyBatch:
     count = data.count(b"\n")
     check_limit(field_name, count, limits.max_keys)
     batch = KeyBatch.parse(data, field_name)
-    # Bytes bound characters: only a batch with that many bytes of keys can hold an over-long key.
-    if len(data) - count > limits.max_key_chars:
+    # Bytes bound characters: only a key of more bytes than the limit can be over it, so its
+    # characters are counted (a pass over every byte when any key is not ASCII) only then.
+    if len(data) - count > limits.max_key_chars and int((batch.ends - batch.starts).max()) > limits.max_key_chars:
         longest = batch.longest()
         if longest > limits.max_key_chars:
             raise LimitExceededError(f"{field_name}: a key of {longest} characters is over the limit of {limits.max_key_chars}")
