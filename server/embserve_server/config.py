@@ -18,8 +18,10 @@ class Limits:
     max_pairs: int = wire.MAX_PAIRS_PER_CALL  # pairs per Similarity/EvaluateWordPairs, questions per EvaluateWordAnalogies
     max_topn: int = 1_000
     max_key_chars: int = 1_024
-    max_texts: int = 1_024  # texts per Tokenize
-    max_text_chars: int = 100_000
+    max_texts: int = wire.MAX_TEXTS_PER_CALL  # texts per Tokenize / Embed (inputs per /v1/embeddings)
+    max_text_chars: int = wire.MAX_TEXT_CHARS  # characters of one text
+    max_call_chars: int = wire.MAX_CALL_CHARS  # characters of all texts of one Embed
+    max_text_tokens: int = wire.MAX_TEXT_TOKENS  # tokens pooled per text (the most `truncate` may ask)
     max_ef_search: int = 4_096  # per-call HNSW effort (FAISS allocates O(efSearch) per query)
     max_nprobe: int = 65_536  # per-call IVF lists probed
     max_message_bytes: int = wire.MAX_MESSAGE_BYTES  # gRPC send and receive

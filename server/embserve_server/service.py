@@ -19,7 +19,7 @@ from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_client.wire import LE_F32, LE_I64, POLICY_NAMES
 
-from embserve_server import gensim_eval, gensim_ops, query, subword, tokenizer_table
+from embserve_server import embed, gensim_eval, gensim_ops, query, subword, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.errors import status_for
 from embserve_server.tables import Table, TableRegistry
@@ -154,8 +154,9 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
     def LookupText(self, request: pb.LookupTextRequest, context: grpc.ServicerContext) -> pb.LookupTextResponse:
         table = self.registry.get(request.table, request.version)
         (enc,) = tokenizer_table.tokenize(table, [request.text], self.limits, add_special_tokens=request.add_special_tokens)
-        vectors = table.vectors[np.asarray(enc.ids, dtype=np.int64)]
-        mean = vectors.mean(axis=0) if (request.mean and len(vectors)) else np.empty(0, np.float32)
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        vectors = table.vectors[ids]
+        mean = embed.mean_of_rows(table, ids) if (request.mean and len(ids)) else np.empty(0, np.float32)
         return pb.LookupTextResponse(
             table=table.name,
             version=table.version,
@@ -166,6 +167,19 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             mean=mean.astype(LE_F32).tobytes(),
         )
 
+    @handle
+    def Embed(self, request: pb.EmbedRequest, context: grpc.ServicerContext) -> pb.EmbedResponse:
+        table = self.registry.get(request.table, request.version)
+        r = embed.embed(
+            table, self.limits, texts=list(request.texts), token_ids=[t.ids for t in request.token_ids],
+            normalize=request.normalize if request.HasField("normalize") else True,
+            truncate=request.truncate if request.HasField("truncate") else embed.DEFAULT_TRUNCATE,
+            dimensions=request.dimensions,
+        )
+        return pb.EmbedResponse(
+            table=table.name, version=table.version, vector_size=r.vectors.shape[1], vectors=r.vectors.astype(LE_F32, copy=False).tobytes(),
+            tokens=r.tokens.tolist(), unknown=r.unknown.tolist(), truncated=r.truncated.tolist(),
+        )
 
     # -- gensim KeyedVectors support (gensim_ops / gensim_eval) ----------------------------------
 

