@@ -186,3 +186,21 @@ def test_pool_weights_and_dimensions() -> None:
     np.testing.assert_allclose(got, [[0.75, 0.5, 0], [0, 0, 0], [0, 0, 0]])  # weights summing to 0: zero row
     got = pool(rows, np.array([3]), dimensions=2)
     np.testing.assert_allclose(got, [[1 / np.sqrt(5), 2 / np.sqrt(5)]], rtol=1e-6)
+
+
+def test_cli_embed(word_tables: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from embserve_client import cli
+
+    with running_server(word_tables, default_table="words") as server, Client(f"127.0.0.1:{server.port}") as c:
+        target = f"127.0.0.1:{server.port}"
+        assert cli.main(["embed", "w1 w2", "zebra", "--json", "--target", target]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        np.testing.assert_allclose(np.array([json.loads(x) for x in lines], np.float32), c.embed(["w1 w2", "zebra"]), atol=1e-6)
+        assert cli.main(["embed", "w1 w2", "zebra", "-n", "2", "--target", target]) == 0
+        out = capsys.readouterr().out
+        want = [n.key for n in c.most_similar(text="w1 w2", topn=2)]
+        assert f"nearest tokens: {want[0]} " in out and "'zebra' (16 dims) [no known token: zeros]" in out
+        assert cli.main(["embed", "w1", "--table", "bare", "--target", target]) == 2
+        assert "table 'bare' has no tokenizer" in capsys.readouterr().err
