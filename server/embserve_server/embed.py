@@ -59,6 +59,7 @@ class Embedded:
     tokens: np.ndarray  # (n,) int64 tokens pooled
     unknown: np.ndarray  # (n,) int64 tokens not in the table
     truncated: np.ndarray  # (n,) int64 tokens past truncate
+    seen: np.ndarray  # (n,) int64 tokens the text produced (OpenAI's usage counts these)
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ def _pool_tokens(table: Table, limits: Limits, toks: _Tokens, *, normalize: bool
             # An unknown word is rarer than any known one: it gets the largest weight.
             w[missing] = float(weights.max()) if weights is not None and weights.size else 1.0
     vectors = pool(rows, cut, weights=w, normalize=normalize, dimensions=dimensions)
-    return Embedded(vectors, cut.astype(np.int64), unknown.astype(np.int64), (kept - cut).astype(np.int64))
+    return Embedded(vectors, cut.astype(np.int64), unknown.astype(np.int64), (kept - cut).astype(np.int64), lengths)
 
 
 def _weights(table: Table) -> np.ndarray | None:
