@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -160,7 +161,7 @@ def test_tokens_tls_and_admission(tables: Path, tmp_path: Path) -> None:
               http=HttpLimits(api_threads=1)) as (server, base):
         import httpx
 
-        http = httpx.Client(verify=str(pki / "ca.pem"))
+        http = httpx.Client(verify=ssl.create_default_context(cafile=str(pki / "ca.pem")))
         with pytest.raises(openai.AuthenticationError) as err:
             openai.OpenAI(base_url=f"{base}/v1", api_key="wrong", max_retries=0, http_client=http).embeddings.create(model="words", input="w1")
         assert err.value.status_code == 401 and err.value.code == "invalid_api_key"
