@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
-
 from embserve_client.wire import unit  # TODO(merge main): embserve_format.arrays
 
 # gensim's Cython training routines silently drop everything past 10,000 tokens of one sentence

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 from embserve_client import bundle as bfmt
+from embserve_format.text import Tokenizer
 from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
 from embserve_trainer.corpus import CorpusFile, corpus_sha256, document_mode, iter_documents, resolve_corpus
 from embserve_trainer.progress import bar
-from embserve_format.text import Tokenizer
 
 logger = logging.getLogger(__name__)
 
