@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -82,7 +83,7 @@ def _tokenize(table: Table, texts: Sequence[str]) -> _Tokens:
         encodings = encode(list(texts), add_special_tokens=False)
         per_text = [e.ids for e in encodings]
         lengths = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
-        ids = np.fromiter((i for t in per_text for i in t), dtype=np.int64, count=int(lengths.sum()))
+        ids = np.fromiter(chain.from_iterable(per_text), dtype=np.int64, count=int(lengths.sum()))
         unk_token = getattr(tok.model, "unk_token", None)
         unk = tok.token_to_id(unk_token) if unk_token else None
         if unk is not None:
@@ -96,7 +97,7 @@ def _tokenize(table: Table, texts: Sequence[str]) -> _Tokens:
         )
     per_text_words = [words(t) for t in texts]
     lengths = np.fromiter(map(len, per_text_words), dtype=np.int64, count=len(per_text_words))
-    flat = [w for ws in per_text_words for w in ws]
+    flat = list(chain.from_iterable(per_text_words))
     return _Tokens(table.ids_for(flat) if flat else np.zeros(0, np.int64), lengths, flat)
 
 
@@ -151,7 +152,7 @@ def embed(
     else:
         lengths = np.fromiter(map(len, token_ids), dtype=np.int64, count=n)
         check_limit("token ids in the call", int(lengths.sum()), limits.max_keys)
-        ids = np.fromiter((i for t in token_ids for i in t), dtype=np.int64, count=int(lengths.sum()))
+        ids = np.fromiter(chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum()))
         check_ids("token_ids", ids, table.count)
         toks = _Tokens(ids, lengths, None)
     return _pool_tokens(table, limits, toks, normalize=normalize, truncate=truncate, dimensions=dimensions)
