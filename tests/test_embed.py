@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import make_table, running_server
 from embserve_client import AsyncClient, Client, FailedPreconditionError, InvalidArgumentError
-from embserve_client.bundle import read_bundle
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
+from embserve_format.bundle import read_bundle
 from embserve_format.text import Tokenizer, pool
 from embserve_server.config import Limits
 from embserve_trainer.export import export_table

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from conftest import running_server
 from embserve_client import Client
-from embserve_client.bundle import read_bundle
+from embserve_format.bundle import read_bundle
 from embserve_format.text import Tokenizer
 from test_explorer import explorer_http, get, make_planted_table
 from test_explorer_browser import assert_real_png, chromium, explorer_server, wait_for

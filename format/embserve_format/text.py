@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
-from embserve_client.wire import unit  # TODO(merge main): embserve_format.arrays
+
+from embserve_format.arrays import unit
 
 # gensim's Cython training routines silently drop everything past 10,000 tokens of one sentence
 # (MAX_WORDS_IN_BATCH); longer documents are cut into chunks of at most this many tokens instead.

@@ -22,8 +22,8 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from embserve_client import bundle as bfmt
-from embserve_client import wire
+from embserve_format import bundle as bfmt
+from embserve_format import limits
 from embserve_format.text import Tokenizer, pool, word_tokenizer
 
 from embserve_server import subword, tokenizer_table
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from embserve_server.tables import Table
 
 EXTRA = "words"  # Table.extras entry: the recorded word Tokenizer
-DEFAULT_TRUNCATE = wire.DEFAULT_TRUNCATE  # tokens pooled per text unless the request says otherwise
+DEFAULT_TRUNCATE = limits.DEFAULT_TRUNCATE  # tokens pooled per text unless the request says otherwise
 
 
 def load(b: bfmt.Bundle) -> Tokenizer | None:
@@ -116,8 +116,7 @@ def _check_request(table: Table, limits: Limits, n: int, texts: Sequence[str], t
         raise ValueError(f"truncate: {truncate} must be positive (tokens kept per text), or 0 to refuse long texts")
     check_limit("truncate", truncate, limits.max_text_tokens)
     if dimensions:
-        pooling = table.bundle.manifest.get("pooling") or {}
-        if not (isinstance(pooling, dict) and pooling.get("pca_ordered") is True):
+        if table.bundle.pooling.get("pca_ordered") is not True:
             raise ValueError(
                 f"dimensions: table {table.name!r} does not say its columns are PCA-ordered (manifest pooling.pca_ordered), "
                 "so its first columns are not a smaller embedding; leave dimensions at 0"
@@ -205,7 +204,7 @@ def _pool_tokens(table: Table, limits: Limits, toks: _Tokens, *, normalize: bool
 
 def _weights(table: Table) -> np.ndarray | None:
     """The bundle's per-row pooling weights (``weights.npy``), or None for 1 each."""
-    return getattr(table.bundle, "weights", None)  # TODO(merge main): Bundle.weights
+    return table.bundle.weights
 
 
 def mean_of_rows(table: Table, ids: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_serve
 
 Every answer goes through the code the gRPC servicer uses: ``TableRegistry.get``, then
 :func:`embserve_server.query.search` / :func:`~embserve_server.query.lookup` with the server's
-:class:`Limits`. The map itself is :func:`embserve_client.neighbourhood.build_map`, the same code
+:class:`Limits`. The map itself is :func:`embserve_client.maplayout.build_map`, the same code
 ``embserve map`` runs on gRPC results. Errors become JSON ``{"error": message, "code": name}``
 with an HTTP status derived, in :func:`error_answer` only, from :func:`embserve_server.errors.status_for`;
 the HTTP port's own refusals (no token 401, admission 429, connection cap 503) go through it too.
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import embserve_client.neighbourhood as neighbourhood
 import grpc
 import numpy as np
+from embserve_format import maplayout
 
 from embserve_server import embed, query
 from embserve_server.config import Limits
@@ -51,8 +51,8 @@ CONTENT_TYPES = {
     ".png": "image/png",
     ".ico": "image/x-icon",
 }
-DEFAULT_MAP_TOPN = neighbourhood.DEFAULT_TOPN
-DEFAULT_MAP_SECOND = neighbourhood.DEFAULT_SECOND
+DEFAULT_MAP_TOPN = maplayout.DEFAULT_TOPN
+DEFAULT_MAP_SECOND = maplayout.DEFAULT_SECOND
 MAX_MAP_TOPN = 100  # neighbours on a map; with MAX_MAP_SECOND at most 100 * 21 points
 MAX_MAP_SECOND = 20
 TIMELINE_FIELDS = ("step", "train_loss", "heldout_perplexity", "wordsim353")  # shown next to each snapshot
@@ -172,7 +172,7 @@ class Explorer:
                 for t in self.registry.all()
             ],
             "default": self.registry.default_name(),
-            "methods": neighbourhood.available_methods(),
+            "methods": maplayout.available_methods(),
             "limits": {"topn": self.limits.max_topn, "map_topn": self.max_map_topn, "map_second": self.max_map_second},
         }
 
@@ -210,7 +210,7 @@ class Explorer:
     def timeline(self, params: Params) -> dict[str, Any]:
         """The key's neighbours and map in every loaded version of a table, oldest first.
 
-        Each map is rotated onto the previous version's (:func:`neighbourhood.align`) so that, sliding
+        Each map is rotated onto the previous version's (:func:`maplayout.align`) so that, sliding
         through a training run's snapshots, points move rather than the picture flipping. A version
         without the key answers ``{"version": v, "error": ...}`` in its place.
         """
@@ -219,7 +219,7 @@ class Explorer:
         key = self._key(params, "key")
         topn, second = self._map_size(params)
         steps: list[dict[str, Any]] = []
-        previous: neighbourhood.NeighbourhoodMap | None = None
+        previous: maplayout.NeighbourhoodMap | None = None
         for table in self.registry.versions(name):
             try:
                 nmap = self._map(table, key, topn, second, "pca")
@@ -227,7 +227,7 @@ class Explorer:
                 steps.append({"version": table.version, "error": str(exc)})
                 continue
             if previous is not None:
-                nmap = neighbourhood.align(nmap, previous)
+                nmap = maplayout.align(nmap, previous)
             previous = nmap
             neighbours = [{"key": p.key, "score": p.score, "rank": p.rank} for p in sorted(nmap.points, key=lambda p: p.rank) if p.rank]
             steps.append({"version": table.version, "training": _training_fields(table), "neighbors": neighbours, "map": nmap.to_dict()})
@@ -235,7 +235,7 @@ class Explorer:
 
     def _map(
         self, table: Table, key: str, topn: int, second: int, method: str, *, centre: np.ndarray | None = None
-    ) -> neighbourhood.NeighbourhoodMap:
+    ) -> maplayout.NeighbourhoodMap:
         """``build_map`` over the query core; with ``centre``, ``key`` is a label for that vector
         (a sentence's), searched by vector and placed first."""
 
@@ -249,7 +249,7 @@ class Explorer:
             rest = query.lookup(table, self.limits, keys=list(keys[1:]), normalize=True).vectors if len(keys) > 1 else np.empty((0, table.dim), np.float32)
             return np.vstack([centre[None, :], rest])  # build_map puts the centre first
 
-        return neighbourhood.build_map(
+        return maplayout.build_map(
             key, search, vectors, topn=topn, second=second, method=method, table=table.name, version=table.version
         )
 

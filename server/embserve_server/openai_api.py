@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from embserve_client.wire import LE_F32
+from embserve_format.arrays import LE_F32
 
 from embserve_server import embed
 from embserve_server.config import Limits

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import embserve_index as vindex
 import numpy as np
-from embserve_client import bundle as bfmt
+from embserve_format import bundle as bfmt
 from embserve_format.text import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
 
 from embserve_trainer import __version__
