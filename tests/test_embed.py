@@ -204,3 +204,25 @@ def test_cli_embed(word_tables: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert f"nearest tokens: {want[0]} " in out and "'zebra' (16 dims) [no known token: zeros]" in out
         assert cli.main(["embed", "w1", "--table", "bare", "--target", target]) == 2
         assert "table 'bare' has no tokenizer" in capsys.readouterr().err
+
+
+def test_pooling_weights_and_pca_dimensions_over_the_wire(tmp_path: Path) -> None:
+    from embserve_format.bundle_writer import BundleSpec, write_bundle
+
+    rng = np.random.default_rng(5)
+    rows = rng.normal(size=(50, 8)).astype(np.float32)
+    weights = rng.uniform(0.1, 2.0, size=50).astype(np.float32)
+    keys = [f"w{i}" for i in range(50)]
+    tables = tmp_path / "tables"
+    spec = BundleSpec(extras={"tokenizer": WORDS}, weights=weights, pooling={"weights": "sif", "pca_ordered": True})
+    write_bundle(tables, "pca", rows, keys, spec)
+    with running_server(tables) as server, Client(f"127.0.0.1:{server.port}") as c:
+        ids = [3, 7, 7, 11]
+        want = (rows[ids] * weights[ids, None]).sum(axis=0) / weights[ids].sum()  # the weighted mean
+        np.testing.assert_allclose(c.embed(["w3 w7 W7 w11"], normalize=False)[0], want, rtol=1e-5)
+        short = c.embed(["w3 w7 W7 w11"], dimensions=3)[0]
+        np.testing.assert_allclose(short, want[:3] / np.linalg.norm(want[:3]), rtol=1e-5)  # cut, then unit length
+        # Lookups still return the raw rows, bit for bit: weights apply to pooling only.
+        np.testing.assert_array_equal(c.get_vectors(["w3", "w7"]), rows[[3, 7]])
+        with pytest.raises(InvalidArgumentError, match=r"dimensions: 9 is not in \[1, 8\]"):
+            c.embed(["w3"], dimensions=9)
