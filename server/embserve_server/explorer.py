@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -33,7 +33,7 @@ import grpc
 import numpy as np
 from embserve_format import maplayout
 
-from embserve_server import embed, query
+from embserve_server import embed, query, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.errors import status_for
 from embserve_server.tables import Table, TableRegistry
@@ -239,9 +239,13 @@ class Explorer:
         """``build_map`` over the query core; with ``centre``, ``key`` is a label for that vector
         (a sentence's), searched by vector and placed first."""
 
+        # A sentence's map shows whole words: a tokenizer table's [CLS]-like and "##rix" rows stay off it.
+        words_only = centre is not None and tokenizer_table.EXTRA in table.extras
+        options = query.SearchOptions(skip_special_tokens=words_only, skip_subword_tokens=words_only)
+
         def search(keys: Sequence[str], n: int) -> list[list[tuple[str, float]]]:
             queries = [query.Query(vector=centre) if (centre is not None and k == key) else query.Query(positive=[k]) for k in keys]
-            return _rows(table, query.search(table, queries, query.SearchOptions(topn=n), self.limits))
+            return _rows(table, query.search(table, queries, replace(options, topn=n), self.limits))
 
         def vectors(keys: Sequence[str]) -> np.ndarray:
             if centre is None:
