@@ -175,13 +175,19 @@ def pool(
     has = lengths > 0
     if not has.any():
         return out
-    starts = (np.cumsum(lengths) - lengths)[has]
+    starts = np.cumsum(lengths) - lengths
     if weights is None:
-        sums = np.add.reduceat(rows, starts, axis=0, dtype=np.float32)
-        totals = lengths[has].astype(np.float32)
+        totals = lengths.astype(np.float32)
     else:
         w = np.asarray(weights, dtype=np.float32)
-        sums = np.add.reduceat(rows * w[:, None], starts, axis=0, dtype=np.float32)
-        totals = np.add.reduceat(w, starts).astype(np.float32)
-    out[has] = np.divide(sums, totals[:, None], out=np.zeros_like(sums), where=totals[:, None] > 0)
+        rows = rows * w[:, None]
+        totals = np.zeros(len(lengths), dtype=np.float32)
+        totals[has] = np.add.reduceat(w, starts[has])
+    # One reduce per text: np.add.reduceat over the rows axis of a 2-D array is ~10x slower
+    # (measured 22 ms vs 2 ms for 256 texts x 4,490 tokens x 256 dims).
+    st, ln = starts.tolist(), lengths.tolist()
+    for i in np.flatnonzero(has).tolist():
+        np.add.reduce(rows[st[i] : st[i] + ln[i]], axis=0, out=out[i])
+    np.divide(out, totals[:, None], out=out, where=totals[:, None] > 0)
+    out[totals == 0] = 0.0  # no token, or weights summing to 0
     return unit(out) if normalize else out

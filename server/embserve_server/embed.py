@@ -84,10 +84,8 @@ def _tokenize(table: Table, texts: Sequence[str]) -> _Tokens:
         per_text = [e.ids for e in encodings]
         lengths = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
         ids = np.fromiter(chain.from_iterable(per_text), dtype=np.int64, count=int(lengths.sum()))
-        unk_token = getattr(tok.model, "unk_token", None)
-        unk = tok.token_to_id(unk_token) if unk_token else None
-        if unk is not None:
-            ids[ids == unk] = -1
+        if tt.unk_id is not None:
+            ids[ids == tt.unk_id] = -1
         return _Tokens(ids, lengths, None)
     words: Tokenizer | None = table.extras.get(EXTRA)
     if words is None:

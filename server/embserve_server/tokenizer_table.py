@@ -36,6 +36,7 @@ class TokenizerTable:
     special: np.ndarray  # (count,) bool: special tokens ([CLS], [PAD], ...)
     continuation: np.ndarray  # (count,) bool: sub-word continuation tokens ("##ing")
     unused: np.ndarray  # (count,) bool: rows no text can produce (ids without a token)
+    unk_id: int | None = None  # the id of the model's unknown token ([UNK]), None when it has none
 
 
 def _mask(count: int, ids: Any, what: str, path: object) -> np.ndarray:
@@ -90,7 +91,9 @@ def load(b: bfmt.Bundle) -> TokenizerTable | None:
         "table %s: tokenizer with %d special, %d continuation, %d unused rows", b.name, int(special.sum()),
         int(continuation.sum()), int(unused.sum()),
     )
-    return TokenizerTable(tokenizer, special, continuation, unused)
+    unk_token = getattr(tokenizer.model, "unk_token", None)  # tokenizer.model copies the model: read once
+    unk_id = tokenizer.token_to_id(unk_token) if unk_token else None
+    return TokenizerTable(tokenizer, special, continuation, unused, unk_id)
 
 
 def _check_vocab(tokenizer: Any, b: bfmt.Bundle, stand_in: np.ndarray, path: object) -> None:
