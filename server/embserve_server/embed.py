@@ -204,9 +204,3 @@ def _weights(table: Table) -> np.ndarray | None:
     """The bundle's per-row pooling weights (``weights.npy``), or None for 1 each."""
     return table.bundle.weights
 
-
-def mean_of_rows(table: Table, ids: np.ndarray) -> np.ndarray:
-    """The pooled (weighted, not normalised) mean of some rows: ``LookupText``'s ``mean``, same rule."""
-    weights = _weights(table)
-    rows = table.vectors.take(ids, axis=0)
-    return pool(rows, np.array([len(ids)]), weights=None if weights is None else weights[ids], normalize=False)[0]

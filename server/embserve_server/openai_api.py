@@ -13,8 +13,8 @@ OpenAI client libraries work against it by changing ``base_url`` (``http://HOST:
 
 Every vector comes from :func:`embserve_server.embed.embed`, the code ``Embed`` runs (unit length,
 texts cut at 512 tokens). Errors are OpenAI's error object ``{"error": {"message", "type", "param",
-"code"}}`` with the HTTP status of :func:`embserve_server.explorer.error_answer`, the one map from
-exceptions to statuses. Tokens, TLS, admission and the body limit are the port's (metrics_http.py).
+"code"}}`` with the HTTP status of :func:`embserve_server.errors.http_error`, the one map from
+exceptions to statuses. Tokens, TLS, admission and the body limit are the port's (http_port.py).
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from embserve_format.arrays import LE_F32
 
 from embserve_server import embed
 from embserve_server.config import Limits
-from embserve_server.errors import UnknownTableError, UnknownVersionError
-from embserve_server.explorer import error_answer
+from embserve_server.errors import UnknownTableError, UnknownVersionError, http_error
 from embserve_server.tables import Table, TableRegistry
 
 Answer = tuple[int, dict[str, Any]]  # (HTTP status, JSON body)
@@ -59,7 +58,7 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
 
 def openai_error(exc: BaseException, param: str | None = None) -> Answer:
     """Any exception as OpenAI's error object, with the port's one status map."""
-    status, body = error_answer(exc)
+    status, body = http_error(exc)
     code = "model_not_found" if isinstance(exc, (UnknownTableError, UnknownVersionError)) else None
     if status == 401:
         code = "invalid_api_key"
