@@ -87,7 +87,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         for vec in vectors:
             print(json.dumps([float(x) for x in vec]))
         return 0
-    with np.printoptions(precision=4, suppress=True, linewidth=100):
+    with np.printoptions(precision=4, suppress=True, linewidth=100, threshold=16, edgeitems=4):  # all values: --json
         for text, vec, neighbors in zip(args.texts, vectors, near, strict=True):
             note = "" if vec.any() else " [no known token: zeros]"
             print(f"{text!r} ({len(vec)} dims){note}\n{vec}")
