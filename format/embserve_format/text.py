@@ -167,27 +167,23 @@ def pool(
         (n, d or dimensions) C-contiguous float32; a zero row for a text without tokens (or whose
         weights sum to 0).
     """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    d = rows.shape[1] if not dimensions else dimensions
-    out = np.zeros((len(lengths), d), dtype=np.float32)
+    ln = np.asarray(lengths, dtype=np.int64).tolist()
     if dimensions:
         rows = rows[:, :dimensions]
-    has = lengths > 0
-    if not has.any():
-        return out
-    starts = np.cumsum(lengths) - lengths
-    if weights is None:
-        totals = lengths.astype(np.float32)
-    else:
+    out = np.zeros((len(ln), rows.shape[1]), dtype=np.float32)
+    if weights is not None:
         w = np.asarray(weights, dtype=np.float32)
         rows = rows * w[:, None]
-        totals = np.zeros(len(lengths), dtype=np.float32)
-        totals[has] = np.add.reduceat(w, starts[has])
     # One reduce per text: np.add.reduceat over the rows axis of a 2-D array is ~10x slower
     # (measured 22 ms vs 2 ms for 256 texts x 4,490 tokens x 256 dims).
-    st, ln = starts.tolist(), lengths.tolist()
-    for i in np.flatnonzero(has).tolist():
-        np.add.reduce(rows[st[i] : st[i] + ln[i]], axis=0, out=out[i])
-    np.divide(out, totals[:, None], out=out, where=totals[:, None] > 0)
-    out[totals == 0] = 0.0  # no token, or weights summing to 0
+    totals = [0.0] * len(ln)
+    start = 0
+    for i, n in enumerate(ln):
+        if n:
+            np.add.reduce(rows[start : start + n], axis=0, out=out[i])
+            totals[i] = float(n) if weights is None else float(w[start : start + n].sum())
+        start += n
+    # A text without tokens (or whose weights sum to 0) keeps its zero row.
+    div = np.array(totals, dtype=np.float32)[:, None]
+    np.divide(out, div, out=out, where=div > 0)
     return unit(out) if normalize else out

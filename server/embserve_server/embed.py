@@ -157,8 +157,15 @@ def embed(
 
 def _pool_tokens(table: Table, limits: Limits, toks: _Tokens, *, normalize: bool, truncate: int, dimensions: int) -> Embedded:
     ids, lengths = toks.ids, toks.lengths
-    text_of = np.repeat(np.arange(len(lengths)), lengths)  # (T,) text of each token
     known = ids >= 0
+    if known.all() and (truncate == 0 or not len(lengths) or int(lengths.max()) <= truncate) and \
+            (truncate > 0 or not len(lengths) or int(lengths.max()) <= limits.max_text_tokens):
+        # Every token known, nothing to cut (the common case): the rows of the ids, as they come.
+        w = _weights(table)
+        vectors = pool(table.vectors.take(ids, axis=0), lengths, weights=None if w is None else w[ids], normalize=normalize, dimensions=dimensions)
+        zero = np.zeros(len(lengths), dtype=np.int64)
+        return Embedded(vectors, lengths, zero, zero, lengths)
+    text_of = np.repeat(np.arange(len(lengths)), lengths)  # (T,) text of each token
     unknown = np.bincount(text_of[~known], minlength=len(lengths))
     sub = table.extras.get(subword.EXTRA)
     composing = sub is not None and toks.words is not None

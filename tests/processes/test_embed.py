@@ -220,6 +220,9 @@ def test_pooling_weights_and_pca_dimensions_over_the_wire(tmp_path: Path) -> Non
         ids = [3, 7, 7, 11]
         want = (rows[ids] * weights[ids, None]).sum(axis=0) / weights[ids].sum()  # the weighted mean
         np.testing.assert_allclose(c.embed(["w3 w7 W7 w11"], normalize=False)[0], want, rtol=1e-5)
+        # All tokens known (the direct path) and an unknown one skipped (the general path) agree.
+        np.testing.assert_array_equal(c.embed(["w3 w7 W7 w11"], normalize=False), c.embed(["w3 zebra w7 W7 w11"], normalize=False))
+        np.testing.assert_array_equal(c.embed(["w3 w7 W7 w11", "w1"]), c.embed(["w3 w7 W7 w11 zebra", "w1"]))
         short = c.embed(["w3 w7 W7 w11"], dimensions=3)[0]
         np.testing.assert_allclose(short, want[:3] / np.linalg.norm(want[:3]), rtol=1e-5)  # cut, then unit length
         # Lookups still return the raw rows, bit for bit: weights apply to pooling only.
