@@ -23,11 +23,11 @@ from embserve_server.validate import packed_keys
 
 
 def _f32(a: np.ndarray) -> bytes:
-    return a.astype(LE_F32, copy=False).tobytes()
+    return a.tobytes() if a.dtype is LE_F32 else a.astype(LE_F32).tobytes()  # `is`: numpy keeps one instance per builtin dtype
 
 
 def _i64(a: np.ndarray) -> bytes:
-    return a.astype(LE_I64, copy=False).tobytes()
+    return a.tobytes() if a.dtype is LE_I64 else a.astype(LE_I64).tobytes()
 
 
 def _flags(a: np.ndarray) -> bytes:
