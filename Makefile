@@ -8,7 +8,7 @@ ADDRESS ?= 0.0.0.0:50051
 METRICS_ADDRESS ?= 0.0.0.0:9100
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps tables serve test lint proto bench clean
+.PHONY: help install system-deps tables serve test lint proto bench clean distill-env
 
 help:
 	@echo "make serve   install, build the default tables if missing, start the server on $(ADDRESS)"
@@ -29,6 +29,11 @@ $(VENV)/.installed: $(BIN)/python constraints.txt requirements-dev.txt client/py
 	touch $@
 
 install: $(VENV)/.installed
+
+# model2vec's distillation (embserve-train distill, the minilm-distilled default table) in its own virtualenv:
+# its pins (constraints-distill.txt) conflict with constraints.txt's tokenizers/huggingface_hub.
+distill-env: $(BIN)/python
+	PYTHON=$(PYTHON) scripts/distill-env.sh $(VENV)
 
 system-deps:
 	scripts/system-deps.sh test

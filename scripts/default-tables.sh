@@ -12,6 +12,12 @@ if ! has_version minilm; then
   echo "building table 'minilm' from the MiniLM-L6 token embedding layer (30,522 x 384, ~5 s)"
   "$BIN/embserve-train" import --format minilm-sample --tables "$TABLES" --name minilm
 fi
+if ! has_version minilm-distilled; then
+  # model2vec runs in its own virtualenv (its pins conflict with the main one's): built on first need only.
+  "$(dirname "$0")/distill-env.sh" "$(dirname "$BIN")"
+  echo "distilling table 'minilm-distilled' from all-MiniLM-L6-v2 with model2vec (30k tokens x 256, ~1 min on 2 cores)"
+  "$BIN/embserve-train" distill --from minilm-sample --tables "$TABLES" --name minilm-distilled
+fi
 GCIDE="${GCIDE:-/usr/share/dictd/gcide.dict.dz}"
 if ! has_version gcide; then
   [ -f "$GCIDE" ] || "$(dirname "$0")/system-deps.sh" serve

@@ -14,6 +14,7 @@ from embserve_client import keyfile
 from embserve_client.bundle import INDEX, KEY_INDEX
 from embserve_client.bundle_writer import BundleSpec, FileContent, write_bundle
 
+from embserve_trainer.pooling import Pooling, pooling_weights
 from embserve_trainer.progress import index_progress
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def export_table(
     seed: int = 0,
     version: int | None = None,
     storage: str = "flat",
+    pooling: str | Pooling = "auto",
 ) -> Path:
     """Build the index for ``vectors`` and publish a new bundle version of table ``name``.
 
@@ -67,10 +69,16 @@ def export_table(
             scalar quantizer), or "ivfpq" (OPQ + IVF + PQ codes, for ~1M rows and more; nprobe
             tuned to recall@10 >= 0.96, a margin over 0.95). Quantized storages re-rank candidates against the raw
             rows. Ignored when ``factory`` is given.
+        pooling: per-row pooling weights (``weights.npy`` + the manifest's ``pooling`` entry): a mode of
+            :func:`embserve_trainer.pooling.pooling_weights` ("auto": SIF from ``counts``, Zipf when
+            ``extras["frequency_ordered"]``, else none), or a ready :class:`Pooling`.
 
     Returns:
         The published bundle directory.
     """
+    if not isinstance(pooling, Pooling):
+        pooling = pooling_weights(pooling, count=len(vectors), counts=counts,
+                                  frequency_ordered=bool((extras or {}).get("frequency_ordered")))
     factory = factory or vindex.choose_factory(len(vectors), storage, dim=vectors.shape[1])
     # Quantized storage keeps no float32 copy in the index: build and tune from the raw rows,
     # normalised a chunk at a time, instead of a prepared copy (2.4 GB for 2M x 300).
@@ -92,6 +100,11 @@ def export_table(
         extras=dict(extras or {}),
         files={INDEX: lambda p: vindex.save_index(index, p), KEY_INDEX: lambda p: write_key_index(keys, p), **(files or {})},
     )
+    # INTERIM until the format core's weights support lands (write_bundle(weights=...), manifest "pooling").
+    spec.extras["pooling"] = pooling.info
+    if pooling.weights is not None:
+        w = pooling.weights
+        spec.files = {**spec.files, "weights.npy": lambda p: np.save(p, np.ascontiguousarray(w, dtype=np.float32), allow_pickle=False)}
     path = write_bundle(tables_dir, name, vectors, keys, spec, version=version)
     logger.info("published %s (index %s)", path, factory)
     return path
