@@ -45,7 +45,7 @@ tables: install
 serve: install tables
 	$(BIN)/embserve-server --tables $(TABLES) --address $(ADDRESS) --metrics-address $(METRICS_ADDRESS) --poll-interval 5 --default-table glove --explorer
 
-test: install system-deps
+test: install system-deps distill-env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -86,7 +86,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     python = distill_python(args.python)  # before anything touches --tables
     config = DistillConfig(pca_dims=args.pca_dims, sif_coefficient=args.sif_coefficient, vocabulary=args.vocabulary,
                            device=args.device)
-    imported = distill(args.source, config, python=python, work_dir=args.work_dir)
+    imported = distill(args.source, config, python=python, work_dir=args.work_dir, save_to=args.save_model2vec)
     path = export_table(
         args.tables, args.name, imported.vectors, imported.keys, source=imported.source, metric="cosine",
         factory=None if args.index == "auto" else args.index, extras=imported.extras,
@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="evaluation: rows taking part")
     di.add_argument("--no-eval", action="store_true", help="skip the evaluation report (eval.json)")
     di.add_argument("--work-dir", type=Path, default=None, help="directory for the intermediate model2vec folder")
+    di.add_argument("--save-model2vec", type=Path, default=None,
+                    help="also keep model2vec's own folder here (for StaticModel.from_pretrained; must not exist)")
     di.set_defaults(func=cmd_distill)
 
     tr = sub.add_parser("train", help="learn a table from a corpus (gensim) and export it as a bundle",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import tempfile
 import time
@@ -80,7 +81,9 @@ def run_distillation(folder: Path, config: DistillConfig, out: Path, *, python: 
     return time.perf_counter() - t0
 
 
-def distill(source: str | Path, config: DistillConfig, *, python: str, work_dir: Path | None = None) -> Imported:
+def distill(
+    source: str | Path, config: DistillConfig, *, python: str, work_dir: Path | None = None, save_to: Path | None = None
+) -> Imported:
     """Distil ``source`` and read the result as a table with its provenance.
 
     Args:
@@ -88,6 +91,7 @@ def distill(source: str | Path, config: DistillConfig, *, python: str, work_dir:
         config: PCA dims, SIF coefficient, extra vocabulary, device.
         python: an interpreter with ``model2vec[distill]``.
         work_dir: where the intermediate model2vec folder goes (default: the system's temp dir).
+        save_to: also keep that model2vec folder here (must not exist): ``StaticModel.from_pretrained`` loads it.
 
     Returns:
         The distilled rows, keys, tokenizer.json, pooling (uniform: the SIF is in the rows) and a
@@ -97,10 +101,14 @@ def distill(source: str | Path, config: DistillConfig, *, python: str, work_dir:
         ValueError: a bad folder, model2vec missing or failing, a result that does not import.
     """
     folder = model_folder(source)
+    if save_to is not None and save_to.exists():
+        raise ValueError(f"{save_to}: already exists; --save-model2vec writes a new folder")
     with tempfile.TemporaryDirectory(prefix="embserve-distill-", dir=work_dir) as tmp:
         out = Path(tmp) / "model2vec"
         seconds = run_distillation(folder, config, out, python=python)
         imported = import_model2vec(out)
+        if save_to is not None:
+            shutil.copytree(out, save_to)
         versions = json.loads((out / VERSIONS).read_text(encoding="utf-8")) if (out / VERSIONS).is_file() else {}
     settings: dict[str, Any] = {**asdict(config), "vocabulary": str(config.vocabulary) if config.vocabulary else None}
     if config.vocabulary is not None:
