@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from embserve_client.bundle import list_versions
+from embserve_format.bundle import list_versions
 from embserve_trainer.transformer import minilm_sample_paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -31,7 +31,7 @@ class BundleEncoder:
         self.bundle = bundle
         self.vectors = np.load(bundle / "vectors.npy", mmap_mode="r", allow_pickle=False)
         self.manifest: dict[str, Any] = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-        self.pooling: dict[str, Any] = self.manifest.get("pooling") or self.manifest.get("extras", {}).get("pooling") or {}
+        self.pooling: dict[str, Any] = self.manifest.get("pooling") or {}
         wfile = bundle / "weights.npy"
         self.weights = weights if weights is not None else (
             None if plain or not wfile.exists() else np.load(wfile, allow_pickle=False))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import _missing
-from embserve_client.bundle import read_bundle
+from embserve_format.bundle import read_bundle
 from embserve_trainer.cli import distill_python
 from embserve_trainer.cli import main as train_main
 from embserve_trainer.transformer import minilm_sample_paths
@@ -38,8 +38,9 @@ def _python() -> str:
 def _pooled(bundle: Path, texts: list[str]) -> np.ndarray:
     """The bundle's text vectors as its manifest describes them (what the server's Embed computes)."""
     b = read_bundle(bundle)
-    pooling = b.manifest.get("pooling") or b.extras["pooling"]
+    pooling = b.pooling
     assert pooling["weights"] == "uniform" and pooling["special_tokens"] is False and pooling["drop_unknown"] is True
+    assert pooling["pca_ordered"] is True and b.weights is None
     tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
     unk = tok.token_to_id("[UNK]")
     out = np.zeros((len(texts), b.vectors.shape[1]), np.float32)
@@ -138,6 +139,6 @@ def test_model2vec_weights_become_pooling_weights(tmp_path: Path) -> None:
     folder = _folder(tmp_path / "m2v", extra={"weights": weights})
     assert train_main(["import", str(folder), "--format", "model2vec", "--tables", str(tmp_path), "--name", "m", "--no-progress"]) == 0
     bundle = tmp_path / "m" / "1"
-    np.testing.assert_array_equal(np.load(bundle / "weights.npy"), weights)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert (manifest.get("pooling") or manifest["extras"]["pooling"])["weights"] == "model2vec"
+    b = read_bundle(bundle)
+    np.testing.assert_array_equal(b.weights, weights)
+    assert b.pooling["weights"] == "model2vec" and b.pooling["pca_ordered"] is False

@@ -6,27 +6,24 @@ module's helpers; lookups must keep the raw rows bit for bit.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from embserve_client.bundle import read_bundle
+from embserve_format.bundle import read_bundle
 from embserve_trainer.cli import main as train_main
 from embserve_trainer.export import export_table
 from embserve_trainer.pooling import SIF_A, pooling_weights
 
-WEIGHTS = "weights.npy"
-
 
 def _weights(bundle: Path) -> np.ndarray | None:
-    path = bundle / WEIGHTS
-    return np.load(path, allow_pickle=False) if path.exists() else None
+    weights = read_bundle(bundle).weights
+    assert (weights is None) == (not (bundle / "weights.npy").exists())
+    return weights
 
 
 def _pooling(bundle: Path) -> dict:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    return manifest.get("pooling") or manifest["extras"]["pooling"]
+    return read_bundle(bundle).pooling
 
 
 def _table(n: int = 50, dim: int = 4) -> tuple[np.ndarray, list[str]]:

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from embserve_client import bundle as bfmt
-from embserve_client.bundle import sha256_file
+from embserve_format import bundle as bfmt
+from embserve_format.bundle import sha256_file
 
 from embserve_trainer.importers import Imported
 from embserve_trainer.model2vec_import import MODEL, import_model2vec

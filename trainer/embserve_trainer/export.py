@@ -98,12 +98,9 @@ def export_table(
         index=info,
         extras=dict(extras or {}),
         files={INDEX: lambda p: vindex.save_index(index, p), **(files or {})},
+        weights=pooling.weights,
+        pooling=pooling.info,
     )
-    # INTERIM until the format core's weights support lands (write_bundle(weights=...), manifest "pooling").
-    spec.extras["pooling"] = pooling.info
-    if pooling.weights is not None:
-        w = pooling.weights
-        spec.files = {**spec.files, "weights.npy": lambda p: np.save(p, np.ascontiguousarray(w, dtype=np.float32), allow_pickle=False)}
     path = write_bundle(tables_dir, name, vectors, keys, spec, version=version)
     logger.info("published %s (index %s)", path, factory)
     return path

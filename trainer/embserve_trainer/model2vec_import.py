@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_client import bundle as bfmt
-from embserve_client.bundle import sha256_file
+from embserve_format import bundle as bfmt
+from embserve_format.bundle import sha256_file
 from safetensors import safe_open
 
 from embserve_trainer.formats import FormatError
@@ -126,8 +126,10 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def read_pooling(model: Path, shapes: dict[str, Any], config: dict[str, Any], count: int) -> Pooling:
     """The model's pooling: its ``weights`` tensor, else a uniform mean over rows that carry SIF already."""
+    # pca_ordered: model2vec's PCA sorts columns by explained variance, so the first k columns are the
+    # best k-dimensional table (the server's Embed allows `dimensions` only then).
     common = {"special_tokens": False, "drop_unknown": True, "normalize": bool(config.get("normalize", True)),
-              "max_tokens": config.get("max_length") or 512}
+              "max_tokens": config.get("max_length") or 512, "pca_ordered": config.get("apply_pca") is not None}
     if WEIGHTS not in shapes:
         sif = config.get("sif_coefficient")
         baked = {"baked_into_rows": "sif", "sif_coefficient": sif, "probabilities": "zipf rank"} if sif else {}
