@@ -108,6 +108,9 @@ def main() -> int:
         weighted = BundleEncoder(newest(args.tables, name))
         ours(f"{name}, weighted ({weighted.pooling.get('weights')})", weighted)
 
+    if list_versions(args.tables, "minilm-distilled-words"):  # distil --vocabulary WORDS: whole words as extra rows
+        ours("minilm-distilled-words (+20k whole words), manifest pooling", BundleEncoder(newest(args.tables, "minilm-distilled-words")))
+
     # Beat model2vec on the same base: divide out its baked-in Zipf-rank SIF, weigh by GCIDE counts instead.
     config = json.loads((args.model2vec / "config.json").read_text())
     a0, n = float(config["sif_coefficient"]), len(enc.vectors)
