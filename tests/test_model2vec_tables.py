@@ -1,8 +1,9 @@
 """Distilled tables (embserve-train distill, model2vec) and model2vec folders (import --format model2vec).
 
 The oracle is model2vec itself: ``StaticModel.encode`` in the distill virtualenv (tests/m2v_oracle.py)
-must equal the mean of the bundle's rows over the bundle's tokenizer (no special tokens, unknown
-tokens dropped, uniform weights, unit length) -- the pooling the manifest records. The distilled
+must equal both the server's ``Embed`` of the bundle and the mean of the bundle's rows over the
+bundle's tokenizer (no special tokens, unknown tokens dropped, uniform weights, unit length) -- the
+pooling the manifest records. The distilled
 model is a 1-layer random BERT with MiniLM's tokenizer, so the whole run takes seconds of model time.
 """
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import _missing
+from conftest import _missing, running_server
+from embserve_client import Client
 from embserve_format.bundle import read_bundle
 from embserve_trainer.cli import distill_python
 from embserve_trainer.cli import main as train_main
@@ -79,8 +81,11 @@ def test_distilled_bundle_serves_model2vec_encode(distilled: tuple[Path, Path, s
                    capture_output=True)
     ref = np.load(tmp_path / "ref.npy")
     ours = _pooled(bundle, TEXTS)
-    cos = (ref * ours).sum(axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(ours, axis=1))
-    assert cos.min() >= 0.99999, cos
+    with running_server(bundle.parent.parent) as server, Client(f"127.0.0.1:{server.port}") as client:
+        served = client.embed(TEXTS, table="d")
+    for got in (ours, served):
+        cos = (ref * got).sum(axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+        assert cos.min() >= 0.99999, cos
 
 
 def test_import_model2vec_folder_keeps_rows_bit_for_bit(distilled: tuple[Path, Path, str], tmp_path: Path) -> None:
