@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from embserve_format import bundle as bfmt
 from embserve_format.bundle import sha256_file
-from safetensors import safe_open
 
 from embserve_trainer.formats import FormatError
 from embserve_trainer.importers import Imported
@@ -137,6 +136,8 @@ def read_pooling(model: Path, shapes: dict[str, Any], config: dict[str, Any], co
     shape, dtype = shapes[WEIGHTS]
     if tuple(shape) != (count,):
         raise ValueError(f"{model}: tensor {WEIGHTS!r} has shape {list(shape)}, expected [{count}] (one per token)")
+    from safetensors import safe_open  # the [transformers] extra, imported only when used
+
     if dtype not in ("F32", "F16", "F64"):
         raise ValueError(f"{model}: tensor {WEIGHTS!r} is {dtype}; expected F32, F16 or F64")
     with safe_open(str(model), framework="np") as f:
