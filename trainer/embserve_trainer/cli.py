@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import embserve_index as vindex
 import numpy as np
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import EVAL, NGRAMS
+from embserve_index import STORAGES
 
 from embserve_trainer import __version__
 from embserve_trainer.curve import plot_curve, read_curve
@@ -64,7 +64,7 @@ def _eval_file(args: argparse.Namespace, vectors: np.ndarray, keys: list[str]) -
         return {}
     report = evaluate_table(vectors, keys, restrict_vocab=getattr(args, "restrict_vocab", RESTRICT_VOCAB))
     print(format_report(report), file=sys.stderr)
-    return {bfmt.EVAL: json.dumps(report, indent=2, sort_keys=True) + "\n"}
+    return {EVAL: json.dumps(report, indent=2, sort_keys=True) + "\n"}
 
 
 def distill_python(flag: str | None) -> str:
@@ -157,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     files: dict[str, object] = dict(_eval_file(args, trained.vectors, trained.keys))
     if trained.ngrams is not None:
         ngrams = trained.ngrams
-        files[bfmt.NGRAMS] = lambda p: np.save(p, ngrams, allow_pickle=False)
+        files[NGRAMS] = lambda p: np.save(p, ngrams, allow_pickle=False)
     path = export_table(
         args.tables, args.name, trained.vectors, trained.keys,
         source=trained.source, metric=args.metric, counts=trained.counts,
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--limit", type=int, help="keep only the first N rows")
     imp.add_argument("--metric", default="cosine", choices=("cosine", "dot"))
     imp.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,<storage>)")
-    imp.add_argument("--index-storage", default="flat", choices=tuple(vindex.STORAGES),
+    imp.add_argument("--index-storage", default="flat", choices=tuple(STORAGES),
                      help="how the HNSW index stores rows: flat float32, fp16 or sq8 codes (searches re-rank against the raw rows)")
     imp.add_argument("--seed", type=int, default=0, help="seed of the recall-tuning sample")
     imp.add_argument("--unicode-errors", default="strict", choices=UNICODE_ERRORS,
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--pattern", default="words", choices=tuple(PATTERNS), help="token pattern")
     tr.add_argument("--metric", default="cosine", choices=("cosine", "dot"))
     tr.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,<storage>)")
-    tr.add_argument("--index-storage", default="flat", choices=tuple(vindex.STORAGES),
+    tr.add_argument("--index-storage", default="flat", choices=tuple(STORAGES),
                      help="how the HNSW index stores rows: flat float32, fp16 or sq8 codes (searches re-rank against the raw rows)")
     tr.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="evaluation: rows taking part")
     tr.add_argument("--no-eval", action="store_true", help="skip the evaluation report (eval.json)")
@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # gensim reports progress at INFO every second (and a lifecycle dict per step): the bar shows the
+    # same, so gensim speaks at the default level only for warnings; -v shows its chatter.
+    logging.getLogger("gensim").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
     except (ValueError, OSError) as exc:
