@@ -3,7 +3,9 @@
 Infinity (``infinity-emb`` 0.0.78, OpenAI-shaped, torch CPU engine) serves the offline
 all-MiniLM-L6-v2 folder from its own bench-only virtualenv (it starts only with transformers<5):
 
-    python3 -m venv /tmp/infinity && /tmp/infinity/bin/pip install torch==2.13.0 'infinity-emb[server]==0.0.78' 'transformers<5'
+    python3 -m venv /tmp/infinity && /tmp/infinity/bin/pip install torch==2.13.0 'infinity-emb[server,torch]==0.0.78' 'transformers<5'
+
+(without the ``torch`` extra it exits at start-up: "sentence_transformers is not available").
 
 embserve serves a distilled table on its HTTP port. Both are driven by the official ``openai``
 client (``client.embeddings.create``) from this process, in batches of 256 short texts (sentences
@@ -96,8 +98,9 @@ def infinity_rate(venv: Path, texts: list[str], seconds: float) -> tuple[float, 
         client = OpenAI(base_url=f"http://127.0.0.1:{port}", api_key="none")
         return rate(lambda b: client.embeddings.create(model=MODEL_NAME, input=b), texts, seconds), started
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
 
 
 def embserve_rate(tables: Path, table: str, texts: list[str], seconds: float) -> tuple[float, float]:
