@@ -22,8 +22,8 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from embserve_format import bundle as bfmt
 from embserve_format import limits
+from embserve_format.bundle import MANIFEST, TOKENIZER, Bundle, BundleError
 from embserve_format.text import Tokenizer, pool, word_tokenizer
 
 from embserve_server import subword, tokenizer_table
@@ -38,18 +38,18 @@ EXTRA = "words"  # Table.extras entry: the recorded word Tokenizer
 DEFAULT_TRUNCATE = limits.DEFAULT_TRUNCATE  # tokens pooled per text unless the request says otherwise
 
 
-def load(b: bfmt.Bundle) -> Tokenizer | None:
+def load(b: Bundle) -> Tokenizer | None:
     """The word tokenizer a bundle records, or None (tokenizer tables, tables that record none).
 
     Raises:
         BundleError: recorded settings this version cannot reproduce.
     """
-    if b.file(bfmt.TOKENIZER) is not None:
+    if b.file(TOKENIZER) is not None:
         return None  # a language model's tokenizer.json wins: it produced the table's rows
     try:
         return word_tokenizer(b.extras.get("tokenizer"))
     except (TypeError, ValueError) as exc:
-        raise bfmt.BundleError(f"{b.path / bfmt.MANIFEST}: extras.tokenizer: {exc}") from exc
+        raise BundleError(f"{b.path / MANIFEST}: extras.tokenizer: {exc}") from exc
 
 
 @dataclass(frozen=True)

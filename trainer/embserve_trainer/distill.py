@@ -23,8 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from embserve_format import bundle as bfmt
-from embserve_format.bundle import sha256_file
+from embserve_format.bundle import TOKENIZER, sha256_file
 
 from embserve_trainer.importers import Imported
 from embserve_trainer.model2vec_import import MODEL, import_model2vec
@@ -56,7 +55,7 @@ def model_folder(source: str | Path) -> Path:
     folder = Path(source)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a directory; --from takes a sentence-transformers model folder or {SAMPLE!r}")
-    for name in (MODEL, bfmt.TOKENIZER, "config.json"):
+    for name in (MODEL, TOKENIZER, "config.json"):
         if not (folder / name).is_file():
             raise ValueError(f"{folder / name}: missing; --from needs a model folder with {MODEL}, tokenizer.json, config.json")
     return folder
@@ -120,7 +119,7 @@ def distill(
         "base_model_path": str(folder),
         "input": str(folder / MODEL),
         "input_sha256": sha256_file(folder / MODEL),
-        "tokenizer_sha256": sha256_file(folder / bfmt.TOKENIZER),
+        "tokenizer_sha256": sha256_file(folder / TOKENIZER),
         "parameters": settings,
         "pca_dims": config.pca_dims,
         "weighting": {"sif_coefficient": config.sif_coefficient, "probabilities": "zipf rank", "in_rows": True},

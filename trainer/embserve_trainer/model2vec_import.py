@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_format import bundle as bfmt
-from embserve_format.bundle import sha256_file
+from embserve_format.bundle import TOKENIZER, sha256_file
 
 from embserve_trainer.formats import FormatError
 from embserve_trainer.importers import Imported
@@ -37,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 MODEL = "model.safetensors"
 CONFIG = "config.json"
-REQUIRED = (MODEL, bfmt.TOKENIZER, CONFIG)
+REQUIRED = (MODEL, TOKENIZER, CONFIG)
 EMBEDDINGS = "embeddings"  # model2vec's tensor names (model2vec.persistence.save_pretrained)
 WEIGHTS = "weights"
 MAPPING = "mapping"
@@ -69,7 +68,7 @@ def import_model2vec(path: Path | None, *, limit: int | None = None) -> Imported
         if not (path / name).is_file():
             raise ValueError(f"{path / name}: missing; a model2vec folder holds {', '.join(REQUIRED)}")
     config = read_config(path / CONFIG)
-    model, tokenizer = path / MODEL, path / bfmt.TOKENIZER
+    model, tokenizer = path / MODEL, path / TOKENIZER
     vocab = read_vocab(tokenizer)
     shapes = tensor_shapes(model)
     if MAPPING in shapes:
@@ -101,7 +100,7 @@ def import_model2vec(path: Path | None, *, limit: int | None = None) -> Imported
             "tensor_dtype": dtype,
         },
         extras={"tokenizer": {**vocab.extras, "tensor": EMBEDDINGS}, "model2vec": config},
-        files={bfmt.TOKENIZER: tokenizer.read_bytes()},
+        files={TOKENIZER: tokenizer.read_bytes()},
         pooling=pooling,
     )
 
