@@ -20,13 +20,15 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from embserve_server.admission import Admission, admission_for, hard_limit, rpc_executor
 from embserve_server.auth import TokenCheck, token_check
+from embserve_server.calllog import CallLog
 from embserve_server.config import ServerConfig
 from embserve_server.decode import DecodeGuard
 from embserve_server.interceptors import interceptors
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
+from embserve_server.rotation import Rotation
 from embserve_server.service import AdminService, EmbeddingService
 from embserve_server.tables import TableRegistry
-from embserve_server.tls import add_port, check_http_exposure
+from embserve_server.tls import ServerTls, add_port, check_http_exposure, server_tls
 from embserve_server.wrappers import add_servicer
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class Server:
     metrics: ServerMetrics
     tokens: TokenCheck | None = None  # shared with the HTTP port: one token check, one refusal counter
     admission: Admission | None = None  # shared with the HTTP port's JSON API: one limit
+    tls: ServerTls | None = None  # shared with the HTTP port: one certificate, rotated for both
+    rotation: Rotation | None = None  # re-reads the TLS and token files; run_worker starts it
 
     def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -101,12 +105,19 @@ def create_server(
     """
     metrics = metrics or ServerMetrics(CollectorRegistry(), METHODS)
     tokens = token_check(config.auth_token_file, metrics.rejected)
+    tls = server_tls(config)  # TLS when --tls-cert/--tls-key are set
+    rotation = Rotation(tls=tls, tokens=tokens, token_file=config.auth_token_file if tokens is not None else None,
+                        reloads=metrics.credential_reloads)
     admission = admission_for(config, metrics.rejected)
-    timed = MetricsWrapper(metrics)
-    wrappers = [timed, DecodeGuard(config.limits.max_message_bytes)]  # outermost first
+    calls, timed = CallLog(every_call=config.log_calls, rate=config.log_rate), MetricsWrapper(metrics)
+    wrappers = [calls, timed, DecodeGuard(config.limits.max_message_bytes)]  # outermost first
+
+    def counted(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return calls.refusal(method, timed.refusal(method, handler))
+
     server = grpc.server(
         rpc_executor(config, admission),
-        interceptors=interceptors(tokens, admission, counted=timed.refusal),
+        interceptors=interceptors(tokens, admission, counted=counted),
         options=grpc_options(config),
         maximum_concurrent_rpcs=hard_limit(config),
     )
@@ -118,10 +129,10 @@ def create_server(
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
         )
-    port = add_port(server, config)  # TLS when --tls-cert/--tls-key are set
+    port = add_port(server, config, tls)
     if port == 0:
         raise RuntimeError(f"cannot bind {config.address}")
-    result = Server(server, port, registry, health_servicer, metrics, tokens, admission)
+    result = Server(server, port, registry, health_servicer, metrics, tokens, admission, tls, rotation)
     result.set_serving(False)
     return result
 
@@ -180,8 +191,10 @@ def run_worker(
             from embserve_server.explorer import Explorer
 
             explorer = Explorer(registry, config.limits)
-        http = start_metrics_http(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission)
+        http = start_metrics_http(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission, tls=server.tls)
     server.grpc_server.start()
+    if server.rotation is not None:
+        server.rotation.start(config.rotation_interval)
     host = config.address.rsplit(":", 1)[0]
     who = "" if worker is None else f"worker {worker} (pid {os.getpid()}) "
     logger.info("%slistening on %s:%d", who, host, server.port)
@@ -207,6 +220,8 @@ def run_worker(
             registry.reload()
             if len(registry):
                 server.set_serving(True)
+    if server.rotation is not None:
+        server.rotation.stop()
     server.drain(config.grace_period)
     if http is not None:
         http.close()

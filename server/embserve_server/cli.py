@@ -12,6 +12,7 @@ from pathlib import Path
 
 from embserve_server import __version__
 from embserve_server.config import HttpLimits, Limits, ServerConfig
+from embserve_server.logformat import FORMATS, formatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", type=Path, default=None, help="PEM CA: require client certificates signed by it (mTLS)")
     p.add_argument("--auth-token-file", type=Path, default=None, help="bearer tokens, one 'TOKEN read|admin' per line (default: no auth)")
+    p.add_argument("--rotation-interval", type=float, default=d.rotation_interval, metavar="SECONDS",
+                   help="re-read the TLS and token files when their content changes, checked this often (0 = never; default %(default)s)")
     p.add_argument("--poll-interval", type=float, default=d.poll_interval, help="seconds between scans for new versions (0 = off)")
     p.add_argument("--grace-period", type=float, default=d.grace_period, help="seconds for in-flight calls on shutdown")
     p.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
@@ -55,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ef-search", type=int, default=lim.max_ef_search, help="per-call HNSW efSearch (default %(default)s)")
     p.add_argument("--max-message-bytes", type=int, default=lim.max_message_bytes, help="gRPC message size limit")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--log-format", default="text", choices=FORMATS, help="text lines, or one JSON object a line (default %(default)s)")
+    p.add_argument("--log-calls", action="store_true", help="log every call, not only failed and refused ones")
+    p.add_argument("--log-rate", type=float, default=d.log_rate, metavar="LINES",
+                   help="failed/refused call lines per second at most; the rest are counted in the next line (default %(default)s)")
     return p
 
 
@@ -101,6 +108,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         auth_token_file=args.auth_token_file,
+        rotation_interval=args.rotation_interval,
+        log_calls=args.log_calls,
+        log_rate=args.log_rate,
         limits=limits,
         http=http,
     )
@@ -145,7 +155,9 @@ def limit_blas_threads() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(args.log_format))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     # OMP_WAIT_POLICY stays at libgomp's default (spin briefly, then sleep): small calls run FAISS
     # on one thread (no OpenMP pool at all), and PASSIVE made exact batches of 256 ~30% slower.
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

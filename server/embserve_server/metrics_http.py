@@ -33,12 +33,12 @@ from embserve_server.config import HttpLimits, ServerConfig
 from embserve_server.errors import AuthError, ConnectionLimitError, OverloadedError
 from embserve_server.explorer import INDEX_PAGE, error_answer
 from embserve_server.http_server import HttpServer, Request, Response, plain
-from embserve_server.tls import http_ssl_context
 
 if TYPE_CHECKING:
     from embserve_server.admission import Admission
     from embserve_server.auth import TokenCheck
     from embserve_server.explorer import Explorer
+    from embserve_server.tls import ServerTls
 
 logger = logging.getLogger(__name__)
 
@@ -182,11 +182,12 @@ def start_http(address: str, port: HttpPort, limits: HttpLimits | None = None, *
 
 
 def start_metrics_http(config: ServerConfig, registry: CollectorRegistry, *, explorer: Explorer | None = None,
-                       tokens: TokenCheck | None = None, admission: Admission | None = None) -> HttpServer:
+                       tokens: TokenCheck | None = None, admission: Admission | None = None, tls: ServerTls | None = None) -> HttpServer:
     """Serve ``/metrics`` (and the explorer, when given) on ``config.metrics_address``, as configured.
 
-    TLS, token checks on ``/metrics`` (``metrics_auth``) and the timeouts come from ``config``;
-    ``tokens`` and ``admission`` are the gRPC port's, so both ports share them.
+    Token checks on ``/metrics`` (``metrics_auth``) and the timeouts come from ``config``;
+    ``tokens``, ``admission`` and ``tls`` (None: plaintext) are the gRPC port's, so both ports
+    share them: a rotated certificate or token file reaches both.
 
     Returns:
         The running server (``.port`` is the bound port, useful with port 0).
@@ -198,7 +199,7 @@ def start_metrics_http(config: ServerConfig, registry: CollectorRegistry, *, exp
     assert config.metrics_address is not None  # callers start the port only when it is configured
     if config.metrics_auth and tokens is None:
         raise ValueError("--metrics-auth needs --auth-token-file (the tokens /metrics would accept)")
-    context = http_ssl_context(config)
+    context = tls.http_context() if tls is not None else None
     port = HttpPort(registry, explorer=explorer, tokens=tokens, metrics_auth=config.metrics_auth,
                     admission=admission, api_threads=config.http.api_threads)
     server = start_http(config.metrics_address, port, config.http, ssl_context=context)
