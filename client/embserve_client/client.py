@@ -38,6 +38,9 @@ class Client(_ClientCore):
             version, raise :class:`UnavailableError`. Reads naming a ``version`` are exempt.
         monotonic_reads: never accept an answer from an older table version than one already
             seen by this client (a rolling table update never goes back).
+        request_id: sent as ``x-request-id`` with every call; the server's call log names the calls
+            by it. Without it the server makes one id per call. Either way a failed call's exception
+            carries its id as ``request_id``.
 
     A client is a context manager; once closed it refuses further calls.
     """

@@ -17,7 +17,7 @@ import numpy as np
 
 from embserve_client import wire
 from embserve_client.channel import VersionFloor, channel_options
-from embserve_client.errors import ClientClosedError, InvalidArgumentError
+from embserve_client.errors import REQUEST_ID, ClientClosedError, InvalidArgumentError
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_client.results import LookupResult, SearchResult, TableInfo, Tokenized, table_info_from_pb
@@ -80,6 +80,7 @@ class _ClientCore:
         load_balancing: str = "auto",
         min_version: int | Mapping[str, int] | None = None,
         monotonic_reads: bool = False,
+        request_id: str | None = None,
     ) -> None:
         if channels < 1:
             raise InvalidArgumentError(f"channels: {channels} must be at least 1")
@@ -87,6 +88,10 @@ class _ClientCore:
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if request_id is not None:
+            # Sent with every call: the server logs the calls under it (and answers with it), so a
+            # job's calls can be found together; errors carry the id of their call (``request_id``).
+            self._metadata += ((REQUEST_ID, request_id),)
         # channel.py: retries, round_robin + health checks for multi-address targets, and the
         # version floor (answers below it are asked again elsewhere: rolling table updates).
         base_options = channel_options(target, max_message_bytes=max_message_bytes, load_balancing=load_balancing, options=options)
