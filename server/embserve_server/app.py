@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
 
@@ -61,6 +62,14 @@ class Server:
     admission: Admission | None = None  # shared with the HTTP port's JSON API: one limit
     tls: ServerTls | None = None  # shared with the HTTP port: one certificate, rotated for both
     rotation: Rotation | None = None  # re-reads the TLS and token files; run_worker starts it
+    health_server: grpc.Server | None = None  # --health-address: plaintext grpc.health.v1 only
+    health_port: int = 0
+
+    def start(self) -> None:
+        """Start serving (the health-only port too)."""
+        self.grpc_server.start()
+        if self.health_server is not None:
+            self.health_server.start()
 
     def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -72,6 +81,8 @@ class Server:
         self.set_serving(False)
         self.health.enter_graceful_shutdown()  # later set() calls cannot flip it back
         self.grpc_server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()  # probes saw NOT_SERVING for the whole drain
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -132,9 +143,30 @@ def create_server(
     port = add_port(server, config, tls)
     if port == 0:
         raise RuntimeError(f"cannot bind {config.address}")
-    result = Server(server, port, registry, health_servicer, metrics, tokens, admission, tls, rotation)
+    health_server, health_port = health_only_server(config, health_servicer)
+    result = Server(server, port, registry, health_servicer, metrics, tokens, admission, tls, rotation, health_server, health_port)
     result.set_serving(False)
     return result
+
+
+def health_only_server(config: ServerConfig, servicer: health.HealthServicer) -> tuple[grpc.Server | None, int]:
+    """The plaintext port of ``--health-address`` serving only grpc.health.v1 (``servicer``, shared with
+    the main port), for probes that cannot speak TLS (Kubernetes' native gRPC probes); (None, 0) when off.
+
+    It carries no table data and no tokens: only SERVING / NOT_SERVING.
+
+    Raises:
+        RuntimeError: the address cannot be bound.
+    """
+    if not config.health_address:
+        return None, 0
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="embserve-health"),
+                         options=[("grpc.so_reuseport", 1)], maximum_concurrent_rpcs=64)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port(config.health_address)
+    if port == 0:
+        raise RuntimeError(f"--health-address {config.health_address}: cannot bind")
+    return server, port
 
 
 def serve(config: ServerConfig, *, stop: threading.Event | None = None) -> int:
@@ -192,12 +224,14 @@ def run_worker(
 
             explorer = Explorer(registry, config.limits)
         http = start_metrics_http(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission, tls=server.tls)
-    server.grpc_server.start()
+    server.start()
     if server.rotation is not None:
         server.rotation.start(config.rotation_interval)
     host = config.address.rsplit(":", 1)[0]
     who = "" if worker is None else f"worker {worker} (pid {os.getpid()}) "
     logger.info("%slistening on %s:%d", who, host, server.port)
+    if server.health_server is not None and config.health_address:
+        logger.info("%shealth checks (plaintext, grpc.health.v1 only) on %s:%d", who, config.health_address.rsplit(":", 1)[0], server.health_port)
 
     stop = stop or threading.Event()
 

@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", type=Path, required=True, help="tables root: <name>/<version>/ bundles")
     p.add_argument("--address", default=d.address, help="gRPC HOST:PORT (port 0 picks a free one; default %(default)s)")
     p.add_argument("--metrics-address", default=None, help="HOST:PORT for Prometheus /metrics (default: off)")
+    p.add_argument("--health-address", default=None, metavar="HOST:PORT",
+                   help="also serve grpc.health.v1 alone, in plaintext, here: for probes that cannot do TLS (default: off)")
     p.add_argument("--explorer", action="store_true", help="serve the web explorer on the --metrics-address port")
     p.add_argument("--metrics-auth", action="store_true", help="/metrics asks for a read token too (needs --auth-token-file)")
     p.add_argument("--allow-insecure-http", action="store_true",
@@ -100,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         workers=args.workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         reflection=not args.no_reflection,
+        health_address=args.health_address,
         poll_interval=args.poll_interval,
         grace_period=args.grace_period,
         max_connection_age=args.max_connection_age,

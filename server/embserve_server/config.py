@@ -52,6 +52,8 @@ class ServerConfig:
     workers: int = 1  # serving processes sharing the port (SO_REUSEPORT), forked before any server exists
     max_concurrent_rpcs: int | None = None  # queued + running calls; beyond it RESOURCE_EXHAUSTED (admission.py)
     reflection: bool = True
+    # "HOST:PORT" of a plaintext port serving grpc.health.v1 only (probes that cannot do TLS); None = off
+    health_address: str | None = None
     poll_interval: float = 0.0  # seconds between scans for new versions; 0 = no polling
     grace_period: float = 10.0  # seconds to finish in-flight calls on SIGTERM
     # Seconds before the server asks a client to reconnect (GOAWAY), so long-lived connections
