@@ -20,9 +20,9 @@ from conftest import BIN, make_table
 from embserve_client import Client
 from embserve_client.errors import AuthenticationError, UnavailableError, UnknownKeyError
 from embserve_server.calllog import MAX_REQUEST_ID, RateLimit, request_id
+from pki import make_pki
 from test_http_security import wait_until
 from test_rotation import SecretVolume, tls_files
-from test_security import make_pki
 
 TOKEN = "json-log-token-0123456789"
 FIELDS = {"time", "level", "logger", "message"}

@@ -27,8 +27,8 @@ from embserve_server.auth import TokenCheck, load_tokens
 from embserve_server.config import ServerConfig
 from embserve_server.metrics_http import start_metrics_http
 from embserve_server.rotation import Rotation
+from pki import make_pki
 from test_http_security import fetch, wait_until
-from test_security import make_pki
 
 POLL = 0.05  # seconds between the rotation's checks in these tests
 

@@ -1,7 +1,7 @@
 """TLS, mutual TLS, bearer tokens, reflection switch and path-safe table names, against real servers.
 
-Certificates are made in the test with the ``openssl`` command line (the ``cryptography`` package
-is not installed): a CA, a server certificate for 127.0.0.1/localhost and a client certificate.
+Certificates are made in the test with the ``openssl`` command line (tests/pki.py): a CA, a server
+certificate for 127.0.0.1/localhost and a client certificate.
 """
 
 from __future__ import annotations
@@ -24,32 +24,9 @@ from embserve_server.app import Server
 from embserve_server.auth import load_tokens
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from pki import make_pki
 
 READ, ADMIN = "r3ad-token-0123456789", "adm1n-token-0123456789"
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_pki(d: Path) -> Path:
-    """In ``d``: a test CA (ca.pem/key), server.pem/key for 127.0.0.1 + localhost signed by it, a
-    client.pem/key for mutual TLS, and an unrelated self-signed other.pem/key. Returns ``d``."""
-    for name, subject, ext in (
-        ("server", "/CN=embserve-test-server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-        ("client", "/CN=embserve-test-client", "extendedKeyUsage=clientAuth"),
-    ):
-        if not (d / "ca.pem").exists():
-            openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-                    "-days", "2", "-subj", "/CN=embserve-test-ca", cwd=d)
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
-        (d / f"{name}.ext").write_text(ext + "\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-    # A second, unrelated CA: its clients must not get in.
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
-            "-days", "2", "-subj", "/CN=someone-else", cwd=d)
-    return d
 
 
 @pytest.fixture(scope="module")
