@@ -8,6 +8,7 @@ directory, renames a new ``..data`` link over the old one and deletes the old di
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_table, running_server
-from embserve_client import Client
+from embserve_client import AsyncClient, Client
 from embserve_client.errors import AuthenticationError, EmbserveError, UnavailableError
 from embserve_server.app import Server
 from embserve_server.auth import TokenCheck, load_tokens
@@ -296,3 +297,19 @@ def test_errors_carry_the_request_id(tables: Path, tmp_path: Path) -> None:
         with Client(target, timeout=10) as c, pytest.raises(EmbserveError) as made:
             c.get_vector("w1")
         assert made.value.request_id is not None and len(made.value.request_id) == 16
+
+
+def test_async_client_errors_carry_the_request_id(tables: Path, tmp_path: Path) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"{READ_A} read\n")
+
+    async def refused(port: int) -> str | None:
+        async with AsyncClient(f"127.0.0.1:{port}", timeout=10, request_id="async-7") as c:
+            try:
+                await c.get_vector("w1")
+            except EmbserveError as exc:
+                return exc.request_id
+        return None
+
+    with running_server(tables, auth_token_file=token_file) as server:
+        assert asyncio.run(refused(server.port)) == "async-7"

@@ -88,7 +88,7 @@ class _ClientCore:
         self.target = target
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         if request_id is not None:
             # Sent with every call: the server logs the calls under it (and answers with it), so a
             # job's calls can be found together; errors carry the id of their call (``request_id``).
