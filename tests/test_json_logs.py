@@ -8,6 +8,7 @@ The rate limit on refusal lines is checked with a clock the test controls.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from embserve_client import Client
 from embserve_client.errors import AuthenticationError, UnavailableError, UnknownKeyError
 from embserve_server.calllog import MAX_REQUEST_ID, RateLimit, request_id
 from pki import make_pki
-from test_http_security import wait_until
+from test_http_security import fetch, http_site, wait_until
 from test_rotation import SecretVolume, tls_files
 
 TOKEN = "json-log-token-0123456789"
@@ -127,3 +128,18 @@ def test_request_ids() -> None:
     assert len(made) == 100 and all(re.fullmatch(r"[0-9a-f]{16}", m) for m in made)
     for bad in ("", "x" * (MAX_REQUEST_ID + 1), "line\nbreak", "caf\u00e9"):
         assert request_id((("x-request-id", bad),)) != bad
+
+
+def test_http_refusals_are_logged_with_the_call_fields(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tables = tmp_path / "tables"
+    make_table(tables, n=100, dim=8)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN} read\n")
+    with caplog.at_level(logging.WARNING, logger="embserve_server.calllog"), \
+            http_site(tables, auth_token_file=tokens) as (_, base):
+        assert fetch(f"{base}/api/tables")[0] == 401
+        assert fetch(f"{base}/api/tables", TOKEN)[0] == 200
+        line = wait_until("the refusal's line", lambda: next((r for r in caplog.records if hasattr(r, "call")), None))
+    assert line.call["method"] == "HTTP GET /api/tables" and line.call["code"] == "401"
+    assert line.call["peer"].startswith("127.0.0.1:")
+    assert len([r for r in caplog.records if hasattr(r, "call")]) == 1  # the answered call is not a refusal

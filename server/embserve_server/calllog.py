@@ -14,6 +14,7 @@ Lines of calls that did not end OK (auth and overload refusals from the intercep
 a limit, unknown keys, bugs) are written at most ``rate`` a second (:class:`RateLimit`), so a flood
 of bad calls cannot fill a disk; the next line written says how many were left out
 (``suppressed``). Lines of OK calls (``--log-calls``) are not limited: the operator asked for them.
+The HTTP port's refusals (401, 403, 429, 503) are logged the same way by :class:`HttpRefusals`.
 """
 
 from __future__ import annotations
@@ -148,3 +149,27 @@ class CallLog(UnaryWrapper):
         extra = "".join(f" {k}={fields[k]}" for k in ("details", "suppressed") if k in fields)
         logger.log(level, "%s %s table=%s version=%s %.2f ms peer=%s request_id=%s%s", method, code, fields["table"] or "-",
                    fields["version"], seconds * 1e3, fields["peer"], rid, extra, extra={"call": fields})
+
+
+HTTP_REFUSALS = frozenset({401, 403, 429, 503})
+
+
+class HttpRefusals:
+    """The HTTP port's refusals (bad or missing token, overload, connection cap), at most ``rate`` lines a second."""
+
+    def __init__(self, rate: float = 10.0) -> None:
+        self.limit = RateLimit(rate)
+
+    def refused(self, method: str, path: str, status: int, peer: Any) -> None:
+        """Log one refusal (``status`` in :data:`HTTP_REFUSALS`; others are not refusals and are ignored)."""
+        if status not in HTTP_REFUSALS:
+            return
+        suppressed = self.limit.allow()
+        if suppressed is None:
+            return
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else _text(peer)
+        fields: dict[str, Any] = {"method": _text(f"HTTP {method} {path}"), "code": str(status), "peer": where}
+        if suppressed:
+            fields["suppressed"] = suppressed
+        extra = f" suppressed={suppressed}" if suppressed else ""
+        logger.warning("%s %d peer=%s%s", fields["method"], status, where, extra, extra={"call": fields})

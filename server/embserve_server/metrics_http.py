@@ -168,7 +168,7 @@ class HttpPort:
         return _json(status, body)
 
 
-def start_http(address: str, port: HttpPort, limits: HttpLimits | None = None, *, ssl_context: Any = None) -> HttpServer:
+def start_http(address: str, port: HttpPort, limits: HttpLimits | None = None, *, ssl_context: Any = None, log_rate: float = 10.0) -> HttpServer:
     """Bind ``address`` and serve ``port`` in a daemon thread; ``close()`` stops it.
 
     Raises:
@@ -176,7 +176,7 @@ def start_http(address: str, port: HttpPort, limits: HttpLimits | None = None, *
         OSError: the address cannot be bound.
     """
     host, number = split_address(address)
-    server = HttpServer(port, limits or HttpLimits(), ssl_context=ssl_context, busy=port.busy())
+    server = HttpServer(port, limits or HttpLimits(), ssl_context=ssl_context, busy=port.busy(), log_rate=log_rate)
     server.start(host, number)
     return server
 
@@ -202,7 +202,7 @@ def start_metrics_http(config: ServerConfig, registry: CollectorRegistry, *, exp
     context = tls.http_context() if tls is not None else None
     port = HttpPort(registry, explorer=explorer, tokens=tokens, metrics_auth=config.metrics_auth,
                     admission=admission, api_threads=config.http.api_threads)
-    server = start_http(config.metrics_address, port, config.http, ssl_context=context)
+    server = start_http(config.metrics_address, port, config.http, ssl_context=context, log_rate=config.log_rate)
     host = split_address(config.metrics_address)[0]
     shown = f"[{host}]" if ":" in host else host
     scheme = "https" if context is not None else "http"
