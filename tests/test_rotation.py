@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import make_table, running_server
+from conftest import free_port, make_table, running_server, wait_for_line
 from embserve_client import AsyncClient, Client
 from embserve_client.errors import AuthenticationError, EmbserveError, UnavailableError
 from embserve_server.app import Server
@@ -30,6 +30,7 @@ from embserve_server.metrics_http import start_metrics_http
 from embserve_server.rotation import Rotation
 from pki import make_pki
 from test_http_security import fetch, wait_until
+from test_workers import two_workers
 
 POLL = 0.05  # seconds between the rotation's checks in these tests
 
@@ -313,3 +314,23 @@ def test_async_client_errors_carry_the_request_id(tables: Path, tmp_path: Path) 
 
     with running_server(tables, auth_token_file=token_file) as server:
         assert asyncio.run(refused(server.port)) == "async-7"
+
+
+def test_workers_and_their_parent_each_rotate_tokens(tables: Path, tmp_path: Path) -> None:
+    """``--workers 2``: each worker and the parent's HTTP port re-read the token file on their own."""
+    volume = SecretVolume(tmp_path / "tokens")
+    volume.write({"tokens": f"{READ_A} read\n{READ_B} read\n".encode()})
+    metrics_port = free_port()
+    with two_workers(tables, tmp_path / "mp", "--auth-token-file", str(volume.path("tokens")), "--rotation-interval", str(POLL),
+                     "--metrics-address", f"127.0.0.1:{metrics_port}", "--metrics-auth") as (proc, port, _pids):
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert fetch(url, READ_A)[0] == 200
+        volume.write({"tokens": f"{READ_B} read\n".encode()})
+        for _ in range(3):  # two workers and the parent
+            wait_for_line(proc, "tokens reloaded")
+        for _ in range(8):  # new connections land on either worker
+            with Client(f"127.0.0.1:{port}", token=READ_A, timeout=10) as a, pytest.raises(AuthenticationError):
+                a.get_vector("w1")
+            with Client(f"127.0.0.1:{port}", token=READ_B, timeout=10) as b:
+                assert b.get_vector("w1").shape == (8,)
+        assert fetch(url, READ_A)[0] == 401 and fetch(url, READ_B)[0] == 200
