@@ -5,7 +5,7 @@ made local) on its own loopback address, 127.0.0.2, 127.0.0.3, 127.0.0.4, all on
 and is ready when the manifest's gRPC probe (a grpc.health.v1 Check of its service, in plaintext on
 the health port) says SERVING. As in the manifest, gRPC and /metrics are TLS and calls need a
 bearer token: the cluster makes a CA, a certificate naming the hosts and the Services' DNS names
-(tests/pki.py), and a token file, which stand in for the mounted Secrets; clients connect with
+(conftest.make_pki), and a token file, which stand in for the mounted Secrets; clients connect with
 :attr:`Cluster.client` (the CA, the token, the headless Service's name as the TLS name).
 Each replica incarnation gets its own tables directory, as a pod's emptyDir that the init container
 fills. Clients reach all of them through one target, ``ipv4:127.0.0.2:P,127.0.0.3:P,127.0.0.4:P``.
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pki import make_pki
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOYMENT = REPO / "deploy" / "k8s" / "deployment.yaml"
@@ -164,6 +164,8 @@ class Secrets:
         pki = directory / "pki"
         pki.mkdir(parents=True, exist_ok=True)
         names = ",".join([*(f"IP:{h}" for h in hosts), f"DNS:{SERVICE_NAME}"])
+        from conftest import make_pki  # the tests' one PKI maker (openssl)
+
         make_pki(pki, server_names=names)
         tls = directory / "tls"
         tls.mkdir(exist_ok=True)
@@ -233,14 +235,11 @@ class Replica:
         """Poll the manifest's readiness probe until SERVING; returns the seconds it took."""
         port, service = probe_service("readinessProbe")
         assert port == container_port("health")  # the probe asks the plaintext health port
+        assert self.process is not None, f"replica {self.host} was never started"
         t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"replica {self.host} exited:\n{self.log_tail()}")
-            if probe(f"{self.host}:{self.health_port}", service):
-                return time.monotonic() - t0
-            time.sleep(0.1)
-        raise RuntimeError(f"replica {self.host} not SERVING after {timeout}s:\n{self.log_tail()}")
+        wait_until(f"replica {self.host} SERVING", lambda: probe(f"{self.host}:{self.health_port}", service), timeout, poll=0.1,
+                   proc=self.process, detail=self.log_tail)
+        return time.monotonic() - t0
 
     def kill(self) -> None:
         """SIGKILL, as a node or OOM kill: no drain."""
@@ -350,16 +349,6 @@ def cluster(workdir: Path, versions: Sequence[int] = (1,)) -> Iterator[Cluster]:
     finally:
         c.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def wait_until(what: str, check: Any, timeout: float, poll: float = 0.1) -> float:
-    """Poll ``check()`` until true; returns the seconds it took. Raises TimeoutError naming ``what``."""
-    t0 = time.monotonic()
-    while not check():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"{what}: not within {timeout}s")
-        time.sleep(poll)
-    return time.monotonic() - t0
 
 
 # --- load -----------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ class ServerConfig:
     auth_token_file: Path | None = None  # lines "TOKEN read|admin"; None = no auth
     # Seconds between checks of the TLS and token files for new content (rotation.py); 0 = read once.
     rotation_interval: float = 10.0
-    log_calls: bool = False  # one log line per call; without it only failed and refused calls (calllog.py)
+    log_calls: bool = False  # one log line per call; without it only failed and refused calls (call_log.py)
     log_rate: float = 10.0  # failed/refused call lines per second at most; the rest are counted, not written
     limits: Limits = field(default_factory=Limits)
     http: HttpLimits = field(default_factory=HttpLimits)

@@ -31,7 +31,7 @@ from http import HTTPStatus
 
 import h11
 
-from embserve_server.calllog import HttpRefusals
+from embserve_server.call_log import HttpRefusals
 from embserve_server.config import HttpLimits
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class HttpServer:
         limits: timeouts and the connection cap.
         ssl_context: serve HTTPS only (None: plaintext).
         busy: the response for a connection over the cap when no connection can make room.
-        log_rate: refusal lines (401, 403, 429, 503) per second at most (calllog.py).
+        log_rate: refusal lines (401, 403, 429, 503) per second at most (call_log.py).
 
     Raises:
         ValueError: a timeout or cap below its minimum.

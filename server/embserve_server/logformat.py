@@ -2,7 +2,7 @@
 
 ``json``: one JSON object a line, ASCII only (any non-ASCII character escaped), so every line
 parses with ``json.loads`` whatever splits the lines: ``time`` (UTC, ISO 8601 with milliseconds),
-``level``, ``logger``, ``message``; a call's fields (calllog.py: ``method``, ``table``,
+``level``, ``logger``, ``message``; a call's fields (call_log.py: ``method``, ``table``,
 ``version``, ``code``, ``duration``, ``peer``, ``request_id``...) as keys of the same object; and
 ``exception`` with the traceback when there is one.
 """

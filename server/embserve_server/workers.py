@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from embserve_server.config import ServerConfig
-from embserve_server.metrics_http import split_address
+from embserve_server.http_port import split_address
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def serve_workers(config: ServerConfig) -> int:
     _clear(Path(mp_dir))
     from embserve_server.app import configure_faiss, table_registry
 
-    # Load every table once, here, before forking: the workers share the key dictionaries and
+    # Load every table once, here, before forking: the workers share the key indexes and
     # index structures copy-on-write instead of building one copy each. gc.freeze() keeps the
     # workers' garbage collector from writing to (and so copying) every one of those objects.
     configure_faiss()
@@ -120,8 +120,8 @@ def serve_workers(config: ServerConfig) -> int:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         from embserve_server.auth import token_check
+        from embserve_server.http_port import start_http_port
         from embserve_server.metrics import ServerMetrics
-        from embserve_server.metrics_http import start_metrics_http
         from embserve_server.rotation import Rotation
         from embserve_server.tls import server_tls
 
@@ -133,7 +133,7 @@ def serve_workers(config: ServerConfig) -> int:
         tokens, tls = token_check(config.auth_token_file, own.rejected), server_tls(config)
         rotation = Rotation(tls=tls, tokens=tokens, token_file=config.auth_token_file if tokens is not None else None,
                             reloads=own.credential_reloads)
-        start_metrics_http(config, aggregate, tokens=tokens, tls=tls)
+        start_http_port(config, aggregate, tokens=tokens, tls=tls)
         rotation.start(config.rotation_interval)
 
     def forward(signum: int, frame: FrameType | None) -> None:
