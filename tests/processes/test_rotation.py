@@ -26,7 +26,7 @@ from embserve_client.errors import AuthenticationError, EmbserveError, Unavailab
 from embserve_server.app import Server
 from embserve_server.auth import TokenCheck, load_tokens
 from embserve_server.config import ServerConfig
-from embserve_server.metrics_http import start_metrics_http
+from embserve_server.http_port import start_http_port
 from embserve_server.rotation import Rotation
 from test_http_security import fetch
 from test_workers import two_workers
@@ -141,7 +141,7 @@ def test_certificate_rotates_under_load_on_both_ports(tables: Path, pkis: tuple[
         assert server.rotation is not None and server.tls is not None
         target = f"127.0.0.1:{server.port}"
         http_config = ServerConfig(tables_dir=tables, metrics_address="127.0.0.1:0", **config)  # type: ignore[arg-type]
-        http = start_metrics_http(http_config, server.metrics.registry, tls=server.tls)
+        http = start_http_port(http_config, server.metrics.registry, tls=server.tls)
         steady = Client(target, root_certificates=both_cas, timeout=30)
 
         def call(fresh: bool) -> None:
