@@ -3,7 +3,7 @@
 The files live where a kubelet puts a mounted Secret: ``..<timestamp>/tls.crt``, a ``..data``
 symlink to that directory, and ``tls.crt -> ..data/tls.crt``; an update writes a new timestamped
 directory, renames a new ``..data`` link over the old one and deletes the old directory
-(:class:`SecretVolume`). The path the server was given never changes.
+(tests/secret_volume.py). The path the server was given never changes.
 """
 
 from __future__ import annotations
@@ -28,42 +28,12 @@ from embserve_server.auth import TokenCheck, load_tokens
 from embserve_server.config import ServerConfig
 from embserve_server.http_port import start_http_port
 from embserve_server.rotation import Rotation
+from secret_volume import SecretVolume
 from test_http_security import fetch
 from test_workers import two_workers
 from waiting import wait_for_line, wait_until
 
 POLL = 0.05  # seconds between the rotation's checks in these tests
-
-
-class SecretVolume:
-    """A directory laid out and updated the way the kubelet lays out and updates a mounted Secret."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.generation = 0
-
-    def path(self, name: str) -> Path:
-        return self.root / name
-
-    def write(self, files: dict[str, bytes]) -> None:
-        self.generation += 1
-        new = self.root / f"..2026_12_06_02_00_00.{self.generation:04d}"
-        new.mkdir()
-        for name, data in files.items():
-            (new / name).write_bytes(data)
-        data_link = self.root / "..data"
-        old = data_link.resolve() if data_link.is_symlink() else None
-        tmp = self.root / "..data_tmp"
-        os.symlink(new.name, tmp)
-        os.rename(tmp, data_link)  # the atomic swap
-        for name in files:
-            if not (self.root / name).is_symlink():
-                os.symlink(f"..data/{name}", self.root / name)
-        if old is not None:
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
 
 
 @pytest.fixture(scope="module")
