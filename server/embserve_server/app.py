@@ -216,13 +216,16 @@ def run_worker(
     http = None
     if config.metrics_address and worker is None:
         from embserve_server.http_port import start_http_port
+        from embserve_server.openai_api import OpenAIApi
 
         explorer = None
         if config.explorer:
             from embserve_server.explorer import Explorer
 
             explorer = Explorer(registry, config.limits)
-        http = start_http_port(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission, tls=server.tls)
+        openai = OpenAIApi(registry, config.limits, observe=metrics.observe_http) if config.openai_api else None
+        http = start_http_port(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission, openai=openai,
+                               tls=server.tls)
     server.start()
     if server.rotation is not None:
         server.rotation.start(config.rotation_interval)

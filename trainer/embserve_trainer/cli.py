@@ -12,6 +12,7 @@ from types import ModuleType
 
 import numpy as np
 from embserve_format.bundle import EVAL, NGRAMS
+from embserve_format.text import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
 from embserve_index import STORAGES
 
 from embserve_trainer import __version__
@@ -21,7 +22,6 @@ from embserve_trainer.export import export_table
 from embserve_trainer.formats import DEFAULT_BLOCK_SIZE, DUPLICATES, UNICODE_ERRORS
 from embserve_trainer.importers import FORMATS, import_table
 from embserve_trainer.lm_config import DEVICES, LMConfig
-from embserve_trainer.tokenize import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
 from embserve_trainer.train import MODELS, TrainConfig, default_workers, train_table
 
 logger = logging.getLogger("embserve_trainer")

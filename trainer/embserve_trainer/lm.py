@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from embserve_format.text import Tokenizer
 
 from embserve_trainer.lm_checkpoint import default_checkpoint, load_checkpoint, save_checkpoint
 from embserve_trainer.lm_config import LMConfig
@@ -39,7 +40,6 @@ from embserve_trainer.lm_data import LMData, build_data, epoch_windows
 from embserve_trainer.lm_model import ModelConfig, NextTokenModel
 from embserve_trainer.lm_snapshot import Publisher, check_tables_writable
 from embserve_trainer.progress import bar
-from embserve_trainer.tokenize import Tokenizer
 from embserve_trainer.train import open_corpus
 
 logger = logging.getLogger(__name__)
