@@ -31,12 +31,13 @@ from http import HTTPStatus
 
 import h11
 
+from embserve_server.call_log import HttpRefusals
 from embserve_server.config import HttpLimits
 
 logger = logging.getLogger(__name__)
 
 READ_BYTES = 64 * 1024
-MAX_BODY_BYTES = 64 * 1024  # GET-only port: a request body is never needed
+MAX_BODY_BYTES = 64 * 1024  # any method but POST: a request body is never needed
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class Request:
     path: str
     query: str
     headers: tuple[tuple[str, str], ...]  # lower-case names, in order
+    body: bytes = b""
+    # The Content-Length declared over the body limit: the body was left unread, the handler
+    # answers 413 and the connection closes.
+    refused_length: int | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lower case), or None."""
@@ -65,6 +70,14 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def _content_length(request: h11.Request) -> int | None:
+    """The declared body size (h11 has checked it is one valid number), or None (chunked, none)."""
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
 def plain(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
     return Response(status, "text/plain; charset=utf-8", text.encode("utf-8"), headers or {})
 
@@ -77,13 +90,14 @@ class HttpServer:
         limits: timeouts and the connection cap.
         ssl_context: serve HTTPS only (None: plaintext).
         busy: the response for a connection over the cap when no connection can make room.
+        log_rate: refusal lines (401, 403, 429, 503) per second at most (call_log.py).
 
     Raises:
         ValueError: a timeout or cap below its minimum.
     """
 
     def __init__(self, handler: Handler, limits: HttpLimits, *, ssl_context: ssl.SSLContext | None = None,
-                 busy: Response | None = None) -> None:
+                 busy: Response | None = None, log_rate: float = 10.0) -> None:
         for name in ("header_timeout", "idle_timeout"):
             if not getattr(limits, name) > 0:
                 raise ValueError(f"http {name}: {getattr(limits, name)} must be > 0 seconds")
@@ -93,6 +107,7 @@ class HttpServer:
         self.limits = limits
         self.ssl_context = ssl_context
         self.busy = busy or plain(503, "server busy: too many open connections; retry shortly\n", {"Retry-After": "1"})
+        self.refusals = HttpRefusals(log_rate)  # 401/403/429/503 lines, rate-limited like gRPC's
         self.port = 0
         # Connections are ended by aborting their transport, never by cancelling their task: the
         # task then finishes by itself (asyncio's stream callback logs a cancelled task as an error).
@@ -166,6 +181,7 @@ class HttpServer:
         task = asyncio.current_task()
         assert task is not None  # always inside the task asyncio made for this connection
         if len(self._connections) >= self.limits.max_connections and not self._make_room():
+            self.refusals.refused("-", "-", self.busy.status, writer.get_extra_info("peername"))
             await self._refuse(writer)
             return
         self._connections[writer] = task
@@ -183,6 +199,7 @@ class HttpServer:
                     clean = True
                     break
                 response = await self._answer(request)
+                self.refusals.refused(request.method, request.path, response.status, writer.get_extra_info("peername"))
                 await self._send(conn, writer, response, head_only=request.method == "HEAD")
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     clean = True
@@ -230,7 +247,8 @@ class HttpServer:
         limits = self.limits
         started = first  # the header clock runs from connect, or from a later request's first byte
         request: h11.Request | None = None
-        body = 0
+        body = bytearray()
+        body_limit = MAX_BODY_BYTES
         try:
             async with asyncio.timeout(limits.header_timeout if first else limits.idle_timeout) as clock:
                 while True:
@@ -247,9 +265,13 @@ class HttpServer:
                         if size > limits.max_header_bytes:
                             raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
                         request = event
+                        body_limit = limits.max_body_bytes if event.method == b"POST" else MAX_BODY_BYTES
+                        declared = _content_length(event)
+                        if declared is not None and declared > body_limit:
+                            return self._request(event, b"", refused_length=declared)  # refused before it is read
                     elif isinstance(event, h11.Data):
-                        body += len(event.data)
-                        if body > MAX_BODY_BYTES:
+                        body += event.data
+                        if len(body) > body_limit:
                             raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
                     elif isinstance(event, h11.EndOfMessage):
                         break
@@ -260,10 +282,14 @@ class HttpServer:
                 raise
             return None  # idle keep-alive connection: close quietly
         assert request is not None  # h11 yields Request before EndOfMessage
+        return self._request(request, bytes(body))
+
+    @staticmethod
+    def _request(request: h11.Request, body: bytes, *, refused_length: int | None = None) -> Request:
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
         headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers)
-        return Request(request.method.decode("ascii", "replace"), path, query, headers)
+        return Request(request.method.decode("ascii", "replace"), path, query, headers, body, refused_length)
 
     async def _answer(self, request: Request) -> Response:
         try:
