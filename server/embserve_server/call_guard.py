@@ -16,7 +16,8 @@ given its code and message by :func:`embserve_server.errors.grpc_status`, like t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 import grpc
@@ -53,16 +54,43 @@ def _safe_deserializer(deserialize: Callable[[bytes], Any], method: str) -> Call
 _TAG_AND_LENGTH = 10
 _SCALAR = 15  # tag + the longest scalar value
 _UTF8_PER_CHAR = 4
-_BYTES, _STRING = FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_STRING
-_plans: dict[Descriptor, tuple[tuple[str, int, bool], ...] | None] = {}
+_REPEATED_ITEM = 10  # an item of a repeated string/bytes field: its own tag and length
 
 
-def _plan(descriptor: Descriptor) -> tuple[tuple[str, int, bool], ...] | None:
-    """(name, type, repeated) of each field of a message holding no message field; None otherwise."""
+class _Plan:
+    """What :func:`size_bound` reads of one message type: a constant for its scalars, getters for the rest."""
+
+    __slots__ = ("fixed", "raw", "text", "repeated")
+
+    def __init__(self, fields: Sequence[FieldDescriptor]) -> None:
+        singular = [f for f in fields if not f.is_repeated]
+        raw = [f.name for f in singular if f.type == FieldDescriptor.TYPE_BYTES]
+        text = [f.name for f in singular if f.type == FieldDescriptor.TYPE_STRING]
+        self.fixed = _SCALAR * (len(singular) - len(raw) - len(text)) + _TAG_AND_LENGTH * (len(fields) - len(singular) + len(raw) + len(text))
+        self.raw = _getter(raw)  # each bytes field: its length
+        self.text = _getter(text)  # each string field: <= 4 bytes a character
+        self.repeated = tuple((f.name, f.type) for f in fields if f.is_repeated)
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """The named fields of a message as one tuple (one C call for the lot)."""
+    if not names:
+        return lambda message: ()
+    if len(names) == 1:
+        name = names[0]
+        return lambda message: (getattr(message, name),)
+    return attrgetter(*names)
+
+
+_plans: dict[Descriptor, _Plan | None] = {}
+
+
+def _plan(descriptor: Descriptor) -> _Plan | None:
+    """The plan of a message type holding no message field; None for one that does."""
     if descriptor not in _plans:
         fields = descriptor.fields
-        flat = all(f.type != FieldDescriptor.TYPE_MESSAGE and f.type != FieldDescriptor.TYPE_GROUP for f in fields)
-        _plans[descriptor] = tuple((f.name, f.type, f.is_repeated) for f in fields) if flat else None
+        flat = all(f.type not in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP) for f in fields)
+        _plans[descriptor] = _Plan(fields) if flat else None
     return _plans[descriptor]
 
 
@@ -70,22 +98,23 @@ def size_bound(message: Any) -> int | None:
     """An upper bound of ``message``'s encoded size, without encoding it; None when none is cheap.
 
     Bounded for messages of scalar, ``bytes`` and ``string`` fields (every response that carries
-    arrays): each field's content length plus the most its framing can take. Reading a bytes
-    field copies it once, which is cheaper than ``ByteSize()`` (upb encodes the whole message to
-    count it). A message holding message fields gets None: the caller uses ``ByteSize()``.
+    arrays): each field's content length plus the most its framing can take, set or not.
+    Reading a bytes field copies it once, which is cheaper than ``ByteSize()`` for a large
+    message (upb encodes the whole message to count it). A message holding message fields gets
+    None: the caller uses ``ByteSize()``.
     """
     plan = _plan(message.DESCRIPTOR)
     if plan is None:
         return None
-    bound = 0
-    for name, kind, repeated in plan:
-        value = getattr(message, name)
-        if kind == _BYTES:
-            bound += sum(map(len, value)) + _TAG_AND_LENGTH * len(value) if repeated else len(value) + _TAG_AND_LENGTH
-        elif kind == _STRING:
-            bound += (_UTF8_PER_CHAR * sum(map(len, value)) + _TAG_AND_LENGTH * len(value)) if repeated else _UTF8_PER_CHAR * len(value) + _TAG_AND_LENGTH
+    bound = plan.fixed + sum(map(len, plan.raw(message))) + _UTF8_PER_CHAR * sum(map(len, plan.text(message)))
+    for name, kind in plan.repeated:
+        items = getattr(message, name)
+        if kind == FieldDescriptor.TYPE_BYTES:
+            bound += sum(map(len, items)) + _REPEATED_ITEM * len(items)
+        elif kind == FieldDescriptor.TYPE_STRING:
+            bound += _UTF8_PER_CHAR * sum(map(len, items)) + _REPEATED_ITEM * len(items)
         else:
-            bound += _SCALAR * len(value) + _TAG_AND_LENGTH if repeated else _SCALAR
+            bound += _SCALAR * len(items)  # packed or not: <= a tag and a 10-byte varint an item
     return bound
 
 
