@@ -14,8 +14,9 @@ from conftest import make_table
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_server import query
 from embserve_server.config import Limits
+from embserve_server.registry import TableRegistry
 from embserve_server.service import EmbeddingService, search_options, to_query
-from embserve_server.tables import Table, TableRegistry
+from embserve_server.tables import Table
 
 
 class Context:

@@ -14,7 +14,8 @@ import pytest
 from conftest import BIN, make_table, running_server, wait_for_line
 from embserve_client import Client, keyfile, keyindex
 from embserve_client import bundle as bfmt
-from embserve_server.tables import TableRegistry, load_table
+from embserve_server.registry import TableRegistry
+from embserve_server.tables import load_table
 
 
 def random_keys(n: int, seed: int) -> list[str]:

@@ -26,7 +26,7 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
 
 def test_client_public_surface() -> None:
     assert set(embserve_client.__all__) == {n for n in dir(embserve_client) if not n.startswith("_")} - {
-        "aio", "bundle", "bundle_writer", "channel", "cli", "client", "core", "errors", "keyfile", "keyindex", "neighbourhood",
+        "aio", "bundle", "bundle_writer", "labels", "channel", "cli", "client", "core", "errors", "keyfile", "keyindex", "neighbourhood",
         "pb", "results", "wire", "keyedvectors", "kv_queries", "gensim_calls",
     } | {"__version__"}
     assert embserve_client.__version__ == md.version("embserve-client")

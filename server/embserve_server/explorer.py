@@ -35,7 +35,8 @@ import numpy as np
 from embserve_server import query
 from embserve_server.config import Limits
 from embserve_server.errors import status_for
-from embserve_server.tables import Table, TableRegistry
+from embserve_server.registry import TableRegistry
+from embserve_server.tables import Table
 from embserve_server.validate import check_keys, check_limit
 
 logger = logging.getLogger(__name__)

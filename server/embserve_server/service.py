@@ -22,7 +22,8 @@ from embserve_client.wire import LE_F32, LE_I64, POLICY_NAMES
 from embserve_server import gensim_eval, gensim_ops, query, subword, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.errors import status_for
-from embserve_server.tables import Table, TableRegistry
+from embserve_server.registry import ReloadOutcome, TableRegistry
+from embserve_server.tables import Table
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def handle(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def table_info(t: Table) -> pb.TableInfo:
+def table_info(t: Table, labels: dict[str, int] | None = None) -> pb.TableInfo:
     info = t.bundle.index_info
     return pb.TableInfo(
         name=t.name,
@@ -69,7 +70,17 @@ def table_info(t: Table) -> pb.TableInfo:
         has_tokenizer=tokenizer_table.EXTRA in t.extras,
         source=str((t.bundle.manifest.get("source") or {}).get("kind", "")),
         memory=pb.TableMemory(**t.memory_parts),
+        labels=labels or {},
     )
+
+
+def outcome_pb(o: ReloadOutcome) -> pb.ReloadOutcome:
+    return pb.ReloadOutcome(table=o.table, outcome=o.outcome, version=o.version, message=o.message, reason=o.reason)
+
+
+def tables_pb(registry: TableRegistry) -> list[pb.TableInfo]:
+    """Every serving version's info, with its table's labels."""
+    return [table_info(t, registry.labels(t.name)) for t in registry.all()]
 
 
 def to_query(q: pb.Query) -> query.Query:
@@ -112,12 +123,13 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
     @handle
     def ListTables(self, request: pb.ListTablesRequest, context: grpc.ServicerContext) -> pb.ListTablesResponse:
         return pb.ListTablesResponse(
-            tables=[table_info(t) for t in self.registry.all()], default_table=self.registry.default_name()
+            tables=tables_pb(self.registry), default_table=self.registry.default_name(),
+            refusals=[outcome_pb(o) for o in self.registry.refusals()],
         )
 
     @handle
     def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         # One list up front: every pass over the protobuf container builds new str objects.
         answer = query.answer_lookup(
             table, self.limits, keys=list(request.keys), ids=request.ids, missing=POLICY_NAMES.get(request.missing, "?"), normalize=request.normalize
@@ -128,7 +140,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
     @handle
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         answer = query.answer_search(table, [to_query(q) for q in request.queries], search_options(request), self.limits)
         return pb.SearchResponse(
             table=table.name, version=table.version, topn=answer.topn, queries=answer.queries, ids=answer.ids, scores=answer.scores, keys=answer.keys
@@ -136,13 +148,13 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
     @handle
     def Similarity(self, request: pb.SimilarityRequest, context: grpc.ServicerContext) -> pb.SimilarityResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         scores = query.similarity(table, request.a, request.b, self.limits)
         return pb.SimilarityResponse(table=table.name, version=table.version, scores=scores.astype(LE_F32).tobytes())
 
     @handle
     def Tokenize(self, request: pb.TokenizeRequest, context: grpc.ServicerContext) -> pb.TokenizeResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         encodings = tokenizer_table.tokenize(table, list(request.texts), self.limits, add_special_tokens=request.add_special_tokens)
         return pb.TokenizeResponse(
             table=table.name,
@@ -152,7 +164,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
     @handle
     def LookupText(self, request: pb.LookupTextRequest, context: grpc.ServicerContext) -> pb.LookupTextResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         (enc,) = tokenizer_table.tokenize(table, [request.text], self.limits, add_special_tokens=request.add_special_tokens)
         vectors = table.vectors[np.asarray(enc.ids, dtype=np.int64)]
         mean = vectors.mean(axis=0) if (request.mean and len(vectors)) else np.empty(0, np.float32)
@@ -171,13 +183,13 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
     @handle
     def ListKeys(self, request: pb.ListKeysRequest, context: grpc.ServicerContext) -> pb.ListKeysResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         keys = gensim_ops.list_keys(table, request.offset, request.limit, self.limits)
         return pb.ListKeysResponse(table=table.name, version=table.version, count=table.count, keys=keys)
 
     @handle
     def MostSimilarCosmul(self, request: pb.MostSimilarCosmulRequest, context: grpc.ServicerContext) -> pb.MostSimilarCosmulResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         ids, scores = gensim_ops.most_similar_cosmul(
             table, list(request.positive), list(request.negative), request.positive_vectors, request.negative_vectors,
             request.topn, self.limits,
@@ -189,7 +201,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
     @handle
     def RankByCentrality(self, request: pb.RankByCentralityRequest, context: grpc.ServicerContext) -> pb.RankByCentralityResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         found, scores = gensim_ops.rank_by_centrality(table, list(request.keys), not request.raw, self.limits)
         return pb.RankByCentralityResponse(
             table=table.name, version=table.version, found=found.view(np.uint8).tobytes(), scores=scores.astype(LE_F32).tobytes()
@@ -197,7 +209,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
     @handle
     def CloserThan(self, request: pb.CloserThanRequest, context: grpc.ServicerContext) -> pb.CloserThanResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         ids = gensim_ops.closer_than(table, request.key1, request.key2, self.limits)
         if request.count_only:
             return pb.CloserThanResponse(table=table.name, version=table.version, count=len(ids))
@@ -207,7 +219,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
     @handle
     def EvaluateWordPairs(self, request: pb.EvaluateWordPairsRequest, context: grpc.ServicerContext) -> pb.EvaluateWordPairsResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         found, scores = gensim_eval.word_pairs(
             table, list(request.a), list(request.b), request.restrict_vocab, request.case_insensitive, self.limits
         )
@@ -219,7 +231,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
     def EvaluateWordAnalogies(
         self, request: pb.EvaluateWordAnalogiesRequest, context: grpc.ServicerContext
     ) -> pb.EvaluateWordAnalogiesResponse:
-        table = self.registry.get(request.table, request.version)
+        table = self.registry.get(request.table, request.version, request.version_label)
         questions = [list(request.a), list(request.b), list(request.c), list(request.expected)]
         found, correct, search = gensim_eval.word_analogies(
             table, questions, request.restrict_vocab, request.case_insensitive, self.limits,
@@ -238,7 +250,12 @@ class AdminService(pb_grpc.AdminServiceServicer):
     @handle
     def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext) -> pb.ReloadResponse:
         outcomes = self.registry.reload(request.table or None)
-        return pb.ReloadResponse(
-            outcomes=[pb.ReloadOutcome(table=o.table, outcome=o.outcome, version=o.version, message=o.message) for o in outcomes],
-            tables=[table_info(t) for t in self.registry.all()],
-        )
+        return pb.ReloadResponse(outcomes=[outcome_pb(o) for o in outcomes], tables=tables_pb(self.registry))
+
+    @handle
+    def SetLabels(self, request: pb.SetLabelsRequest, context: grpc.ServicerContext) -> pb.SetLabelsResponse:
+        changes: dict[str, int | None] = {**dict(request.assign), **dict.fromkeys(request.remove)}
+        if len(changes) < len(request.assign) + len(request.remove):
+            raise ValueError(f"labels {sorted(set(request.assign) & set(request.remove))}: both assigned and removed")
+        name = request.table or self.registry.default_name()
+        return pb.SetLabelsResponse(table=name, labels=self.registry.set_labels(name, changes))
