@@ -143,8 +143,7 @@ class VersionFloor:
         A read that names a ``version`` or a ``version_label`` gets that version: it is accepted as
         it is and moves no floor.
         """
-        named = request is not None and (getattr(request, "version", 0) or getattr(request, "version_label", ""))
-        if named:
+        if request is not None and (getattr(request, "version", 0) or getattr(request, "version_label", "")):
             return None
         answers = _versions(response)
         with self._lock:
