@@ -143,7 +143,9 @@ class VersionFloor:
         A read that names a ``version`` or a ``version_label`` gets that version: it is accepted as
         it is and moves no floor.
         """
-        if request is not None and (getattr(request, "version", 0) or getattr(request, "version_label", "")):
+        named_version: int = getattr(request, "version", 0)
+        named_label: str = getattr(request, "version_label", "")
+        if named_version or named_label:
             return None
         answers = _versions(response)
         with self._lock:

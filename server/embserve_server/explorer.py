@@ -8,7 +8,9 @@ Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_serve
     /api/map?key=cat[&table=&topn=&second=&method=]           2-D neighbourhood map
     /api/timeline?key=cat[&table=&topn=&second=]              neighbours + map in every loaded version
 
-``neighbors``, ``analogy`` and ``map`` also take ``version=`` (a loaded version; default the newest).
+``neighbors``, ``analogy`` and ``map`` also take ``version=`` (a loaded version; default the newest)
+or ``version_label=`` (the version a label names, e.g. ``stable``). ``tables`` lists each table's
+labels, and every ``timeline`` step the labels naming its version (the page's version slider shows them).
 
 Every answer goes through the code the gRPC servicer uses: ``TableRegistry.get``, then
 :func:`embserve_server.query.search` / :func:`~embserve_server.query.lookup` with the server's
@@ -168,6 +170,7 @@ class Explorer:
                     "metric": t.metric,
                     "index": str(t.bundle.index_info.get("factory") or "Flat"),
                     "versions": [v.version for v in self.registry.versions(t.name)],
+                    "labels": self.registry.labels(t.name),
                 }
                 for t in self.registry.all()
             ],
@@ -177,7 +180,7 @@ class Explorer:
         }
 
     def neighbors(self, params: Params) -> dict[str, Any]:
-        _check_names(params, ("table", "version", "key", "topn", "exact"))
+        _check_names(params, ("table", "version", "version_label", "key", "topn", "exact"))
         table = self._table(params)
         key = self._key(params, "key")
         q = query.Query(positive=[key])
@@ -185,14 +188,14 @@ class Explorer:
 
     def analogy(self, params: Params) -> dict[str, Any]:
         """gensim's analogy: nearest to a - b + c (king - man + woman ~ queen)."""
-        _check_names(params, ("table", "version", "a", "b", "c", "topn", "exact"))
+        _check_names(params, ("table", "version", "version_label", "a", "b", "c", "topn", "exact"))
         table = self._table(params)
         a, b, c = (self._key(params, name) for name in ("a", "b", "c"))
         q = query.Query(positive=[a, c], negative=[b])
         return self._search_answer(table, f"{a} - {b} + {c}", q, params)
 
     def map(self, params: Params) -> dict[str, Any]:
-        _check_names(params, ("table", "version", "key", "topn", "second", "method"))
+        _check_names(params, ("table", "version", "version_label", "key", "topn", "second", "method"))
         table = self._table(params)
         key = self._key(params, "key")
         topn, second = self._map_size(params)
@@ -211,17 +214,20 @@ class Explorer:
         topn, second = self._map_size(params)
         steps: list[dict[str, Any]] = []
         previous: neighbourhood.NeighbourhoodMap | None = None
+        labels = self.registry.labels(name)
         for table in self.registry.versions(name):
+            named = sorted(label for label, v in labels.items() if v == table.version)
             try:
                 nmap = self._map(table, key, topn, second, "pca")
             except KeyError as exc:  # the key is not in this version's vocabulary
-                steps.append({"version": table.version, "error": str(exc)})
+                steps.append({"version": table.version, "labels": named, "error": str(exc)})
                 continue
             if previous is not None:
                 nmap = neighbourhood.align(nmap, previous)
             previous = nmap
             neighbours = [{"key": p.key, "score": p.score, "rank": p.rank} for p in sorted(nmap.points, key=lambda p: p.rank) if p.rank]
-            steps.append({"version": table.version, "training": _training_fields(table), "neighbors": neighbours, "map": nmap.to_dict()})
+            steps.append({"version": table.version, "labels": named, "training": _training_fields(table),
+                          "neighbors": neighbours, "map": nmap.to_dict()})
         return {"table": name, "key": key, "steps": steps}
 
     def _map(self, table: Table, key: str, topn: int, second: int, method: str) -> neighbourhood.NeighbourhoodMap:
@@ -247,7 +253,7 @@ class Explorer:
 
     def _table(self, params: Params) -> Table:
         version = _int(params, "version", 0, minimum=0)
-        return self.registry.get(_text(params, "table", ""), version)
+        return self.registry.get(_text(params, "table", ""), version, _text(params, "version_label", ""))
 
     def _key(self, params: Params, name: str) -> str:
         key = _text(params, name, "")
