@@ -23,7 +23,7 @@ from embserve_client import (
     PermissionDeniedError,
     RemoteKeyedVectors,
 )
-from embserve_client import labels as bfmt_labels
+from embserve_format import labels as bfmt_labels
 from embserve_server.app import run_worker
 from embserve_server.config import Limits, ServerConfig
 from embserve_server.explorer import Explorer

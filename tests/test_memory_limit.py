@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, make_table, seeded_table, wait_for_line
 from embserve_client import Client
-from embserve_client.bundle_writer import BundleSpec, write_bundle
+from embserve_format.bundle_writer import BundleSpec, write_bundle
 from embserve_server import memory
 from embserve_server.registry import TableRegistry
 

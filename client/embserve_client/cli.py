@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 import grpc
 import numpy as np
+from embserve_format.labels import parse_assignments
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embserve_client import __version__
 from embserve_client.client import Client
 from embserve_client.core import DEFAULT_TARGET
 from embserve_client.errors import EmbserveError
-from embserve_client.labels import parse_assignments
 from embserve_client.results import Neighbor, Refusal
 
 

@@ -4,7 +4,7 @@ The rule: a label names the version its file says when that version is loaded (l
 loadable and within the memory limit). When it is not — missing from disk, refused as invalid,
 refused for memory — the label keeps the version it named before (a label that is new gets
 none), and the log says why, once per cause rather than at every poll. A labels file that cannot
-be read keeps every label of the table as it was. The file format is :mod:`embserve_client.labels`.
+be read keeps every label of the table as it was. The file format is :mod:`embserve_format.labels`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from embserve_client import labels as bfmt_labels
+from embserve_format import labels as bfmt_labels
 
 
 class Notes:

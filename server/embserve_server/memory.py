@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embserve_client import bundle as bfmt
+from embserve_format import bundle as bfmt
 
 MEMORY_PARTS = ("rows", "index", "keys", "extras")  # memory_parts keys, the metrics' "part" label
 KEY_INDEX_BYTES_PER_KEY = 16  # a key index built at load: offsets, hash, row (12 B) + its buckets

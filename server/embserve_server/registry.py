@@ -4,7 +4,7 @@
 loads new versions with :func:`~embserve_server.tables.load_table` next to the serving ones and
 swaps one :class:`Served` snapshot in a single assignment, so in-flight calls finish on the
 version they started with and a reader never sees a label naming a version that is not loaded.
-Labels come from each table's ``labels.json`` (:mod:`embserve_client.labels`, resolved by
+Labels come from each table's ``labels.json`` (:mod:`embserve_format.labels`, resolved by
 :mod:`embserve_server.labelling`); the memory limit from :mod:`embserve_server.memory`.
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embserve_client import bundle as bfmt
-from embserve_client import labels as bfmt_labels
+from embserve_format import bundle as bfmt
+from embserve_format import labels as bfmt_labels
 
 from embserve_server import labelling, memory
 from embserve_server.errors import LabelTargetError, TableUnavailableError, UnknownLabelError, UnknownTableError, UnknownVersionError
@@ -55,7 +55,7 @@ class TableRegistry:
     """The tables being served: per table, the newest ``keep_versions`` valid versions plus the labelled ones.
 
     Requests name a version, or a label (``labels.json`` beside the versions, see
-    :mod:`embserve_client.labels`), or get the newest (the *serving* version). Keeping several lets a
+    :mod:`embserve_format.labels`), or get the newest (the *serving* version). Keeping several lets a
     training run's snapshots, an A/B pair or a rollout be read version by version; every version
     is memory-mapped, so one more costs its key index and little else. A label whose new version
     is missing or refused keeps its previous version (and the log says why). Before a version

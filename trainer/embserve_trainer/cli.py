@@ -12,8 +12,8 @@ from types import ModuleType
 
 import embserve_index as vindex
 import numpy as np
-from embserve_client import bundle as bfmt
-from embserve_client import labels as bfmt_labels
+from embserve_format import bundle as bfmt
+from embserve_format import labels as bfmt_labels
 
 from embserve_trainer import __version__
 from embserve_trainer.curve import plot_curve, read_curve

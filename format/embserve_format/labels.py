@@ -24,7 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from embserve_client.bundle import BundleError, list_versions, read_bundle, validate_name, validate_version
+from embserve_format.bundle import BundleError, list_versions, read_bundle, validate_name, validate_version
+from embserve_format.bundle_writer import _fsync  # one fsync helper for every file the format writes
 
 LABELS = "labels.json"
 LABELS_FORMAT = "embserve-labels/1"
@@ -172,7 +173,7 @@ def write_labels(tables_dir: str | os.PathLike[str], name: str, labels: Mapping[
     path = labels_path(tables_dir, name)
     if not clean:
         path.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        _fsync(path.parent)
         return path
     body = json.dumps({"format": LABELS_FORMAT, "labels": clean}, indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=".labels.", suffix=".tmp", dir=path.parent)
@@ -185,13 +186,6 @@ def write_labels(tables_dir: str | os.PathLike[str], name: str, labels: Mapping[
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
     return path
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
