@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import threading
@@ -23,6 +24,7 @@ from embserve_client import (
     PermissionDeniedError,
     RemoteKeyedVectors,
 )
+from embserve_client.cli import main as client_cli
 from embserve_format import labels as bfmt_labels
 from embserve_server.app import run_worker
 from embserve_server.config import Limits, ServerConfig
@@ -211,6 +213,7 @@ def test_relabel_under_load_has_no_failed_calls(tmp_path: Path) -> None:
         assert done.wait(WAIT) and not failures, failures[:3]
         thread.join()
         assert answers[0] == 1 and answers[-1] == 2 and set(answers) == {1, 2}
+        by_file = (len(answers), answers.count(1))
         # The admin RPC: loads first, then writes the file.
         answers.clear()
         done.clear()
@@ -223,6 +226,8 @@ def test_relabel_under_load_has_no_failed_calls(tmp_path: Path) -> None:
         thread.join()
         assert answers[0] == 2 and answers[-1] == 1
         assert bfmt_labels.read_labels(tables, "t") == {"canary": 1}
+        print(f"relabel under load: file {by_file[0]} calls ({by_file[1]} from the old version), "
+              f"admin RPC {len(answers)} calls ({answers.count(2)} from the old version), 0 failed")
 
 
 def test_label_errors_keep_the_previous_assignment(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -286,3 +291,31 @@ def test_explorer_shows_labels_on_the_version_slider(tmp_path: Path) -> None:
         assert status == 200 and body["version"] == 1
         status, body = explorer.api("neighbors", "key=w1&version_label=nope")
         assert status == 404 and "its labels: canary=3, stable=1" in body["error"]
+
+
+def test_command_line_reads_by_label_and_shows_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tables = tmp_path / "tables"
+    for v in (1, 2):
+        publish(tables, v)
+    bfmt_labels.write_labels(tables, "t", {"stable": 1})
+    with running_server(tables) as server:
+        common = ["--target", f"127.0.0.1:{server.port}"]
+        assert client_cli(["vector", "w1", "--label", "stable", *common]) == 0
+        assert "(t v1)" in capsys.readouterr().out
+        assert client_cli(["tables", *common]) == 0
+        assert capsys.readouterr().out.splitlines()[1].endswith(" stable=1")
+        assert client_cli(["label", "canary=2", "--table", "t", *common]) == 0
+        assert capsys.readouterr().out.strip() == "t: canary=2, stable=1"
+        assert client_cli(["similar", "w1", "-n", "2", "--label", "canary", *common]) == 0
+        assert client_cli(["vector", "w1", "--label", "beta", *common]) == 2
+        assert "no version label 'beta'" in capsys.readouterr().err
+
+
+def test_clients_take_version_label_wherever_they_take_version() -> None:
+    for name, method in inspect.getmembers(Client, inspect.isfunction):
+        params = inspect.signature(method).parameters
+        if "version" in params:
+            assert "version_label" in params and params["version_label"].kind is inspect.Parameter.KEYWORD_ONLY, name
+            twin = inspect.signature(getattr(AsyncClient, name)).parameters
+            # AsyncClient forwards **options to the same plans, or spells them out the same way.
+            assert "options" in twin or list(twin) == list(params), name
