@@ -124,3 +124,4 @@ def test_a_version_over_the_limit_is_refused_and_the_old_one_serves(tmp_path: Pa
     with capsys.disabled():
         print(f"\nmemory limit {limit / 2**20:.1f} MiB: one version {one / 2**20:.1f} MiB, both {both / 2**20:.1f} MiB "
               f"(second version estimated {need / 2**20:.1f} MiB); peak RSS under the limit {peak / 2**20:.1f} MiB")
+

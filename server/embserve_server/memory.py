@@ -6,16 +6,19 @@ rule: a loaded :class:`~embserve_server.tables.Table` passes what load built, :f
 passes what load would build, from the bundle's manifest and file sizes, before anything is read.
 
 :class:`MemoryBudget` holds ``--memory-limit`` (default: the cgroup's limit, when the process has
-one). Before a version is loaded the registry asks it whether the process's resident memory now
-plus the version's estimate stays within the limit; a version that would not is refused, and the
-version being served stays (new versions load next to the old, so both are resident at once).
+one). Before a version is loaded the registry asks it whether what the process holds plus the
+version's estimate stays within the limit; a version that would not is refused, and the version
+being served stays (new versions load next to the old, so both are resident at once). What the
+process holds is the larger of its resident memory now and its runtime (resident memory before
+any table loaded) plus every loaded version's parts: mapped pages the kernel reclaimed (file
+pages, under pressure) are not resident now, but come back as searches touch them.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,21 +128,30 @@ class MemoryLimitError(Exception):
 
 @dataclass(frozen=True)
 class MemoryBudget:
-    """``limit`` bytes for the whole process (None: no limit); :meth:`check` before every load."""
+    """``limit`` bytes for the whole process (None: no limit); :meth:`check` before every load.
+
+    ``runtime``: resident bytes before any table loaded (default: now, when the registry is built).
+    """
 
     limit: int | None = None
+    runtime: int = field(default_factory=resident_bytes)
 
-    def check(self, path: Path, what: str) -> dict[str, int]:
+    def check(self, path: Path, what: str, held: int = 0) -> dict[str, int]:
         """The estimate of the bundle at ``path``; raise :class:`MemoryLimitError` if it would not fit.
 
+        Args:
+            path: the version's bundle directory.
+            what: names the version in the message.
+            held: bytes of every version loaded now (their parts).
+
         Raises:
-            MemoryLimitError: resident bytes now + the estimate > the limit (the message gives all three).
+            MemoryLimitError: max(resident now, runtime + held) + the estimate > the limit (the message gives them).
             BundleError: no readable manifest.
         """
         parts = estimate(path)
         if self.limit is None:
             return parts
-        need, now = sum(parts.values()), resident_bytes()
+        need, now = sum(parts.values()), max(resident_bytes(), self.runtime + held)
         if now + need > self.limit:
             shown = ", ".join(f"{part} {_mib(size)}" for part, size in parts.items())
             raise MemoryLimitError(

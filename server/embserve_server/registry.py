@@ -99,6 +99,7 @@ class TableRegistry:
         self._refusals: dict[tuple[str, int], ReloadOutcome] = {}  # standing refusals (health details)
         self.label_notes = labelling.Notes(logger)  # why a label kept its previous version, logged once
         self._lock = threading.Lock()  # serialises reloads and label changes, never held by readers
+        self._held = 0  # during a scan: bytes of the versions loaded (served, and loaded by the scan so far)
 
     # -- reading side (request threads) --------------------------------------------------------
 
@@ -170,13 +171,16 @@ class TableRegistry:
         """
         with self._lock:
             served = self._served
+            self._held = _held(served)
             # Served tables too: a table directory that vanished must be noticed (and kept), not skipped.
             names = sorted({*bfmt.list_tables(self.tables_dir), *served.versions}) if only is None else [bfmt.validate_name(only)]
             versions, labels = dict(served.versions), dict(served.labels)
             outcomes = []
             for name in names:
                 wanted = self.label_notes.read(self.tables_dir, name, labels.get(name, {}))
-                found, versions[name], labels[name] = self._reload_one(name, versions.get(name, {}), labels.get(name, {}), wanted)
+                before = versions.get(name, {})
+                found, versions[name], labels[name] = self._reload_one(name, before, labels.get(name, {}), wanted)
+                self._held += sum(t.nbytes for v, t in versions[name].items() if v not in before)  # loaded by this scan
                 outcomes.extend(found)
             self._publish(versions, labels, outcomes)
             return outcomes
@@ -196,6 +200,7 @@ class TableRegistry:
         """
         name = bfmt.validate_name(name)
         with self._lock, bfmt_labels.locked(self.tables_dir, name):
+            self._held = _held(self._served)
             wanted = bfmt_labels.apply_changes(bfmt_labels.read_labels(self.tables_dir, name), changes)
             on_disk = bfmt.list_versions(self.tables_dir, name)
             served = self._served
@@ -280,7 +285,7 @@ class TableRegistry:
             return None  # refused before and unchanged since: do not log and count it again
         what = f"table {name} version {version}"
         try:
-            self.budget.check(path, what)
+            self.budget.check(path, what, self._held + sum(t.nbytes for v, t in kept.items() if v not in loaded))
             current = max(loaded) if loaded else None
             like = next(iter(kept.values()), None) or (loaded[current] if current is not None else None)  # shares a same-vocabulary key index
             table = load_table(path, mmap=self._mmap, verify_checksums=self._verify, like=like)
@@ -300,6 +305,11 @@ class TableRegistry:
         self._refusals.pop((name, version), None)
         outcomes.append(ReloadOutcome(name, "loaded", version))
         return table
+
+
+def _held(served: Served) -> int:
+    """Bytes of every loaded version (a key index shared by versions counts for each: from above)."""
+    return sum(t.nbytes for loaded in served.versions.values() for t in loaded.values())
 
 
 _VANISHED = -2.0  # marks a served version whose directory disappeared (real mtimes are >= 0, missing -1)
