@@ -44,6 +44,7 @@ class Served:
 
     versions: dict[str, dict[int, Table]] = field(default_factory=dict)  # name -> version -> loaded table
     labels: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> label -> a loaded version
+    refusals: tuple[ReloadOutcome, ...] = ()  # versions on disk refused (invalid, too big), by table and version
 
     @functools.cached_property
     def tables(self) -> dict[str, Table]:
@@ -97,7 +98,7 @@ class TableRegistry:
         self._served = Served()  # replaced whole on every change, never mutated: readers need no lock
         self._refused: dict[tuple[str, int], float] = {}  # (name, version) -> manifest mtime refused
         self._refusals: dict[tuple[str, int], ReloadOutcome] = {}  # standing refusals (health details)
-        self.label_notes = labelling.Notes(logger)  # why a label kept its previous version, logged once
+        self._notes = labelling.Notes(logger)  # why a label kept its previous version, logged once
         self._lock = threading.Lock()  # serialises reloads and label changes, never held by readers
         self._held = 0  # during a scan: bytes of the versions loaded (served, and loaded by the scan so far)
 
@@ -145,7 +146,7 @@ class TableRegistry:
 
     def refusals(self) -> list[ReloadOutcome]:
         """Versions on disk that are not served because they were refused (invalid, too big), by table."""
-        return [o for _, o in sorted(self._refusals.items())]
+        return list(self._served.refusals)
 
     def default_name(self, tables: dict[str, Table] | None = None) -> str:
         tables = self._served.tables if tables is None else tables
@@ -177,7 +178,7 @@ class TableRegistry:
             versions, labels = dict(served.versions), dict(served.labels)
             outcomes = []
             for name in names:
-                wanted = self.label_notes.read(self.tables_dir, name, labels.get(name, {}))
+                wanted = self._notes.read(self.tables_dir, name, labels.get(name, {}))
                 before = versions.get(name, {})
                 found, versions[name], labels[name] = self._reload_one(name, before, labels.get(name, {}), wanted)
                 self._held += sum(t.nbytes for v, t in versions[name].items() if v not in before)  # loaded by this scan
@@ -221,7 +222,8 @@ class TableRegistry:
 
     def _publish(self, versions: dict[str, dict[int, Table]], labels: dict[str, dict[str, int]], outcomes: list[ReloadOutcome]) -> None:
         versions = {name: loaded for name, loaded in versions.items() if loaded}
-        self._served = Served(versions, {name: labels[name] for name in versions if labels.get(name)})
+        refusals = tuple(o for _, o in sorted(self._refusals.items()))
+        self._served = Served(versions, {name: labels[name] for name in versions if labels.get(name)}, refusals)
         for outcome in outcomes:
             if self.on_change:
                 loaded = versions.get(outcome.table, {})
@@ -265,7 +267,7 @@ class TableRegistry:
             table = loaded.get(version) or (self._load(name, version, loaded, keep, outcomes) if version in versions else None)
             if table is not None:
                 keep[version] = table
-        served_labels = self.label_notes.resolve(name, wanted, labels, keep, self._refusals)
+        served_labels = self._notes.resolve(name, wanted, labels, keep, self._refusals)
         for version in set(served_labels.values()) - set(keep):
             keep[version] = loaded[version]  # a label's previous version stays while its new one is refused
         if current is not None and current in keep and not outcomes:
