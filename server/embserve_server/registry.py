@@ -26,9 +26,6 @@ from embserve_server.tables import Table, load_table
 
 logger = logging.getLogger(__name__)
 
-REFUSAL_REASONS = ("invalid", "memory", "vanished")  # ReloadOutcome.reason of a refusal
-
-
 @dataclass(frozen=True)
 class ReloadOutcome:
     table: str
