@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from embserve_format import labels as bfmt_labels
+from embserve_format.labels import LabelsFileError, read_labels
 
 
 class Notes:
@@ -38,8 +38,8 @@ class Notes:
     def read(self, tables_dir: str | os.PathLike[str], name: str, served: Mapping[str, int]) -> dict[str, int]:
         """The labels table ``name``'s file asks for; ``served`` (kept as they are) when it cannot be read."""
         try:
-            wanted = bfmt_labels.read_labels(tables_dir, name)
-        except (bfmt_labels.LabelsFileError, ValueError) as exc:
+            wanted = read_labels(tables_dir, name)
+        except (LabelsFileError, ValueError) as exc:
             self._note((name, ""), f"table {name}: labels file refused, keeping its labels as they were: {exc}")
             return dict(served)
         self._note((name, ""), None)

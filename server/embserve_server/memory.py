@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import INDEX, KEY_INDEX, KEYS, VECTORS, read_manifest
 
 MEMORY_PARTS = ("rows", "index", "keys", "extras")  # memory_parts keys, the metrics' "part" label
 KEY_INDEX_BYTES_PER_KEY = 16  # a key index built at load: offsets, hash, row (12 B) + its buckets
@@ -43,9 +43,9 @@ def memory_parts(files: dict[str, int], *, built_index: int, built_keys: int, no
         norms: bytes of the row norms a quantized index keeps for its re-rank (0 otherwise).
     """
     files = dict(files)
-    keys = files.pop(bfmt.KEYS, 0) + files.pop(bfmt.KEY_INDEX, built_keys)
-    index = (files.pop(bfmt.INDEX, 0) or built_index) + norms
-    return {"rows": files.pop(bfmt.VECTORS, 0), "index": index, "keys": keys, "extras": sum(files.values())}
+    keys = files.pop(KEYS, 0) + files.pop(KEY_INDEX, built_keys)
+    index = (files.pop(INDEX, 0) or built_index) + norms
+    return {"rows": files.pop(VECTORS, 0), "index": index, "keys": keys, "extras": sum(files.values())}
 
 
 def file_sizes(path: Path, manifest: dict[str, Any]) -> dict[str, int]:
@@ -59,7 +59,7 @@ def estimate(path: Path) -> dict[str, int]:
     Raises:
         BundleError: the manifest is missing or malformed (the load would refuse it too).
     """
-    manifest = bfmt.read_manifest(path)
+    manifest = read_manifest(path)
     count, dim = int(manifest["count"]), int(manifest["vector_size"])
     factory = str((manifest.get("index") or {}).get("factory") or "Flat")
     files = file_sizes(path, manifest)
@@ -67,7 +67,7 @@ def estimate(path: Path) -> dict[str, int]:
         files,
         built_index=count * dim * 4,  # the exact Flat over the (normalised) rows
         built_keys=count * KEY_INDEX_BYTES_PER_KEY,
-        norms=count * NORM_BYTES if bfmt.INDEX in files and not factory.endswith("Flat") else 0,
+        norms=count * NORM_BYTES if INDEX in files and not factory.endswith("Flat") else 0,
     )
 
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embserve_format import bundle as bfmt
-from embserve_format import labels as bfmt_labels
+from embserve_format.bundle import MANIFEST, BundleError, bundle_path, list_tables, list_versions, validate_name
+from embserve_format.labels import apply_changes, locked, read_labels, validate_label, write_labels
 
 from embserve_server import labelling, memory
 from embserve_server.errors import LabelTargetError, TableUnavailableError, UnknownLabelError, UnknownTableError, UnknownVersionError
@@ -123,7 +123,7 @@ class TableRegistry:
             if version:
                 raise ValueError(f"version {version} and version_label {label!r}: give one or the other")
             labels = served.labels.get(name, {})
-            version = labels.get(bfmt_labels.validate_label(label), 0)
+            version = labels.get(validate_label(label), 0)
             if not version:
                 raise UnknownLabelError(name, label, labels)
         if version and version != table.version:
@@ -171,7 +171,7 @@ class TableRegistry:
             served = self._served
             self._held = _held(served)
             # Served tables too: a table directory that vanished must be noticed (and kept), not skipped.
-            names = sorted({*bfmt.list_tables(self.tables_dir), *served.versions}) if only is None else [bfmt.validate_name(only)]
+            names = sorted({*list_tables(self.tables_dir), *served.versions}) if only is None else [validate_name(only)]
             versions, labels = dict(served.versions), dict(served.labels)
             outcomes = []
             for name in names:
@@ -196,11 +196,11 @@ class TableRegistry:
             ValueError: a malformed label or version. LabelTargetError: a version missing or refused.
             LabelsFileError: the labels file on disk is malformed (fix or remove it first).
         """
-        name = bfmt.validate_name(name)
-        with self._lock, bfmt_labels.locked(self.tables_dir, name):
+        name = validate_name(name)
+        with self._lock, locked(self.tables_dir, name):
             self._held = _held(self._served)
-            wanted = bfmt_labels.apply_changes(bfmt_labels.read_labels(self.tables_dir, name), changes)
-            on_disk = bfmt.list_versions(self.tables_dir, name)
+            wanted = apply_changes(read_labels(self.tables_dir, name), changes)
+            on_disk = list_versions(self.tables_dir, name)
             served = self._served
             for label, version in changes.items():
                 if version is not None and version not in on_disk and version not in served.versions.get(name, {}):
@@ -212,7 +212,7 @@ class TableRegistry:
                     why = self._refusals.get((name, version))
                     raise LabelTargetError(f"label {label!r}: table {name!r} version {version} was refused"
                                            f"{f' ({why.message})' if why else ''}; labels unchanged")
-            bfmt_labels.write_labels(self.tables_dir, name, wanted)
+            write_labels(self.tables_dir, name, wanted)
             self._publish({**served.versions, name: loaded}, {**served.labels, name: labels}, found)
             logger.info("table %s: labels now %s", name, labels or "none")
             return dict(labels)
@@ -235,7 +235,7 @@ class TableRegistry:
         name; a label whose version is missing or refused keeps its previous version (``labels``).
         """
         try:
-            versions = bfmt.list_versions(self.tables_dir, name)
+            versions = list_versions(self.tables_dir, name)
         except OSError as exc:
             logger.error("table %s: cannot list versions (%s); keeping what is served", name, exc)
             return [], loaded, labels
@@ -278,8 +278,8 @@ class TableRegistry:
         """Version ``version`` of ``name``: the loaded one, a fresh load, or None (refused: outcome recorded)."""
         if version in loaded:
             return loaded[version]
-        path = bfmt.bundle_path(self.tables_dir, name, version)
-        stamp = _mtime(path / bfmt.MANIFEST)
+        path = bundle_path(self.tables_dir, name, version)
+        stamp = _mtime(path / MANIFEST)
         if self._refused.get((name, version)) == stamp:
             return None  # refused before and unchanged since: do not log and count it again
         what = f"table {name} version {version}"
@@ -295,7 +295,7 @@ class TableRegistry:
                 self._refusals[(name, version)] = ReloadOutcome(name, "refused", version, str(exc), "memory")
                 outcomes.append(self._refusals[(name, version)])
             return None
-        except (bfmt.BundleError, ValueError, OSError, RuntimeError, MemoryError) as exc:
+        except (BundleError, ValueError, OSError, RuntimeError, MemoryError) as exc:
             self._refused[(name, version)] = stamp
             logger.error("refused %s: %s", what, exc)
             self._refusals[(name, version)] = ReloadOutcome(name, "refused", version, str(exc), "invalid")
