@@ -16,12 +16,13 @@ import grpc
 import numpy as np
 from embserve_format import limits
 from embserve_format.arrays import LE_F32, LE_I64
+from embserve_format.keybatch import pack_keys
 
 from embserve_client.channel import VersionFloor, channel_options
 from embserve_client.errors import ClientClosedError, InvalidArgumentError
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
-from embserve_client.results import LookupResult, Refusal, SearchResult, TableInfo, Tokenized, table_info_from_pb
+from embserve_client.results import LookupResult, Neighbor, Refusal, SearchResult, TableInfo, Tokenized, table_info_from_pb
 from embserve_client.wire import MISSING_POLICIES
 
 DEFAULT_TARGET = "localhost:50051"
@@ -29,6 +30,9 @@ DEFAULT_TIMEOUT = 10.0  # seconds per call (a deadline is always set)
 DEFAULT_MAX_MESSAGE_BYTES = limits.MAX_MESSAGE_BYTES  # the server's default limit
 DEFAULT_MAX_KEYS_PER_CALL = limits.MAX_KEYS_PER_CALL  # the server's default --max-keys
 DEFAULT_MAX_QUERIES_PER_CALL = limits.MAX_QUERIES_PER_CALL  # the server's default --max-queries
+DEFAULT_MAX_TEXTS_PER_CALL = limits.MAX_TEXTS_PER_CALL  # texts per Embed (the server's default limit)
+DEFAULT_MAX_CALL_CHARS = limits.MAX_CALL_CHARS  # characters per Embed (the server's default limit)
+DEFAULT_TRUNCATE = limits.DEFAULT_TRUNCATE  # tokens pooled per text (the server's default when a request says none)
 T = TypeVar("T")
 
 KeyTerm = str | tuple[str, float]  # a key, or (key, weight) as in gensim
@@ -37,6 +41,20 @@ KeyTerm = str | tuple[str, float]  # a key, or (key, weight) as in gensim
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _text_chunks(items: list[Any], per_call: int, chars_per_call: int) -> Iterable[list[Any]]:
+    """Consecutive runs of ``items`` with at most ``per_call`` items and (when set) ``chars_per_call`` characters."""
+    chunk: list[Any] = []
+    chars = 0
+    for item in items:
+        size = len(item) if chars_per_call else 0
+        if chunk and (len(chunk) >= per_call or chars + size > chars_per_call > 0):
+            yield chunk
+            chunk, chars = [], 0
+        chunk.append(item)
+        chars += size
+    yield chunk
 
 
 def _terms(items: KeyTerm | Sequence[KeyTerm] | None) -> tuple[list[str], list[float]]:
@@ -57,6 +75,14 @@ def _terms(items: KeyTerm | Sequence[KeyTerm] | None) -> tuple[list[str], list[f
         else:
             raise InvalidArgumentError(f"query term {item!r}: expected a key or a (key, weight) pair")
     return keys, (weights if weighted else [])
+
+
+def _packed(keys: Sequence[str], first: int) -> bytes:
+    """``LookupRequest.packed_keys`` for ``keys`` (``first``: keys[0]'s position in the call); a key no table can hold is refused here."""
+    try:
+        return pack_keys(keys, first=first)
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
 
 
 Plan = Generator[tuple[str, Any], Any, T]  # yields (method, request), receives the response, returns T
@@ -81,12 +107,14 @@ class _ClientCore:
         load_balancing: str = "auto",
         min_version: int | Mapping[str, int] | None = None,
         monotonic_reads: bool = False,
+        packed_keys: bool = True,
     ) -> None:
         if channels < 1:
             raise InvalidArgumentError(f"channels: {channels} must be at least 1")
         self.target = target
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
+        self.packed_keys = packed_keys
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         # channel.py: retries, round_robin + health checks for multi-address targets, and the
         # version floor (answers below it are asked again elsewhere: rolling table updates).
@@ -173,11 +201,13 @@ class _ClientCore:
                 self._dims[key] = (yield from self._plan_table_info(table)).vector_size
             per_call = max(1, min(per_call, int(self.max_message_bytes * 0.8) // (self._dims[key] * 4 + 16)))
         parts = []
-        for chunk in _chunks(items, per_call) if len(items) else [items]:
+        for n, chunk in enumerate(_chunks(items, per_call) if len(items) else [items]):
             req = pb.LookupRequest(
                 table=table or "", missing=MISSING_POLICIES[missing], normalize=normalize, version=version or 0, version_label=version_label or ""
             )
-            if len(keys):
+            if len(keys) and self.packed_keys:
+                req.packed_keys = _packed(chunk, n * per_call)
+            elif len(keys):
                 req.keys.extend(chunk)
             else:
                 req.ids.extend(chunk)
@@ -267,6 +297,56 @@ class _ClientCore:
         vectors = np.frombuffer(resp.vectors, dtype=LE_F32).reshape(len(resp.ids), resp.vector_size)
         mean_vec = np.frombuffer(resp.mean, dtype=LE_F32) if resp.mean else None
         return Tokenized(list(resp.ids), list(resp.tokens)), vectors, mean_vec
+
+    def _plan_embed(
+        self,
+        texts: str | Sequence[str] | Sequence[Sequence[int]],
+        *,
+        table: str | None = None,
+        version: int | None = None,
+        normalize: bool = True,
+        truncate: int = DEFAULT_TRUNCATE,
+        dimensions: int | None = None,
+        version_label: str | None = None,
+    ) -> Plan[np.ndarray]:
+        items: list[Any] = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            raise InvalidArgumentError("texts: no text given")
+        as_ids = not isinstance(items[0], str)
+        if any(isinstance(t, str) == as_ids for t in items):
+            raise InvalidArgumentError("texts: give all strings or all token-id lists, not a mix")
+        parts = []
+        for chunk in _text_chunks(items, DEFAULT_MAX_TEXTS_PER_CALL, 0 if as_ids else DEFAULT_MAX_CALL_CHARS):
+            req = pb.EmbedRequest(
+                table=table or "", version=version or 0, version_label=version_label or "", normalize=normalize, truncate=truncate,
+                dimensions=dimensions or 0,
+            )
+            if as_ids:
+                req.token_ids.extend(pb.TokenIds(ids=[int(i) for i in t]) for t in chunk)
+            else:
+                req.texts.extend(chunk)
+            parts.append((yield "Embed", req))
+        vectors = [np.frombuffer(p.vectors, dtype=LE_F32).reshape(len(p.tokens), p.vector_size) for p in parts]
+        out = vectors[0] if len(vectors) == 1 else np.concatenate(vectors)
+        out.flags.writeable = False
+        return out
+
+    def _plan_most_similar(
+        self,
+        positive: KeyTerm | Sequence[KeyTerm] | None = None,
+        negative: KeyTerm | Sequence[KeyTerm] | None = None,
+        *,
+        text: str | None = None,
+        **options: Any,
+    ) -> Plan[list[Neighbor]]:
+        if text is None:
+            query = self.query(positive, negative)
+        elif positive is not None or negative is not None:
+            raise InvalidArgumentError("text: give a text or positive/negative keys, not both")
+        else:
+            where = {k: options[k] for k in ("table", "version", "version_label") if k in options}
+            query = self.query(vector=(yield from self._plan_embed([text], **where))[0])
+        return (yield from self._plan_search([query], **options)).neighbors()[0]
 
     def _plan_reload(self, table: str | None = None) -> Plan[list[tuple[str, str, int, str]]]:
         resp = yield "Reload", pb.ReloadRequest(table=table or "")

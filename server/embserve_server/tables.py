@@ -2,7 +2,7 @@
 
 The tables layer is the only part of the server that reads bundle files: this module reads the
 bundle and its index, and calls the loaders of the optional parts it declares in
-:data:`EXTRA_LOADERS` (:mod:`subword`, :mod:`tokenizer_table`). A loaded :class:`Table` is
+:data:`EXTRA_LOADERS` (:mod:`subword`, :mod:`tokenizer_table`, :mod:`embed`). A loaded :class:`Table` is
 immutable: a reload builds a new one next to it and the registry (:mod:`embserve_server.registry`)
 swaps its mapping in one assignment, so in-flight calls finish on the version they started with.
 """
@@ -23,7 +23,7 @@ from embserve_format.bundle import INDEX, Bundle, BundleError, read_bundle
 from embserve_format.keyindex import KeyIndex, KeyList
 from embserve_index import RawRows, VectorIndex, build_index, describe, load_index, prepare_rows, row_norms
 
-from embserve_server import memory, subword, tokenizer_table
+from embserve_server import embed, memory, subword, tokenizer_table
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +200,7 @@ def _check_index_rows(path: Path, b: Bundle, idx: VectorIndex) -> None:
 EXTRA_LOADERS: dict[str, Callable[[Bundle], Any]] = {
     subword.EXTRA: subword.load,  # fastText n-gram buckets (missing-key policy "subword")
     tokenizer_table.EXTRA: tokenizer_table.load,  # a language model's tokenizer (token tables)
+    embed.EXTRA: embed.load,  # the word tokenizer a word table records (Embed's text -> tokens)
 }
 
 

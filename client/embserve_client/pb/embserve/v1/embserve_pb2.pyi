@@ -90,9 +90,10 @@ class ListTablesResponse(_message.Message):
     def __init__(self, tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ..., default_table: _Optional[str] = ..., refusals: _Optional[_Iterable[_Union[ReloadOutcome, _Mapping]]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("table", "keys", "ids", "missing", "normalize", "version", "version_label")
+    __slots__ = ("table", "keys", "packed_keys", "ids", "missing", "normalize", "version", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_KEYS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
@@ -100,12 +101,13 @@ class LookupRequest(_message.Message):
     VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     keys: _containers.RepeatedScalarFieldContainer[str]
+    packed_keys: bytes
     ids: _containers.RepeatedScalarFieldContainer[int]
     missing: MissingPolicy
     normalize: bool
     version: int
     version_label: str
-    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
+    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., packed_keys: _Optional[bytes] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("table", "version", "vector_size", "rows", "vectors", "found", "ids")
@@ -526,3 +528,47 @@ class EvaluateWordAnalogiesResponse(_message.Message):
     correct: bytes
     search: str
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., found: _Optional[bytes] = ..., correct: _Optional[bytes] = ..., search: _Optional[str] = ...) -> None: ...
+
+class TokenIds(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class EmbedRequest(_message.Message):
+    __slots__ = ("table", "version", "texts", "token_ids", "normalize", "truncate", "dimensions", "version_label")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    token_ids: _containers.RepeatedCompositeFieldContainer[TokenIds]
+    normalize: bool
+    truncate: int
+    dimensions: int
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ..., token_ids: _Optional[_Iterable[_Union[TokenIds, _Mapping]]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[int] = ..., dimensions: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("table", "version", "vector_size", "vectors", "tokens", "unknown", "truncated")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    vector_size: int
+    vectors: bytes
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    unknown: _containers.RepeatedScalarFieldContainer[int]
+    truncated: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., vector_size: _Optional[int] = ..., vectors: _Optional[bytes] = ..., tokens: _Optional[_Iterable[int]] = ..., unknown: _Optional[_Iterable[int]] = ..., truncated: _Optional[_Iterable[int]] = ...) -> None: ...
