@@ -36,7 +36,7 @@ from embserve_client import Client
 from embserve_server.app import METHODS, Server, configure_faiss, create_server
 from embserve_server.config import Limits, ServerConfig
 from embserve_server.metrics import ServerMetrics
-from embserve_server.tables import TableRegistry
+from embserve_server.registry import TableRegistry
 from embserve_trainer.export import export_table
 from ports import free_port  # noqa: F401  (re-exported for the tests)
 from prometheus_client import CollectorRegistry

@@ -27,7 +27,7 @@ from embserve_client.errors import (
     UnknownTableError,
 )
 from embserve_client.keyedvectors import ReadOnlyTableError, RemoteKeyedVectors
-from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized
+from embserve_client.results import LookupResult, Neighbor, Refusal, SearchResult, TableInfo, Tokenized
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ __all__ = [
     "OverloadedError",
     "PermissionDeniedError",
     "ReadOnlyTableError",
+    "Refusal",
     "RemoteKeyedVectors",
     "SearchResult",
     "ServerError",

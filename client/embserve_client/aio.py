@@ -5,7 +5,7 @@ Both run the same call plans (``_ClientCore``), so requests and results are buil
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -16,7 +16,7 @@ from embserve_client.channel import open_aio_channel
 from embserve_client.core import DEFAULT_TRUNCATE, KeyTerm, Plan, _ClientCore
 from embserve_client.errors import from_rpc_error
 from embserve_client.pb import embserve_pb2 as pb
-from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized
+from embserve_client.results import LookupResult, Neighbor, Refusal, SearchResult, TableInfo, Tokenized
 
 T = TypeVar("T")
 
@@ -86,11 +86,15 @@ class AsyncClient(_ClientCore):
     async def similar_by_vector(self, vector: np.ndarray, **options: Any) -> list[Neighbor]:
         return (await self.search([self.query(vector=vector)], **options)).neighbors()[0]
 
-    async def similarities(self, pairs: Sequence[tuple[str, str]], *, table: str | None = None, version: int | None = None) -> np.ndarray:
-        return await self._run(self._plan_similarities(pairs, table=table, version=version))
+    async def similarities(
+        self, pairs: Sequence[tuple[str, str]], *, table: str | None = None, version: int | None = None, version_label: str | None = None
+    ) -> np.ndarray:
+        return await self._run(self._plan_similarities(pairs, table=table, version=version, version_label=version_label))
 
-    async def similarity(self, a: str, b: str, *, table: str | None = None, version: int | None = None) -> float:
-        return float((await self.similarities([(a, b)], table=table, version=version))[0])
+    async def similarity(
+        self, a: str, b: str, *, table: str | None = None, version: int | None = None, version_label: str | None = None
+    ) -> float:
+        return float((await self.similarities([(a, b)], table=table, version=version, version_label=version_label))[0])
 
     async def tokenize(self, texts: str | Sequence[str], **options: Any) -> list[Tokenized]:
         return await self._run(self._plan_tokenize(texts, **options))
@@ -108,10 +112,22 @@ class AsyncClient(_ClientCore):
         truncate: int = DEFAULT_TRUNCATE,
         dimensions: int | None = None,
         timeout: float | None = None,
+        version_label: str | None = None,
     ) -> np.ndarray:
         return await self._run(
-            self._plan_embed(texts, table=table, version=version, normalize=normalize, truncate=truncate, dimensions=dimensions), timeout
+            self._plan_embed(
+                texts, table=table, version=version, normalize=normalize, truncate=truncate, dimensions=dimensions, version_label=version_label
+            ),
+            timeout,
         )
 
     async def reload(self, table: str | None = None) -> list[tuple[str, str, int, str]]:
         return await self._run(self._plan_reload(table))
+
+    async def set_labels(
+        self, table: str | None = None, assign: Mapping[str, int] | None = None, *, remove: Sequence[str] = ()
+    ) -> dict[str, int]:
+        return await self._run(self._plan_set_labels(table, assign, remove=remove))
+
+    async def refusals(self) -> list[Refusal]:
+        return await self._run(self._plan_refusals())

@@ -10,7 +10,7 @@ During a rolling table update replicas answer with different table versions. A *
 (``min_version`` / ``monotonic_reads`` on the clients) refuses answers from a version below the
 floor: the call is sent again, which round-robin sends to the next replica, and fails with
 :class:`~embserve_client.errors.UnavailableError` when no replica answers at the floor (a read
-that names a ``version`` itself is exempt: it gets what it asked for). With
+that names a ``version`` or a ``version_label`` itself is exempt: it gets what it asked for). With
 ``monotonic_reads`` the floor of each table rises to the highest version the client has seen, so
 reads never go back to an older version once a newer one answered.
 """
@@ -140,10 +140,12 @@ class VersionFloor:
     def check(self, response: Any, request: Any = None) -> str | None:
         """Accept an answer (None, raising the floor when monotonic) or say why it is stale.
 
-        A read that names a ``version`` gets that version: it is accepted as it is and moves no floor.
+        A read that names a ``version`` or a ``version_label`` gets that version: it is accepted as
+        it is and moves no floor.
         """
-        named: int = getattr(request, "version", 0) if request is not None else 0
-        if named:
+        named_version: int = getattr(request, "version", 0)
+        named_label: str = getattr(request, "version_label", "")
+        if named_version or named_label:
             return None
         answers = _versions(response)
         with self._lock:

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 
 import grpc
 import numpy as np
+from embserve_format.labels import parse_assignments
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embserve_client import __version__
 from embserve_client.client import Client
 from embserve_client.core import DEFAULT_TARGET, DEFAULT_TRUNCATE
 from embserve_client.errors import EmbserveError
-from embserve_client.results import Neighbor
+from embserve_client.results import Neighbor, Refusal
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -40,7 +41,8 @@ def print_neighbors(neighbors: Sequence[Neighbor], out: object = sys.stdout) -> 
 def cmd_similar(args: argparse.Namespace) -> int:
     with _client(args) as c:
         result = c.most_similar(
-            args.positive, args.negative or None, topn=args.topn, table=args.table, exact=args.exact, restrict_vocab=args.restrict_vocab
+            args.positive, args.negative or None, topn=args.topn, table=args.table, exact=args.exact, restrict_vocab=args.restrict_vocab,
+            version_label=args.label,
         )
     query = " + ".join(args.positive) + "".join(f" - {k}" for k in args.negative or [])
     print(f"nearest to {query}:")
@@ -50,7 +52,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 def cmd_vector(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        res = c.lookup(args.keys, table=args.table, missing="zero" if args.allow_missing else "error")
+        res = c.lookup(args.keys, table=args.table, missing="zero" if args.allow_missing else "error", version_label=args.label)
     with np.printoptions(precision=4, suppress=True, linewidth=100):
         for key, found, vec in zip(args.keys, res.found, res.vectors):
             print(f"{key} ({res.table} v{res.version}){'' if found else ' [missing: zeros]'}\n{vec}")
@@ -60,12 +62,12 @@ def cmd_vector(args: argparse.Namespace) -> int:
 def cmd_tokenize(args: argparse.Namespace) -> int:
     """Token ids and strings of a text (tokenizer tables) and each token's nearest tokens."""
     with _client(args) as c:
-        (tok,) = c.tokenize(" ".join(args.text), table=args.table, add_special_tokens=args.special)
+        (tok,) = c.tokenize(" ".join(args.text), table=args.table, add_special_tokens=args.special, version_label=args.label)
         neighbors: list[list[Neighbor]] = [[] for _ in tok.ids]
         if tok.ids and args.topn > 0:
             neighbors = c.most_similar_batch(
                 [c.query(positive_ids=[i]) for i in tok.ids], topn=args.topn, table=args.table,
-                skip_special_tokens=not args.keep_special, skip_subword_tokens=not args.keep_subwords,
+                skip_special_tokens=not args.keep_special, skip_subword_tokens=not args.keep_subwords, version_label=args.label,
             )
     id_width = max((len(str(i)) for i in tok.ids), default=2)
     tok_width = max((len(t) for t in tok.tokens), default=5)
@@ -99,16 +101,38 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_tables(args: argparse.Namespace) -> int:
     with _client(args) as c:
         tables = c.list_tables()
+        refusals = c.refusals()
     if args.memory:
         print(f"{'name':<16} {'version':>7} {'rows':>9} {'raw rows':>10} {'index':>10} {'keys':>10} {'extras':>10} {'total':>10}")
         for t in tables:
             m = t.memory
             sizes = " ".join(f"{_mib(m.get(part, 0)):>10}" for part in ("rows", "index", "keys", "extras"))
             print(f"{t.name:<16} {t.version:>7} {t.count:>9} {sizes} {_mib(sum(m.values())):>10}")
-        return 0
-    print(f"{'name':<16} {'version':>7} {'rows':>9} {'dim':>5}  {'metric':<7} {'index':<14} created")
-    for t in tables:
-        print(f"{t.name:<16} {t.version:>7} {t.count:>9} {t.vector_size:>5}  {t.metric:<7} {t.index:<14} {t.created_at}")
+    else:
+        print(f"{'name':<16} {'version':>7} {'rows':>9} {'dim':>5}  {'metric':<7} {'index':<14} {'created':<26} labels")
+        for t in tables:
+            labels = " ".join(f"{k}={v}" for k, v in t.labels.items())
+            print(f"{t.name:<16} {t.version:>7} {t.count:>9} {t.vector_size:>5}  {t.metric:<7} {t.index:<14} {t.created_at:<26} {labels}".rstrip())
+    print_refusals(refusals)
+    return 0
+
+
+def print_refusals(refusals: Sequence[Refusal], out: object = sys.stdout) -> None:
+    """One line per version the server refused (health details)."""
+    for r in refusals:
+        print(f"refused: {r.table} v{r.version} ({r.reason}): {r.message}", file=out)  # type: ignore[call-overload]
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    """Show, assign or remove a table's version labels through the server (admin token)."""
+    changes = parse_assignments(args.assign, args.remove)
+    with _client(args) as c:
+        if changes:
+            labels = c.set_labels(args.table, {k: v for k, v in changes.items() if v is not None},
+                                  remove=[k for k, v in changes.items() if v is None])
+        else:
+            labels = c.table_info(args.table).labels
+    print(f"{args.table or 'default table'}: " + (", ".join(f"{k}={v}" for k, v in labels.items()) or "no labels"))
     return 0
 
 
@@ -158,7 +182,11 @@ def cmd_health(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             print(f"{args.target}: {exc.code().name}: {exc.details()}")
             return 1
-    print(f"{args.target}: {status}")
+        print(f"{args.target}: {status}")
+        try:  # details (refused versions) need a read token where auth is on; the probe does not
+            print_refusals(c.refusals())
+        except EmbserveError:
+            pass
     return 0 if status == "SERVING" else 1
 
 
@@ -172,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--token-file", default=os.environ.get("EMBSERVE_TOKEN_FILE"), help="file holding a bearer token")
     common.add_argument("--tls", action="store_true", help="use TLS with the system CAs")
     common.add_argument("--ca", default=None, help="PEM CA certificate for TLS")
+    common.add_argument("--label", default=None, help="read the version this label names (stable, canary)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("similar", parents=[common], help="nearest neighbours of keys (analogies with --negative)")
@@ -211,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("health", parents=[common], help="exit 0 if the server is SERVING, else 1")
     h.add_argument("--service", default="", help="service name ('' = overall)")
     h.set_defaults(func=cmd_health)
+
+    lb = sub.add_parser("label", parents=[common], help="show or set version labels (stable=3; canary= removes; admin token)")
+    lb.add_argument("assign", nargs="*", metavar="LABEL=VERSION", help="point LABEL at VERSION; LABEL= removes it")
+    lb.add_argument("--remove", action="append", default=[], metavar="LABEL", help="drop a label (repeatable)")
+    lb.set_defaults(func=cmd_label)
 
     m = sub.add_parser("map", parents=[common], help="draw a key's neighbourhood to map.png/.svg (needs embserve-client[map])")
     m.add_argument("key", help="the key at the centre")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -12,7 +12,7 @@ from embserve_client.channel import open_channel
 from embserve_client.core import DEFAULT_MAX_KEYS_PER_CALL, DEFAULT_TRUNCATE, KeyTerm, Plan, _ClientCore
 from embserve_client.errors import from_rpc_error
 from embserve_client.pb import embserve_pb2 as pb
-from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized
+from embserve_client.results import LookupResult, Neighbor, Refusal, SearchResult, TableInfo, Tokenized
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ class Client(_ClientCore):
             ``dns:///name:port``, ``ipv4:a:port,b:port``), "round_robin" or "pick_first".
         min_version: refuse answers from table versions below this (an int for every table, or
             ``{table: version}``): such calls are sent again and, when no replica serves the
-            version, raise :class:`UnavailableError`. Reads naming a ``version`` are exempt.
+            version, raise :class:`UnavailableError`. Reads naming a ``version`` or ``version_label`` are exempt.
         monotonic_reads: never accept an answer from an older table version than one already
             seen by this client (a rolling table update never goes back).
         packed_keys: send Lookup keys as one packed bytes field (``LookupRequest.packed_keys``,
@@ -105,6 +105,7 @@ class Client(_ClientCore):
         normalize: bool = False,
         max_keys_per_call: int = DEFAULT_MAX_KEYS_PER_CALL,
         version: int | None = None,
+        version_label: str | None = None,
     ) -> LookupResult:
         """Vectors of many keys (or ids), with found flags; split into calls under the size limit.
 
@@ -116,30 +117,36 @@ class Client(_ClientCore):
             normalize: unit-length vectors.
             max_keys_per_call: split bigger batches into several calls.
             version: answer from this loaded version of the table (None: the newest).
+            version_label: answer from the version this label names ("stable", "canary"); not with ``version``.
 
         Raises:
-            UnknownKeyError: a missing key under "error". InvalidArgumentError: bad arguments.
-            NotFoundError: ``version`` is not loaded (the message lists the loaded ones).
+            UnknownKeyError: a missing key under "error". InvalidArgumentError: bad arguments, or both
+                ``version`` and ``version_label``.
+            NotFoundError: ``version`` is not loaded (the message lists the loaded ones), or no such label.
         """
         return self._run(
             self._plan_lookup(
-                keys, ids=ids, table=table, missing=missing, normalize=normalize, max_keys_per_call=max_keys_per_call, version=version
+                keys, ids=ids, table=table, missing=missing, normalize=normalize, max_keys_per_call=max_keys_per_call, version=version,
+                version_label=version_label,
             )
         )
 
     def get_vectors(
-        self, keys: Sequence[str], *, table: str | None = None, missing: str = "error", normalize: bool = False, version: int | None = None
+        self, keys: Sequence[str], *, table: str | None = None, missing: str = "error", normalize: bool = False, version: int | None = None,
+        version_label: str | None = None,
     ) -> np.ndarray:
         """(n, dim) float32 read-only array of the keys' vectors (see :meth:`lookup` for policies)."""
-        return self.lookup(keys, table=table, missing=missing, normalize=normalize, version=version).vectors
+        return self.lookup(keys, table=table, missing=missing, normalize=normalize, version=version, version_label=version_label).vectors
 
-    def get_vector(self, key: str, *, table: str | None = None, normalize: bool = False, version: int | None = None) -> np.ndarray:
+    def get_vector(
+        self, key: str, *, table: str | None = None, normalize: bool = False, version: int | None = None, version_label: str | None = None
+    ) -> np.ndarray:
         """The (dim,) vector of one key (gensim's ``get_vector``).
 
         Raises:
             UnknownKeyError: ``Key 'x' not present``.
         """
-        return self.lookup([key], table=table, normalize=normalize, version=version).vectors[0]
+        return self.lookup([key], table=table, normalize=normalize, version=version, version_label=version_label).vectors[0]
 
     # -- nearest neighbours ---------------------------------------------------------------------
 
@@ -165,6 +172,7 @@ class Client(_ClientCore):
         skip_special_tokens: bool = False,
         skip_subword_tokens: bool = False,
         version: int | None = None,
+        version_label: str | None = None,
         text: str | None = None,
     ) -> list[Neighbor]:
         """Nearest keys to the weighted mean of ``positive`` minus ``negative`` (gensim semantics),
@@ -183,6 +191,7 @@ class Client(_ClientCore):
             skip_special_tokens: tokenizer tables: leave out [CLS], [PAD], ... (and unused ids).
             skip_subword_tokens: tokenizer tables: leave out continuation tokens ("##ing").
             version: answer from this loaded version of the table (None: the newest).
+            version_label: answer from the version this label names ("stable"); not with ``version``.
             text: a sentence instead of keys: its :meth:`embed` vector is the query.
 
         Returns:
@@ -207,6 +216,7 @@ class Client(_ClientCore):
             skip_special_tokens=skip_special_tokens,
             skip_subword_tokens=skip_subword_tokens,
             version=version,
+            version_label=version_label,
         ))
 
     def most_similar_batch(self, queries: Sequence[str | pb.Query], **options: Any) -> list[list[Neighbor]]:
@@ -219,31 +229,41 @@ class Client(_ClientCore):
 
     # -- similarity -----------------------------------------------------------------------------
 
-    def similarities(self, pairs: Sequence[tuple[str, str]], *, table: str | None = None, version: int | None = None) -> np.ndarray:
+    def similarities(
+        self, pairs: Sequence[tuple[str, str]], *, table: str | None = None, version: int | None = None, version_label: str | None = None
+    ) -> np.ndarray:
         """Cosine similarity of each (a, b) pair, float32 (n,)."""
-        return self._run(self._plan_similarities(pairs, table=table, version=version))
+        return self._run(self._plan_similarities(pairs, table=table, version=version, version_label=version_label))
 
-    def similarity(self, a: str, b: str, *, table: str | None = None, version: int | None = None) -> float:
+    def similarity(self, a: str, b: str, *, table: str | None = None, version: int | None = None, version_label: str | None = None) -> float:
         """Cosine similarity of two keys (gensim's ``similarity``)."""
-        return float(self.similarities([(a, b)], table=table, version=version)[0])
+        return float(self.similarities([(a, b)], table=table, version=version, version_label=version_label)[0])
 
     # -- tokenizer tables -----------------------------------------------------------------------
 
     def tokenize(
-        self, texts: str | Sequence[str], *, table: str | None = None, add_special_tokens: bool = False, version: int | None = None
+        self, texts: str | Sequence[str], *, table: str | None = None, add_special_tokens: bool = False, version: int | None = None,
+        version_label: str | None = None,
     ) -> list[Tokenized]:
         """Token ids and strings of each text (tables imported from a transformer).
 
         Raises:
             FailedPreconditionError: the table carries no tokenizer.
         """
-        return self._run(self._plan_tokenize(texts, table=table, add_special_tokens=add_special_tokens, version=version))
+        return self._run(
+            self._plan_tokenize(texts, table=table, add_special_tokens=add_special_tokens, version=version, version_label=version_label)
+        )
 
     def lookup_text(
-        self, text: str, *, table: str | None = None, add_special_tokens: bool = False, mean: bool = False, version: int | None = None
+        self, text: str, *, table: str | None = None, add_special_tokens: bool = False, mean: bool = False, version: int | None = None,
+        version_label: str | None = None,
     ) -> tuple[Tokenized, np.ndarray, np.ndarray | None]:
         """Per-token vectors of ``text``: (tokens, (n, dim) vectors, mean vector or None)."""
-        return self._run(self._plan_lookup_text(text, table=table, add_special_tokens=add_special_tokens, mean=mean, version=version))
+        return self._run(
+            self._plan_lookup_text(
+                text, table=table, add_special_tokens=add_special_tokens, mean=mean, version=version, version_label=version_label
+            )
+        )
 
     def embed(
         self,
@@ -255,6 +275,7 @@ class Client(_ClientCore):
         truncate: int = DEFAULT_TRUNCATE,
         dimensions: int | None = None,
         timeout: float | None = None,
+        version_label: str | None = None,
     ) -> np.ndarray:
         """One vector per text: the (weighted) mean of its tokens' rows; batches split under the limits.
 
@@ -267,6 +288,7 @@ class Client(_ClientCore):
                 server's token limit instead of cutting them.
             dimensions: keep the first N columns (tables whose columns are PCA-ordered only).
             timeout: deadline of each call, in seconds (None: the client's).
+            version_label: answer from the version this label names ("stable"); not with ``version``.
 
         Returns:
             (n, dim) float32 read-only array; a text without any known token is a zero row.
@@ -276,7 +298,10 @@ class Client(_ClientCore):
             FailedPreconditionError: the table has no tokenizer and records no word tokenizer.
         """
         return self._run(
-            self._plan_embed(texts, table=table, version=version, normalize=normalize, truncate=truncate, dimensions=dimensions), timeout
+            self._plan_embed(
+                texts, table=table, version=version, normalize=normalize, truncate=truncate, dimensions=dimensions, version_label=version_label
+            ),
+            timeout,
         )
 
     # -- admin ----------------------------------------------------------------------------------
@@ -284,3 +309,19 @@ class Client(_ClientCore):
     def reload(self, table: str | None = None) -> list[tuple[str, str, int, str]]:
         """Ask the server to load new versions now; returns (table, outcome, version, message)."""
         return self._run(self._plan_reload(table))
+
+    def set_labels(self, table: str | None = None, assign: Mapping[str, int] | None = None, *, remove: Sequence[str] = ()) -> dict[str, int]:
+        """Point version labels at versions (``{"stable": 3}``) and drop others (admin token).
+
+        Returns:
+            The table's labels now.
+
+        Raises:
+            FailedPreconditionError: a version that is missing or that the server refused (nothing changed).
+            InvalidArgumentError: a malformed label. PermissionDeniedError: a read-only token.
+        """
+        return self._run(self._plan_set_labels(table, assign, remove=remove))
+
+    def refusals(self) -> list[Refusal]:
+        """Table versions the server does not serve because it refused them, and why (health details)."""
+        return self._run(self._plan_refusals())

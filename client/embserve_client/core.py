@@ -22,7 +22,7 @@ from embserve_client.channel import VersionFloor, channel_options
 from embserve_client.errors import REQUEST_ID, ClientClosedError, InvalidArgumentError
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
-from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized, table_info_from_pb
+from embserve_client.results import LookupResult, Neighbor, Refusal, SearchResult, TableInfo, Tokenized, table_info_from_pb
 from embserve_client.wire import MISSING_POLICIES
 
 DEFAULT_TARGET = "localhost:50051"
@@ -159,8 +159,8 @@ class _ClientCore:
     def _method(self, method: str) -> tuple[Any, float | None]:
         """The stub method to call next (round-robin over channels) and its deadline."""
         self._check_open()
-        if method == "Reload":
-            return self._admin.Reload, max(self.timeout or 0, 300)  # loading a big table takes a while
+        if method in ("Reload", "SetLabels"):
+            return getattr(self._admin, method), max(self.timeout or 0, 300)  # loading a big table takes a while
         with self._lock:
             stub = self._stubs[next(self._next)]
         return getattr(stub, method), self.timeout
@@ -191,6 +191,7 @@ class _ClientCore:
         normalize: bool = False,
         max_keys_per_call: int = DEFAULT_MAX_KEYS_PER_CALL,
         version: int | None = None,
+        version_label: str | None = None,
     ) -> Plan[LookupResult]:
         if missing not in MISSING_POLICIES:
             raise InvalidArgumentError(f"missing: {missing!r} is not one of {sorted(MISSING_POLICIES)}")
@@ -206,7 +207,9 @@ class _ClientCore:
             per_call = max(1, min(per_call, int(self.max_message_bytes * 0.8) // (self._dims[key] * 4 + 16)))
         parts = []
         for n, chunk in enumerate(_chunks(items, per_call) if len(items) else [items]):
-            req = pb.LookupRequest(table=table or "", missing=MISSING_POLICIES[missing], normalize=normalize, version=version or 0)
+            req = pb.LookupRequest(
+                table=table or "", missing=MISSING_POLICIES[missing], normalize=normalize, version=version or 0, version_label=version_label or ""
+            )
             if len(keys) and self.packed_keys:
                 req.packed_keys = _packed(chunk, n * per_call)
             elif len(keys):
@@ -242,6 +245,7 @@ class _ClientCore:
         skip_subword_tokens: bool = False,
         max_queries_per_call: int = DEFAULT_MAX_QUERIES_PER_CALL,
         version: int | None = None,
+        version_label: str | None = None,
     ) -> Plan[SearchResult]:
         parts = []
         for chunk in _chunks(list(queries), max_queries_per_call):
@@ -257,6 +261,7 @@ class _ClientCore:
                 skip_special_tokens=skip_special_tokens,
                 skip_subword_tokens=skip_subword_tokens,
                 version=version or 0,
+                version_label=version_label or "",
             )
             if min_score is not None:
                 req.min_score = min_score
@@ -268,23 +273,31 @@ class _ClientCore:
         keys = [list(p.keys[i : i + p.topn]) for p in parts for i in range(0, p.queries * p.topn, p.topn)]
         return SearchResult(ids=ids, scores=scores, keys=keys, table=parts[-1].table, version=parts[-1].version)
 
-    def _plan_similarities(self, pairs: Sequence[tuple[str, str]], *, table: str | None = None, version: int | None = None) -> Plan[np.ndarray]:
-        req = pb.SimilarityRequest(table=table or "", a=[a for a, _ in pairs], b=[b for _, b in pairs], version=version or 0)
+    def _plan_similarities(
+        self, pairs: Sequence[tuple[str, str]], *, table: str | None = None, version: int | None = None, version_label: str | None = None
+    ) -> Plan[np.ndarray]:
+        req = pb.SimilarityRequest(
+            table=table or "", a=[a for a, _ in pairs], b=[b for _, b in pairs], version=version or 0, version_label=version_label or ""
+        )
         resp = yield "Similarity", req
         return np.frombuffer(resp.scores, dtype=LE_F32)
 
     def _plan_tokenize(
-        self, texts: str | Sequence[str], *, table: str | None = None, add_special_tokens: bool = False, version: int | None = None
+        self, texts: str | Sequence[str], *, table: str | None = None, add_special_tokens: bool = False, version: int | None = None,
+        version_label: str | None = None,
     ) -> Plan[list[Tokenized]]:
         texts = [texts] if isinstance(texts, str) else list(texts)
-        resp = yield "Tokenize", pb.TokenizeRequest(table=table or "", texts=texts, add_special_tokens=add_special_tokens, version=version or 0)
+        resp = yield "Tokenize", pb.TokenizeRequest(
+            table=table or "", texts=texts, add_special_tokens=add_special_tokens, version=version or 0, version_label=version_label or ""
+        )
         return [Tokenized(ids=list(t.ids), tokens=list(t.tokens)) for t in resp.texts]
 
     def _plan_lookup_text(
-        self, text: str, *, table: str | None = None, add_special_tokens: bool = False, mean: bool = False, version: int | None = None
+        self, text: str, *, table: str | None = None, add_special_tokens: bool = False, mean: bool = False, version: int | None = None,
+        version_label: str | None = None,
     ) -> Plan[tuple[Tokenized, np.ndarray, np.ndarray | None]]:
         resp = yield "LookupText", pb.LookupTextRequest(
-            table=table or "", text=text, add_special_tokens=add_special_tokens, mean=mean, version=version or 0
+            table=table or "", text=text, add_special_tokens=add_special_tokens, mean=mean, version=version or 0, version_label=version_label or ""
         )
         vectors = np.frombuffer(resp.vectors, dtype=LE_F32).reshape(len(resp.ids), resp.vector_size)
         mean_vec = np.frombuffer(resp.mean, dtype=LE_F32) if resp.mean else None
@@ -299,6 +312,7 @@ class _ClientCore:
         normalize: bool = True,
         truncate: int = DEFAULT_TRUNCATE,
         dimensions: int | None = None,
+        version_label: str | None = None,
     ) -> Plan[np.ndarray]:
         items: list[Any] = [texts] if isinstance(texts, str) else list(texts)
         if not items:
@@ -308,7 +322,10 @@ class _ClientCore:
             raise InvalidArgumentError("texts: give all strings or all token-id lists, not a mix")
         parts = []
         for chunk in _text_chunks(items, DEFAULT_MAX_TEXTS_PER_CALL, 0 if as_ids else DEFAULT_MAX_CALL_CHARS):
-            req = pb.EmbedRequest(table=table or "", version=version or 0, normalize=normalize, truncate=truncate, dimensions=dimensions or 0)
+            req = pb.EmbedRequest(
+                table=table or "", version=version or 0, version_label=version_label or "", normalize=normalize, truncate=truncate,
+                dimensions=dimensions or 0,
+            )
             if as_ids:
                 req.token_ids.extend(pb.TokenIds(ids=[int(i) for i in t]) for t in chunk)
             else:
@@ -332,7 +349,7 @@ class _ClientCore:
         elif positive is not None or negative is not None:
             raise InvalidArgumentError("text: give a text or positive/negative keys, not both")
         else:
-            where = {k: options[k] for k in ("table", "version") if k in options}
+            where = {k: options[k] for k in ("table", "version", "version_label") if k in options}
             query = self.query(vector=(yield from self._plan_embed([text], **where))[0])
         return (yield from self._plan_search([query], **options)).neighbors()[0]
 
@@ -340,6 +357,18 @@ class _ClientCore:
         resp = yield "Reload", pb.ReloadRequest(table=table or "")
         self._dims.clear()
         return [(o.table, o.outcome, o.version, o.message) for o in resp.outcomes]
+
+    def _plan_set_labels(
+        self, table: str | None = None, assign: Mapping[str, int] | None = None, *, remove: Sequence[str] = ()
+    ) -> Plan[dict[str, int]]:
+        if isinstance(remove, str):
+            raise InvalidArgumentError("remove: pass a list of labels")
+        resp = yield "SetLabels", pb.SetLabelsRequest(table=table or "", assign=dict(assign or {}), remove=list(remove))
+        return dict(sorted(resp.labels.items()))
+
+    def _plan_refusals(self) -> Plan[list[Refusal]]:
+        resp = yield "ListTables", pb.ListTablesRequest()
+        return [Refusal(table=o.table, version=o.version, reason=o.reason, message=o.message) for o in resp.refusals]
 
     @staticmethod
     def query(

@@ -49,6 +49,12 @@ def list_keys_plan(table: str, version: int) -> Plan[list[str]]:
             return keys
 
 
+def label_version_plan(table: str, label: str) -> Plan[int]:
+    """The version a label names now (a one-key ListKeys page read by label)."""
+    resp = yield "ListKeys", pb.ListKeysRequest(table=table, version_label=label, limit=1)
+    return int(resp.version)
+
+
 def count_plan(table: str, version: int) -> Plan[int]:
     """Rows in the table version (a one-key ListKeys page)."""
     resp = yield "ListKeys", pb.ListKeysRequest(table=table, version=version, limit=1)

@@ -22,6 +22,7 @@ import numpy as np
 from embserve_client import gensim_calls as calls
 from embserve_client.client import Client
 from embserve_client.core import Plan, T
+from embserve_client.errors import InvalidArgumentError
 from embserve_client.kv_queries import KEY_TYPES, KeyedVectorsQueries, unitvec
 
 logger = logging.getLogger(__name__)
@@ -49,12 +50,16 @@ class RemoteKeyedVectors(KeyedVectorsQueries):
         target_or_client: ``HOST:PORT`` (a :class:`Client` is opened and owned) or an open :class:`Client`.
         table: table name; None = the server's default table.
         version: read this table version; None = the version being served.
+        version_label: read the version this label names ("stable"; not with ``version``). It is
+            resolved once, at the first read, so the object's answers never mix versions when the
+            label moves; open a new one to follow the label.
         exact: brute-force searches (gensim's answers); False uses the table's approximate index.
         max_fetch_bytes: largest table that ``vectors``, ``get_normed_vectors()`` and ``topn=None`` download.
         **client_options: keyword options of :class:`Client` when a target is given.
 
     Raises:
         TypeError: ``target_or_client`` is neither a string nor a :class:`Client`.
+        InvalidArgumentError: both ``version`` and ``version_label``.
     """
 
     def __init__(
@@ -63,20 +68,22 @@ class RemoteKeyedVectors(KeyedVectorsQueries):
         table: str | None = None,
         version: int | None = None,
         *,
+        version_label: str | None = None,
         exact: bool = True,
         max_fetch_bytes: int = DEFAULT_MAX_FETCH_BYTES,
         **client_options: Any,
     ) -> None:
+        if version is not None and version_label is not None:
+            raise InvalidArgumentError(f"version {version} and version_label {version_label!r}: give one or the other")
         if isinstance(target_or_client, Client):
             self.client, self._owns_client = target_or_client, False
         elif isinstance(target_or_client, str):
             self.client, self._owns_client = Client(target_or_client, **client_options), True
         else:
             raise TypeError(f"target_or_client: expected 'HOST:PORT' or a Client, got {type(target_or_client).__name__}")
-        self._table, self._version = table or "", version or 0
+        self._table, self._pinned, self._label = table or "", version or 0, version_label or ""
         self.exact = exact
         self.max_fetch_bytes = max_fetch_bytes
-        self._read = {"table": table, **({"version": version} if version is not None else {})}
         self._info: Any = None
         self._shape: tuple[int, int] | None = None
         self._index_to_key: list[str] | None = None
@@ -97,6 +104,19 @@ class RemoteKeyedVectors(KeyedVectorsQueries):
 
     def _run(self, plan: Plan[T]) -> T:
         return calls.run(self.client, plan)
+
+    @property
+    def _version(self) -> int:
+        """The version every read asks for: as given, the label's (asked once), or 0 (the serving one)."""
+        if self._label and not self._pinned:
+            self._pinned = self._run(calls.label_version_plan(self._table, self._label))
+        return self._pinned
+
+    @property
+    def _read(self) -> dict[str, Any]:
+        """The table and version arguments of the client calls."""
+        version = self._version
+        return {"table": self._table or None, **({"version": version} if version else {})}
 
     # -- metadata and lazily fetched parts --------------------------------------------------------
 

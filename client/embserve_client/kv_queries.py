@@ -68,9 +68,11 @@ class KeyedVectorsQueries:
     if TYPE_CHECKING:
         client: Client
         exact: bool
-        _read: dict[str, Any]
         _table: str
-        _version: int
+        @property
+        def _read(self) -> dict[str, Any]: ...
+        @property
+        def _version(self) -> int: ...
         @property
         def vectors(self) -> np.ndarray: ...
         @property

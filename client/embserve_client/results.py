@@ -35,6 +35,17 @@ class TableInfo:
     has_tokenizer: bool
     source: str
     memory: dict[str, int] = field(default_factory=dict)  # bytes by part: rows, index, keys, extras
+    labels: dict[str, int] = field(default_factory=dict)  # the table's version labels: label -> version
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A table version on the server's disk that it does not serve, and why (health details)."""
+
+    table: str
+    version: int
+    reason: str  # "invalid" (the bundle), "memory" (over --memory-limit), "vanished"
+    message: str
 
 
 @dataclass(frozen=True)
@@ -88,4 +99,5 @@ def table_info_from_pb(t: pb.TableInfo) -> TableInfo:
         has_tokenizer=t.has_tokenizer,
         source=t.source,
         memory={"rows": t.memory.rows, "index": t.memory.index, "keys": t.memory.keys, "extras": t.memory.extras},
+        labels=dict(sorted(t.labels.items())),
     )

@@ -24,10 +24,11 @@ from embserve_server.call_guard import CallGuard
 from embserve_server.call_log import CallLog
 from embserve_server.config import ServerConfig
 from embserve_server.interceptors import interceptors
+from embserve_server.memory import MemoryBudget
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
+from embserve_server.registry import TableRegistry
 from embserve_server.rotation import Rotation
 from embserve_server.service import AdminService, EmbeddingService
-from embserve_server.tables import TableRegistry
 from embserve_server.tls import ServerTls, add_port, check_http_exposure, server_tls
 from embserve_server.wrappers import add_servicer
 
@@ -193,6 +194,7 @@ def table_registry(config: ServerConfig) -> TableRegistry:
         keep_versions=config.keep_versions,
         mmap=config.mmap,
         verify_checksums=config.verify_checksums,
+        budget=MemoryBudget(config.memory_limit),
     )
 
 
@@ -210,6 +212,9 @@ def run_worker(
     if registry is None:
         registry = table_registry(config)
     registry.on_change = metrics.table_changed
+    metrics.memory_limit.set(registry.budget.limit or 0)
+    if registry.budget.limit is not None:
+        logger.info("memory limit %.1f MiB: table versions that would pass it are not loaded", registry.budget.limit / 2**20)
     for table in registry.all():
         metrics.publish_table(table)
     server = create_server(config, registry, metrics=metrics)

@@ -17,6 +17,7 @@ from pathlib import Path
 from embserve_server import __version__
 from embserve_server.config import HttpLimits, Limits, ServerConfig
 from embserve_server.logformat import FORMATS, formatter
+from embserve_server.memory import resolve_limit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pin", action="append", default=[], metavar="TABLE=VERSION", help="serve exactly this version of a table (repeatable)")
     p.add_argument("--keep-versions", type=int, default=d.keep_versions, metavar="K",
                    help="keep the newest K versions of each table loaded; requests may name one (default %(default)s)")
+    p.add_argument("--memory-limit", default="auto", metavar="BYTES",
+                   help="refuse to load a table version that would take the process past this size (K/M/G suffixes; "
+                        "'none' = no limit; default 'auto': the cgroup's memory limit when there is one)")
     p.add_argument("--threads", type=int, default=d.threads, help="gRPC handler threads (default %(default)s)")
     p.add_argument("--workers", type=int, default=d.workers, help="server processes sharing the port (default %(default)s)")
     p.add_argument("--max-concurrent-rpcs", type=int, default=None, help="refuse calls beyond this many queued+running with RESOURCE_EXHAUSTED")
@@ -115,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         default_table=args.default_table,
         pinned=tuple(parse_pin(p) for p in args.pin),
         keep_versions=args.keep_versions,
+        memory_limit=resolve_limit(args.memory_limit),
         threads=args.threads,
         workers=args.workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs,

@@ -51,7 +51,8 @@ class ServerConfig:
     allow_insecure_http: bool = False  # tokens over plaintext HTTP on a non-loopback address (tls.py)
     default_table: str | None = None  # used when a request names no table; default: the only/first one
     pinned: tuple[tuple[str, int], ...] = ()  # (table, version): serve exactly that version
-    keep_versions: int = 1  # newest valid versions of each table kept loaded (requests may name one)
+    keep_versions: int = 1  # newest valid versions of each table kept loaded (requests may name one); labelled ones too
+    memory_limit: int | None = None  # bytes the process may hold; a version that would pass it is not loaded
     threads: int = 8  # gRPC handler threads
     workers: int = 1  # serving processes sharing the port (SO_REUSEPORT), forked before any server exists
     max_concurrent_rpcs: int | None = None  # queued + running calls; beyond it RESOURCE_EXHAUSTED (admission.py)

@@ -11,6 +11,7 @@ Exception tree::
     LookupError
     ├── UnknownTableError        NOT_FOUND          no such table
     ├── UnknownVersionError      NOT_FOUND          that version of the table is not loaded
+    ├── UnknownLabelError        NOT_FOUND          the table has no such version label
     ├── EndpointNotFoundError    NOT_FOUND          an HTTP API path that names no endpoint
     └── KeyError
         └── MissingKeyError      NOT_FOUND          key absent under missing policy "error"
@@ -19,6 +20,7 @@ Exception tree::
     └── BundleError              FAILED_PRECONDITION / DATA_LOSS (ChecksumError)
     TableUnavailableError        UNAVAILABLE        nothing loaded yet, or draining
     FailedPreconditionError      FAILED_PRECONDITION table lacks what the call needs (tokenizer, subwords)
+    └── LabelTargetError         FAILED_PRECONDITION a label set to a version that is missing or refused
     OverloadedError              RESOURCE_EXHAUSTED too many concurrent calls (admission.py)
     DeadlinePassedError          DEADLINE_EXCEEDED  the caller gave up while the call was queued
     ConnectionLimitError         UNAVAILABLE        the HTTP port holds its maximum of connections
@@ -77,6 +79,17 @@ class UnknownVersionError(LookupError):
         return str(self.args[0])
 
 
+class UnknownLabelError(LookupError):
+    def __init__(self, name: str, label: str, labels: dict[str, int]) -> None:
+        self.name = name
+        self.label = label
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
+        super().__init__(f"table {name!r} has no version label {label!r}; its labels: {shown} (embserve-train label sets them)")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class EndpointNotFoundError(LookupError):
     """A path under the HTTP port's /api/ that names no endpoint."""
 
@@ -105,6 +118,10 @@ class FailedPreconditionError(Exception):
     """The table cannot answer this kind of call (e.g. it carries no tokenizer)."""
 
 
+class LabelTargetError(FailedPreconditionError):
+    """A label assignment naming a version that is not on disk or that the server refused (nothing changed)."""
+
+
 class OverloadedError(Exception):
     """More concurrent calls than the server admits (the caller retries with backoff)."""
 
@@ -127,7 +144,7 @@ class AuthError(Exception):
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
     """The gRPC status code for an exception raised by the core."""
-    if isinstance(exc, (MissingKeyError, UnknownTableError, UnknownVersionError, EndpointNotFoundError)):
+    if isinstance(exc, (MissingKeyError, UnknownTableError, UnknownVersionError, UnknownLabelError, EndpointNotFoundError)):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, ChecksumError):
         return grpc.StatusCode.DATA_LOSS

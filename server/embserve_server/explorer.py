@@ -9,7 +9,9 @@ Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_serve
     /api/map?text=a+sentence[&table=...]                      the same around a sentence's Embed vector
     /api/timeline?key=cat[&table=&topn=&second=]              neighbours + map in every loaded version
 
-``neighbors``, ``analogy`` and ``map`` also take ``version=`` (a loaded version; default the newest).
+``neighbors``, ``analogy`` and ``map`` also take ``version=`` (a loaded version; default the newest)
+or ``version_label=`` (the version a label names, e.g. ``stable``). ``tables`` lists each table's
+labels, and every ``timeline`` step the labels naming its version (the page's version slider shows them).
 
 Every answer goes through the code the gRPC servicer uses: ``TableRegistry.get``, then
 :func:`embserve_server.query.search` / :func:`~embserve_server.query.lookup` with the server's
@@ -35,7 +37,8 @@ from embserve_format import maplayout
 from embserve_server import embed, query, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.errors import EndpointNotFoundError, http_error
-from embserve_server.tables import Table, TableRegistry
+from embserve_server.registry import TableRegistry
+from embserve_server.tables import Table
 from embserve_server.validate import check_keys, check_limit
 
 logger = logging.getLogger(__name__)
@@ -133,6 +136,7 @@ class Explorer:
                     "metric": t.metric,
                     "index": str(t.bundle.index_info.get("factory") or "Flat"),
                     "versions": [v.version for v in self.registry.versions(t.name)],
+                    "labels": self.registry.labels(t.name),
                 }
                 for t in self.registry.all()
             ],
@@ -142,7 +146,7 @@ class Explorer:
         }
 
     def neighbors(self, params: Params) -> dict[str, Any]:
-        _check_names(params, ("table", "version", "key", "topn", "exact"))
+        _check_names(params, ("table", "version", "version_label", "key", "topn", "exact"))
         table = self._table(params)
         key = self._key(params, "key")
         q = query.Query(positive=[key])
@@ -150,7 +154,7 @@ class Explorer:
 
     def analogy(self, params: Params) -> dict[str, Any]:
         """gensim's analogy: nearest to a - b + c (king - man + woman ~ queen)."""
-        _check_names(params, ("table", "version", "a", "b", "c", "topn", "exact"))
+        _check_names(params, ("table", "version", "version_label", "a", "b", "c", "topn", "exact"))
         table = self._table(params)
         a, b, c = (self._key(params, name) for name in ("a", "b", "c"))
         q = query.Query(positive=[a, c], negative=[b])
@@ -158,7 +162,7 @@ class Explorer:
 
     def map(self, params: Params) -> dict[str, Any]:
         """The map around a key, or (``text=``) around a sentence's vector among its nearest tokens."""
-        _check_names(params, ("table", "version", "key", "text", "topn", "second", "method"))
+        _check_names(params, ("table", "version", "version_label", "key", "text", "topn", "second", "method"))
         table = self._table(params)
         topn, second = self._map_size(params)
         method = _text(params, "method", "pca")
@@ -185,17 +189,20 @@ class Explorer:
         topn, second = self._map_size(params)
         steps: list[dict[str, Any]] = []
         previous: maplayout.NeighbourhoodMap | None = None
+        labels = self.registry.labels(name)
         for table in self.registry.versions(name):
+            named = sorted(label for label, v in labels.items() if v == table.version)
             try:
                 nmap = self._map(table, key, topn, second, "pca")
             except KeyError as exc:  # the key is not in this version's vocabulary
-                steps.append({"version": table.version, "error": str(exc)})
+                steps.append({"version": table.version, "labels": named, "error": str(exc)})
                 continue
             if previous is not None:
                 nmap = maplayout.align(nmap, previous)
             previous = nmap
             neighbours = [{"key": p.key, "score": p.score, "rank": p.rank} for p in sorted(nmap.points, key=lambda p: p.rank) if p.rank]
-            steps.append({"version": table.version, "training": _training_fields(table), "neighbors": neighbours, "map": nmap.to_dict()})
+            steps.append({"version": table.version, "labels": named, "training": _training_fields(table),
+                          "neighbors": neighbours, "map": nmap.to_dict()})
         return {"table": name, "key": key, "steps": steps}
 
     def _map(
@@ -234,7 +241,7 @@ class Explorer:
 
     def _table(self, params: Params) -> Table:
         version = _int(params, "version", 0, minimum=0)
-        return self.registry.get(_text(params, "table", ""), version)
+        return self.registry.get(_text(params, "table", ""), version, _text(params, "version_label", ""))
 
     def _key(self, params: Params, name: str) -> str:
         key = _text(params, name, "")

@@ -15,7 +15,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from embserve_server import __version__
-from embserve_server.tables import ReloadOutcome, Table
+from embserve_server.registry import ReloadOutcome
+from embserve_server.tables import Table
 from embserve_server.wrappers import UnaryWrapper
 
 PREFIX = "embserve"
@@ -49,6 +50,12 @@ class ServerMetrics:
             f"{PREFIX}_table_load_seconds", "Seconds to load, validate and warm the serving version", ["table"], registry=registry, multiprocess_mode="max"
         )
         self.reloads = Counter(f"{PREFIX}_reloads", "Table load attempts by outcome", ["table", "outcome"], registry=registry)
+        self.memory_refusals = Counter(
+            f"{PREFIX}_memory_refusals", "Table versions not loaded because the process would pass --memory-limit", ["table"], registry=registry
+        )
+        self.memory_limit = Gauge(
+            f"{PREFIX}_memory_limit_bytes", "The memory limit table loads are checked against (0: none)", registry=registry, multiprocess_mode="max"
+        )
         self.http_requests = Counter(
             f"{PREFIX}_http_requests", "HTTP API requests (/v1/*), by route and HTTP status", ["route", "status"], registry=registry
         )
@@ -89,6 +96,9 @@ class ServerMetrics:
         for o in RELOAD_OUTCOMES:
             self.reloads.labels(outcome.table, o)
         self.reloads.labels(outcome.table, outcome.outcome).inc()
+        self.memory_refusals.labels(outcome.table)
+        if outcome.reason == "memory":
+            self.memory_refusals.labels(outcome.table).inc()
         self.missing_keys.labels(outcome.table)
         if table is not None:
             self.publish_table(table)

@@ -31,7 +31,8 @@ from embserve_format.arrays import LE_F32
 from embserve_server import embed
 from embserve_server.config import Limits
 from embserve_server.errors import UnknownTableError, UnknownVersionError, http_error
-from embserve_server.tables import Table, TableRegistry
+from embserve_server.registry import TableRegistry
+from embserve_server.tables import Table
 
 Answer = tuple[int, dict[str, Any]]  # (HTTP status, JSON body)
 ENCODINGS = ("float", "base64")

@@ -18,7 +18,8 @@ from embserve_format.arrays import LE_F32, LE_I64
 
 from embserve_server import embed, query, subword, tokenizer_table
 from embserve_server.config import Limits
-from embserve_server.tables import ReloadOutcome, Table
+from embserve_server.registry import ReloadOutcome, TableRegistry
+from embserve_server.tables import Table
 from embserve_server.validate import packed_keys
 
 
@@ -94,7 +95,7 @@ def search_options_of(request: pb.SearchRequest) -> query.SearchOptions:
 # -- responses out -------------------------------------------------------------------------------
 
 
-def pack_table_info(t: Table) -> pb.TableInfo:
+def pack_table_info(t: Table, labels: dict[str, int] | None = None) -> pb.TableInfo:
     info = t.bundle.index_info
     return pb.TableInfo(
         name=t.name,
@@ -112,11 +113,23 @@ def pack_table_info(t: Table) -> pb.TableInfo:
         has_tokenizer=tokenizer_table.EXTRA in t.extras,
         source=str((t.bundle.manifest.get("source") or {}).get("kind", "")),
         memory=pb.TableMemory(**t.memory_parts),
+        labels=labels or {},
     )
 
 
-def pack_list_tables(tables: Sequence[Table], default: str) -> pb.ListTablesResponse:
-    return pb.ListTablesResponse(tables=[pack_table_info(t) for t in tables], default_table=default)
+def _tables(registry: TableRegistry) -> list[pb.TableInfo]:
+    """Every serving version's info, with its table's labels."""
+    return [pack_table_info(t, registry.labels(t.name)) for t in registry.all()]
+
+
+def _outcome(o: ReloadOutcome) -> pb.ReloadOutcome:
+    return pb.ReloadOutcome(table=o.table, outcome=o.outcome, version=o.version, message=o.message, reason=o.reason)
+
+
+def pack_list_tables(registry: TableRegistry) -> pb.ListTablesResponse:
+    return pb.ListTablesResponse(
+        tables=_tables(registry), default_table=registry.default_name(), refusals=[_outcome(o) for o in registry.refusals()]
+    )
 
 
 def pack_lookup(t: Table, r: query.LookupArrays) -> pb.LookupResponse:
@@ -192,8 +205,21 @@ def pack_word_analogies(t: Table, found_correct_search: tuple[np.ndarray, np.nda
     return pb.EvaluateWordAnalogiesResponse(table=t.name, version=t.version, found=_flags(found), correct=_flags(correct), search=search)
 
 
-def pack_reload(outcomes: Sequence[ReloadOutcome], tables: Sequence[Table]) -> pb.ReloadResponse:
-    return pb.ReloadResponse(
-        outcomes=[pb.ReloadOutcome(table=o.table, outcome=o.outcome, version=o.version, message=o.message) for o in outcomes],
-        tables=[pack_table_info(t) for t in tables],
-    )
+def pack_reload(outcomes: Sequence[ReloadOutcome], registry: TableRegistry) -> pb.ReloadResponse:
+    return pb.ReloadResponse(outcomes=[_outcome(o) for o in outcomes], tables=_tables(registry))
+
+
+def label_changes(request: pb.SetLabelsRequest) -> dict[str, int | None]:
+    """label -> version to assign, or None to remove.
+
+    Raises:
+        ValueError: a label both assigned and removed.
+    """
+    both = sorted(set(request.assign) & set(request.remove))
+    if both:
+        raise ValueError(f"labels {both}: both assigned and removed")
+    return {**dict(request.assign), **dict.fromkeys(request.remove)}
+
+
+def pack_set_labels(table: str, labels: dict[str, int]) -> pb.SetLabelsResponse:
+    return pb.SetLabelsResponse(table=table, labels=labels)

@@ -1,10 +1,10 @@
-"""Loading table bundles into searchable :class:`Table` objects, and the registry that serves them.
+"""Loading table bundles into searchable :class:`Table` objects (the registry that serves them: registry.py).
 
 The tables layer is the only part of the server that reads bundle files: this module reads the
 bundle and its index, and calls the loaders of the optional parts it declares in
 :data:`EXTRA_LOADERS` (:mod:`subword`, :mod:`tokenizer_table`, :mod:`embed`). A loaded :class:`Table` is
-immutable: a reload builds a new one next to it and swaps the registry's mapping in one
-assignment, so in-flight calls finish on the version they started with.
+immutable: a reload builds a new one next to it and the registry (:mod:`embserve_server.registry`)
+swaps its mapping in one assignment, so in-flight calls finish on the version they started with.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,25 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_format.bundle import (
-    INDEX,
-    KEY_INDEX,
-    KEYS,
-    MANIFEST,
-    VECTORS,
-    Bundle,
-    BundleError,
-    bundle_path,
-    list_tables,
-    list_versions,
-    read_bundle,
-    validate_name,
-)
+from embserve_format.bundle import INDEX, Bundle, BundleError, read_bundle
 from embserve_format.keyindex import KeyIndex, KeyList
 from embserve_index import RawRows, VectorIndex, build_index, describe, load_index, prepare_rows, row_norms
 
-from embserve_server import embed, subword, tokenizer_table
-from embserve_server.errors import TableUnavailableError, UnknownTableError, UnknownVersionError
+from embserve_server import embed, memory, subword, tokenizer_table
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +97,11 @@ class Table:
 
     @property
     def memory_parts(self) -> dict[str, int]:
-        """Bytes by part (:data:`MEMORY_PARTS`): the files mapped or read, or what load built instead,
+        """Bytes by part (:data:`memory.MEMORY_PARTS`): the files mapped or read, or what load built instead,
         plus the arrays derived since (:meth:`derived`).
 
         A version that shares its key index with an older one still counts it: it is what the
-        version would hold alone.
+        version would hold alone. The same rule estimates a version before it loads (memory.py).
         """
         parts = dict(self._file_parts)
         for _, size, part in self._derived.values():
@@ -125,14 +110,11 @@ class Table:
 
     @functools.cached_property
     def _file_parts(self) -> dict[str, int]:
-        b = self.bundle
-        files = {name: _size(b.path / name) for name in b.manifest["files"]}
-        keys = files.pop(KEYS, 0)
-        keys += files.pop(KEY_INDEX, self.key_to_index.nbytes)
-        index = files.pop(INDEX, 0) or int(self.index.rows.nbytes)  # none shipped: the Flat built at load
-        if isinstance(self.index.rows, RawRows):
-            index += self.index.rows.nbytes  # the norms kept for the re-rank
-        return {"rows": files.pop(VECTORS, 0), "index": index, "keys": keys, "extras": sum(files.values())}
+        b, rows = self.bundle, self.index.rows
+        norms = rows.nbytes if isinstance(rows, RawRows) else 0  # the norms kept for the re-rank
+        return memory.memory_parts(
+            memory.file_sizes(b.path, b.manifest), built_index=int(rows.nbytes), built_keys=self.key_to_index.nbytes, norms=norms
+        )
 
     def ids_for(self, keys: Sequence[str]) -> np.ndarray:
         """Row ids of ``keys`` as int64, -1 for keys not in the table (no per-key bytecode)."""
@@ -214,16 +196,6 @@ def _check_index_rows(path: Path, b: Bundle, idx: VectorIndex) -> None:
         raise BundleError(f"{path}: index.faiss rows do not match vectors.npy (index from another table?)")
 
 
-MEMORY_PARTS = ("rows", "index", "keys", "extras")  # Table.memory_parts keys, the metric's "part" label
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0  # a served version whose directory vanished: its mapped pages live on
-
-
 # The optional bundle parts a table may carry: Table.extras name -> loader(bundle) -> object or None.
 EXTRA_LOADERS: dict[str, Callable[[Bundle], Any]] = {
     subword.EXTRA: subword.load,  # fastText n-gram buckets (missing-key policy "subword")
@@ -239,179 +211,3 @@ def _load_extras(b: Bundle) -> dict[str, Any]:
         if value is not None:
             out[name] = value
     return out
-
-
-@dataclass(frozen=True)
-class ReloadOutcome:
-    table: str
-    outcome: str  # "loaded", "unchanged", "refused"
-    version: int
-    message: str = ""
-
-
-class TableRegistry:
-    """The tables being served: the newest ``keep_versions`` valid versions of each table under ``tables_dir``.
-
-    Requests name a version or get the newest (the *serving* version). Keeping several lets a
-    training run's snapshots, an A/B pair or a rollout be read version by version; every version
-    is memory-mapped, so one more costs its key index and little else.
-
-    Args:
-        tables_dir: root holding ``<name>/<version>/`` bundles.
-        default_table: table used when a request names none (default: the only/first table).
-        mmap: memory-map vectors and flat index storage.
-        verify_checksums: check every file's sha256 before serving it.
-        pinned: serve exactly this version of these tables.
-        keep_versions: how many of the newest valid versions of each table stay loaded (>= 1).
-        on_change: called with (Table | None, ReloadOutcome) after every load attempt (metrics).
-    """
-
-    def __init__(
-        self,
-        tables_dir: str | Path,
-        *,
-        default_table: str | None = None,
-        mmap: bool = True,
-        verify_checksums: bool = True,
-        pinned: dict[str, int] | None = None,
-        keep_versions: int = 1,
-        on_change: Callable[[Table | None, ReloadOutcome], None] | None = None,
-    ) -> None:
-        if keep_versions < 1:
-            raise ValueError(f"keep_versions: {keep_versions} must be at least 1")
-        self.tables_dir = Path(tables_dir)
-        self._default = default_table
-        self._mmap = mmap
-        self._verify = verify_checksums
-        self._pinned = dict(pinned or {})
-        self.keep_versions = keep_versions
-        self.on_change = on_change  # settable: a forked worker points it at its own metrics
-        # Both replaced whole on every change, never mutated: readers need no lock.
-        self._tables: dict[str, Table] = {}  # name -> serving (newest loaded) version
-        self._versions: dict[str, dict[int, Table]] = {}  # name -> version -> loaded table
-        self._refused: dict[tuple[str, int], float] = {}  # (name, version) -> manifest mtime refused
-        self._lock = threading.Lock()  # serialises reloads, never held by readers
-
-    # -- reading side (request threads) --------------------------------------------------------
-
-    def get(self, name: str = "", version: int = 0) -> Table:
-        """Table ``name`` ("" = default table) at ``version`` (0 = the serving, newest one).
-
-        Raises:
-            UnknownTableError: no such table.
-            UnknownVersionError: that version is not loaded.
-            TableUnavailableError: nothing is loaded yet.
-        """
-        tables = self._tables
-        if not name:
-            if not tables:
-                raise TableUnavailableError("no table is loaded yet")
-            name = self.default_name(tables)
-        table = tables.get(name)
-        if table is None:
-            raise UnknownTableError(name, sorted(tables))
-        if version and version != table.version:
-            loaded = self._versions.get(name, {})
-            if version not in loaded:
-                raise UnknownVersionError(name, version, sorted(loaded))
-            return loaded[version]
-        return table
-
-    def versions(self, name: str) -> list[Table]:
-        """The loaded versions of table ``name``, oldest first (empty if none)."""
-        return [t for _, t in sorted(self._versions.get(name, {}).items())]
-
-    def default_name(self, tables: dict[str, Table] | None = None) -> str:
-        tables = self._tables if tables is None else tables
-        if self._default and self._default in tables:
-            return self._default
-        return sorted(tables)[0] if tables else ""
-
-    def all(self) -> list[Table]:
-        """The serving version of every table, by name."""
-        return [t for _, t in sorted(self._tables.items())]
-
-    def __len__(self) -> int:
-        return len(self._tables)
-
-    # -- loading side (start-up, poller, admin RPC) ---------------------------------------------
-
-    def reload(self, only: str | None = None) -> list[ReloadOutcome]:
-        """Scan the tables directory and load every newer valid version (``only``: one table).
-
-        A version that fails validation is refused and logged, the serving version stays, and the
-        refused version is not retried until its manifest changes.
-        """
-        with self._lock:
-            # Served tables too: a table directory that vanished must be noticed (and kept), not skipped.
-            names = sorted({*list_tables(self.tables_dir), *self._tables}) if only is None else [validate_name(only)]
-            outcomes = []
-            new_versions = dict(self._versions)
-            for name in names:
-                found, loaded = self._reload_one(name, new_versions.get(name, {}))
-                new_versions[name] = loaded
-                serving = loaded[max(loaded)] if loaded else None
-                for outcome in found:
-                    if self.on_change:
-                        self.on_change(serving if outcome.outcome == "loaded" else None, outcome)
-                outcomes.extend(found)
-            new_versions = {name: loaded for name, loaded in new_versions.items() if loaded}
-            # Readers see the old or the new mappings; versions first, so a serving table is always listed.
-            self._versions = new_versions
-            self._tables = {name: loaded[max(loaded)] for name, loaded in new_versions.items()}
-            return outcomes
-
-    def _reload_one(self, name: str, loaded: dict[int, Table]) -> tuple[list[ReloadOutcome], dict[int, Table]]:
-        """Outcomes, and the versions of ``name`` to keep loaded (the newest ``keep_versions`` valid ones)."""
-        try:
-            versions = list_versions(self.tables_dir, name)
-        except OSError as exc:
-            logger.error("table %s: cannot list versions (%s); keeping what is served", name, exc)
-            return [], loaded
-        if name in self._pinned:
-            versions = [v for v in versions if v == self._pinned[name]]
-        outcomes: list[ReloadOutcome] = []
-        current = max(loaded) if loaded else None
-        vanished = current if current is not None and current not in versions else None
-        if vanished is not None and self._refused.get((name, vanished)) != _VANISHED:
-            self._refused[(name, vanished)] = _VANISHED  # log and count it once
-            logger.error("table %s version %d vanished from %s; still serving the loaded copy", name, vanished, self.tables_dir)
-            outcomes.append(ReloadOutcome(name, "refused", vanished, "bundle directory vanished; still serving the loaded copy"))
-        keep: dict[int, Table] = {}
-        # Newest first, until keep_versions are loaded (with one version kept: down to the serving one).
-        for version in reversed(versions):
-            if len(keep) >= self.keep_versions or (self.keep_versions == 1 and current is not None and version < current):
-                break
-            if version in loaded:
-                keep[version] = loaded[version]
-                continue
-            path = bundle_path(self.tables_dir, name, version)
-            stamp = _mtime(path / MANIFEST)
-            if self._refused.get((name, version)) == stamp:
-                continue  # refused before and unchanged since: do not log and count it again
-            try:
-                like = next(iter(keep.values()), None) or (loaded[current] if current is not None else None)  # shares a same-vocabulary key index
-                keep[version] = load_table(path, mmap=self._mmap, verify_checksums=self._verify, like=like)
-            except (BundleError, ValueError, OSError, RuntimeError, MemoryError) as exc:
-                self._refused[(name, version)] = stamp
-                logger.error("refused table %s version %d: %s", name, version, exc)
-                outcomes.append(ReloadOutcome(name, "refused", version, str(exc)))
-                continue  # an older version may still be newer than the one being served
-            outcomes.append(ReloadOutcome(name, "loaded", version))
-        if vanished is not None:
-            keep[vanished] = loaded[vanished]  # the mapped pages outlive the files
-            keep = dict(sorted(keep.items())[-self.keep_versions :])  # unless newer versions replace it
-        if current is not None and current in keep and not outcomes:
-            outcomes.append(ReloadOutcome(name, "unchanged", current))
-        # A version older than everything kept never becomes the serving one.
-        return outcomes, keep
-
-
-_VANISHED = -2.0  # marks a served version whose directory disappeared (real mtimes are >= 0, missing -1)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return -1.0

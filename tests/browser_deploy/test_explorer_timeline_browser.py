@@ -9,6 +9,7 @@ from pathlib import Path
 
 from conftest import BIN, make_table
 from embserve_client import Client
+from embserve_format.labels import write_labels
 from test_explorer_browser import Browser, chromium, wait_for  # importing it checks for chromium (require_tool)
 from waiting import wait_for_line
 
@@ -39,6 +40,7 @@ def test_sliding_through_versions_changes_the_neighbours(tmp_path: Path) -> None
     tables = tmp_path / "tables"
     for v in (1, 2, 3):  # same keys, different rows: a training run's snapshots
         make_table(tables, n=N, dim=DIM, seed=v, version=v, factory="Flat")
+    write_labels(tables, "t", {"stable": 1, "canary": 3})  # the slider names labelled versions
     with server_keeping_versions(tables, 3) as (base, target), Client(target) as c, chromium(tmp_path) as b:
         want = {v: [n.key for n in c.most_similar("w5", topn=12, version=v)] for v in (1, 2, 3)}
         assert want[1] != want[3]
@@ -49,9 +51,10 @@ def test_sliding_through_versions_changes_the_neighbours(tmp_path: Path) -> None
         wait_for("the map of w5", lambda: b.find_all('#map g.pt.centre[data-key="w5"]'))
         assert b.js("return document.getElementById('timeline').hidden") is False
         assert b.js("return document.getElementById('version').max") == "2"
-        assert b.text("#version-label").startswith("v3") and "t v3" in b.text("#status")
+        assert b.text("#version-label").startswith("v3 (canary)") and "t v3" in b.text("#status")
+        assert b.js("return [...document.querySelectorAll('#version-ticks option')].map((o) => o.label)") == ["stable", "v2", "canary"]
         assert neighbour_keys(b) == want[3]
         b.js("const s = document.getElementById('version'); s.value = '0'; s.dispatchEvent(new Event('input'));")
-        wait_for("version 1 shown", lambda: b.text("#version-label").startswith("v1"))
+        wait_for("version 1 shown", lambda: b.text("#version-label").startswith("v1 (stable)"))
         assert neighbour_keys(b) == want[1] and "t v1" in b.text("#status")
         assert b.find_all('#map g.pt.centre[data-key="w5"]')

@@ -30,7 +30,7 @@ from embserve_client.errors import UnavailableError
 from embserve_format.bundle import INDEX, KEYS, MANIFEST, VECTORS, list_versions, sha256_file
 from embserve_index import build_index, prepare_rows, save_index
 from embserve_server.app import Server
-from embserve_server.tables import TableRegistry
+from embserve_server.registry import TableRegistry
 
 N, DIM = 300, 8
 

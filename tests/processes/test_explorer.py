@@ -70,7 +70,7 @@ def test_tables_endpoint(site: tuple[str, int]) -> None:
     status, body = get_json(f"{base}/api/tables")
     assert status == 200
     assert body["default"] == "t"
-    assert body["tables"] == [{"name": "t", "version": 1, "count": 2000, "dim": 16, "metric": "cosine", "index": "Flat", "versions": [1]}]
+    assert body["tables"] == [{"name": "t", "version": 1, "count": 2000, "dim": 16, "metric": "cosine", "index": "Flat", "versions": [1], "labels": {}}]
     assert body["methods"][0] == "pca" and body["limits"]["topn"] == 50
 
 

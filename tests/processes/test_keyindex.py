@@ -15,7 +15,8 @@ from conftest import BIN, make_table, running_server
 from embserve_client import Client
 from embserve_format import keyfile, keyindex
 from embserve_format.bundle import KEY_INDEX, MANIFEST, read_manifest, sha256_file
-from embserve_server.tables import TableRegistry, load_table
+from embserve_server.registry import TableRegistry
+from embserve_server.tables import load_table
 from waiting import wait_for_line
 
 

@@ -15,7 +15,8 @@ from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_server import errors, gensim_eval, query
 from embserve_server.config import Limits
 from embserve_server.explorer import Explorer
-from embserve_server.tables import Table, TableRegistry, load_table
+from embserve_server.registry import TableRegistry
+from embserve_server.tables import Table, load_table
 from embserve_trainer.export import export_table
 
 

@@ -16,8 +16,9 @@ from embserve_client.pb import embserve_pb2 as pb
 from embserve_server import query
 from embserve_server.config import Limits
 from embserve_server.pack import queries_of, search_options_of
+from embserve_server.registry import TableRegistry
 from embserve_server.service import EmbeddingService
-from embserve_server.tables import Table, TableRegistry
+from embserve_server.tables import Table
 
 
 class Context:

@@ -13,7 +13,7 @@ import pytest
 from embserve_format.bundle import read_bundle
 from embserve_trainer.cli import main as train_main
 from embserve_trainer.export import export_table
-from embserve_trainer.pooling import SIF_A, pooling_weights
+from embserve_trainer.pooling import SIF_A, ZIPF_A, pooling_weights
 
 
 def _weights(bundle: Path) -> np.ndarray | None:
@@ -48,7 +48,7 @@ def test_frequency_ordered_rows_give_zipf_weights(tmp_path: Path) -> None:
     ranks = np.arange(1, len(keys) + 1)
     p = (1 / ranks) / (1 / ranks).sum()
     w = _weights(path)
-    np.testing.assert_allclose(w, 1e-3 / (1e-3 + p), rtol=1e-6)
+    np.testing.assert_allclose(w, ZIPF_A / (ZIPF_A + p), rtol=1e-6)
     assert w.dtype == np.float32 and np.all(np.diff(w) > 0)  # the most frequent rows weigh least
     assert _pooling(path)["weights"] == "zipf"
 
@@ -85,6 +85,6 @@ def test_glove_import_is_zipf_weighted_by_default_and_off_with_pooling_none(tmp_
                        "--no-progress", "--pooling", "none"]) == 0
     weighted, plain = tables / "g" / "1", tables / "g" / "2"
     ranks = np.arange(1, len(rows) + 1)
-    np.testing.assert_allclose(_weights(weighted), 1e-3 / (1e-3 + (1 / ranks) / (1 / ranks).sum()), rtol=1e-6)
+    np.testing.assert_allclose(_weights(weighted), ZIPF_A / (ZIPF_A + (1 / ranks) / (1 / ranks).sum()), rtol=1e-6)
     assert _weights(plain) is None and _pooling(plain)["weights"] == "uniform"
     assert read_bundle(weighted).vectors.tobytes() == read_bundle(plain).vectors.tobytes()

@@ -14,6 +14,7 @@ from types import ModuleType
 
 import numpy as np
 from embserve_format.bundle import EVAL, NGRAMS
+from embserve_format.labels import apply_changes, check_targets, locked, parse_assignments, read_labels, write_labels
 from embserve_format.text import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
 from embserve_index import STORAGES
 
@@ -218,6 +219,20 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    """Show, assign or remove a table's version labels (``labels.json``; servers pick it up on their poll)."""
+    changes = parse_assignments(args.assign, args.remove)
+    with locked(args.tables, args.table):
+        labels = read_labels(args.tables, args.table)
+        if changes:
+            targets = {v for v in changes.values() if v is not None}
+            check_targets(args.tables, args.table, targets, verify_checksums=not args.no_verify)
+            labels = apply_changes(labels, changes)
+            write_labels(args.tables, args.table, labels)
+    print(f"{args.table}: " + (", ".join(f"{k}={v}" for k, v in labels.items()) or "no labels"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embserve-train", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
@@ -339,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     cu.add_argument("--tables", type=Path, required=True, help="tables root directory")
     cu.add_argument("--out", type=Path, default=Path("curve.png"), help="picture to write (.png, .svg, .pdf)")
     cu.set_defaults(func=cmd_curve)
+
+    lb = sub.add_parser("label", help="show, assign or remove version labels (stable=3 canary=4; canary= removes)")
+    lb.add_argument("table", help="table name")
+    lb.add_argument("assign", nargs="*", metavar="LABEL=VERSION",
+                    help="point LABEL at VERSION (which must exist and be a valid bundle); LABEL= removes it")
+    lb.add_argument("--remove", action="append", default=[], metavar="LABEL", help="drop a label (repeatable)")
+    lb.add_argument("--tables", type=Path, required=True, help="tables root directory")
+    lb.add_argument("--no-verify", action="store_true", help="skip the checksums of the labelled versions (big tables)")
+    lb.set_defaults(func=cmd_label)
     return p
 
 

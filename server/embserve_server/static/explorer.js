@@ -203,7 +203,8 @@ function showMap(m) {
 function showStep(i) {
   const step = state.steps[i];
   const facts = Object.entries(step.training || {}).map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toPrecision(4)}`);
-  $("version-label").textContent = [`v${step.version}`, ...facts].join(" · ");
+  const named = (step.labels || []).length ? ` (${step.labels.join(", ")})` : "";
+  $("version-label").textContent = [`v${step.version}${named}`, ...facts].join(" · ");
   if (step.error) { showError(new Error(step.error)); return; }
   showError(null);
   showMap(step.map);
@@ -236,6 +237,9 @@ async function show(key, mode = "key") {
       const slider = $("version");
       slider.max = String(tl.steps.length - 1);
       slider.value = String(tl.steps.length - 1);
+      // Tick marks under the slider: one per version, its labels ("stable", "canary") as the tick's label.
+      $("version-ticks").replaceChildren(...tl.steps.map((s, i) =>
+        el("option", { value: String(i), label: (s.labels || []).join(", ") || `v${s.version}` })));
       showStep(tl.steps.length - 1);
       return;
     }
@@ -290,7 +294,8 @@ async function loadTables() {
     $("table").replaceChildren();
     for (const t of info.tables) {
       state.versions[t.name] = t.versions || [t.version];
-      const opt = el("option", { value: t.name }, `${t.name} (v${t.version}, ${t.count.toLocaleString()} × ${t.dim})`);
+      const labels = Object.entries(t.labels || {}).map(([k, v]) => `${k}=v${v}`).join(", ");
+      const opt = el("option", { value: t.name }, `${t.name} (v${t.version}, ${t.count.toLocaleString()} × ${t.dim}${labels ? `; ${labels}` : ""})`);
       if (t.name === info.default) opt.selected = true;
       $("table").append(opt);
     }

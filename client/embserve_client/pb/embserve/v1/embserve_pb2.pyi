@@ -21,7 +21,14 @@ MISSING_POLICY_ZERO: MissingPolicy
 MISSING_POLICY_SUBWORD: MissingPolicy
 
 class TableInfo(_message.Message):
-    __slots__ = ("name", "version", "vector_size", "count", "metric", "index", "checksum", "created_at", "ef_search", "nprobe", "has_counts", "has_subwords", "has_tokenizer", "source", "memory")
+    __slots__ = ("name", "version", "vector_size", "count", "metric", "index", "checksum", "created_at", "ef_search", "nprobe", "has_counts", "has_subwords", "has_tokenizer", "source", "memory", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VECTOR_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +44,7 @@ class TableInfo(_message.Message):
     HAS_TOKENIZER_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     vector_size: int
@@ -52,7 +60,8 @@ class TableInfo(_message.Message):
     has_tokenizer: bool
     source: str
     memory: TableMemory
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., vector_size: _Optional[int] = ..., count: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., checksum: _Optional[str] = ..., created_at: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., has_counts: _Optional[bool] = ..., has_subwords: _Optional[bool] = ..., has_tokenizer: _Optional[bool] = ..., source: _Optional[str] = ..., memory: _Optional[_Union[TableMemory, _Mapping]] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., vector_size: _Optional[int] = ..., count: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., checksum: _Optional[str] = ..., created_at: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., has_counts: _Optional[bool] = ..., has_subwords: _Optional[bool] = ..., has_tokenizer: _Optional[bool] = ..., source: _Optional[str] = ..., memory: _Optional[_Union[TableMemory, _Mapping]] = ..., labels: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class TableMemory(_message.Message):
     __slots__ = ("rows", "index", "keys", "extras")
@@ -71,15 +80,17 @@ class ListTablesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListTablesResponse(_message.Message):
-    __slots__ = ("tables", "default_table")
+    __slots__ = ("tables", "default_table", "refusals")
     TABLES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TABLE_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
     tables: _containers.RepeatedCompositeFieldContainer[TableInfo]
     default_table: str
-    def __init__(self, tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ..., default_table: _Optional[str] = ...) -> None: ...
+    refusals: _containers.RepeatedCompositeFieldContainer[ReloadOutcome]
+    def __init__(self, tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ..., default_table: _Optional[str] = ..., refusals: _Optional[_Iterable[_Union[ReloadOutcome, _Mapping]]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("table", "keys", "packed_keys", "ids", "missing", "normalize", "version")
+    __slots__ = ("table", "keys", "packed_keys", "ids", "missing", "normalize", "version", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     PACKED_KEYS_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +98,7 @@ class LookupRequest(_message.Message):
     MISSING_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     keys: _containers.RepeatedScalarFieldContainer[str]
     packed_keys: bytes
@@ -94,7 +106,8 @@ class LookupRequest(_message.Message):
     missing: MissingPolicy
     normalize: bool
     version: int
-    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., packed_keys: _Optional[bytes] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., packed_keys: _Optional[bytes] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("table", "version", "vector_size", "rows", "vectors", "found", "ids")
@@ -133,7 +146,7 @@ class Query(_message.Message):
     def __init__(self, positive: _Optional[_Iterable[str]] = ..., negative: _Optional[_Iterable[str]] = ..., positive_ids: _Optional[_Iterable[int]] = ..., negative_ids: _Optional[_Iterable[int]] = ..., positive_weights: _Optional[_Iterable[float]] = ..., negative_weights: _Optional[_Iterable[float]] = ..., vector: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("table", "queries", "topn", "include_query_keys", "exact", "ef_search", "nprobe", "restrict_vocab", "min_score", "skip_special_tokens", "skip_subword_tokens", "version")
+    __slots__ = ("table", "queries", "topn", "include_query_keys", "exact", "ef_search", "nprobe", "restrict_vocab", "min_score", "skip_special_tokens", "skip_subword_tokens", "version", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     TOPN_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +159,7 @@ class SearchRequest(_message.Message):
     SKIP_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SKIP_SUBWORD_TOKENS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     topn: int
@@ -158,7 +172,8 @@ class SearchRequest(_message.Message):
     skip_special_tokens: bool
     skip_subword_tokens: bool
     version: int
-    def __init__(self, table: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., topn: _Optional[int] = ..., include_query_keys: _Optional[bool] = ..., exact: _Optional[bool] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., restrict_vocab: _Optional[int] = ..., min_score: _Optional[float] = ..., skip_special_tokens: _Optional[bool] = ..., skip_subword_tokens: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., topn: _Optional[int] = ..., include_query_keys: _Optional[bool] = ..., exact: _Optional[bool] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., restrict_vocab: _Optional[int] = ..., min_score: _Optional[float] = ..., skip_special_tokens: _Optional[bool] = ..., skip_subword_tokens: _Optional[bool] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("table", "version", "topn", "queries", "ids", "scores", "keys")
@@ -179,16 +194,18 @@ class SearchResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., topn: _Optional[int] = ..., queries: _Optional[int] = ..., ids: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SimilarityRequest(_message.Message):
-    __slots__ = ("table", "a", "b", "version")
+    __slots__ = ("table", "a", "b", "version", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     a: _containers.RepeatedScalarFieldContainer[str]
     b: _containers.RepeatedScalarFieldContainer[str]
     version: int
-    def __init__(self, table: _Optional[str] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class SimilarityResponse(_message.Message):
     __slots__ = ("table", "version", "scores")
@@ -201,16 +218,18 @@ class SimilarityResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., scores: _Optional[bytes] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
-    __slots__ = ("table", "texts", "add_special_tokens", "version")
+    __slots__ = ("table", "texts", "add_special_tokens", "version", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     add_special_tokens: bool
     version: int
-    def __init__(self, table: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., add_special_tokens: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., add_special_tokens: _Optional[bool] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class TokenizedText(_message.Message):
     __slots__ = ("ids", "tokens")
@@ -231,18 +250,20 @@ class TokenizeResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., texts: _Optional[_Iterable[_Union[TokenizedText, _Mapping]]] = ...) -> None: ...
 
 class LookupTextRequest(_message.Message):
-    __slots__ = ("table", "text", "add_special_tokens", "mean", "version")
+    __slots__ = ("table", "text", "add_special_tokens", "mean", "version", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ADD_SPECIAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     text: str
     add_special_tokens: bool
     mean: bool
     version: int
-    def __init__(self, table: _Optional[str] = ..., text: _Optional[str] = ..., add_special_tokens: _Optional[bool] = ..., mean: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., text: _Optional[str] = ..., add_special_tokens: _Optional[bool] = ..., mean: _Optional[bool] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class LookupTextResponse(_message.Message):
     __slots__ = ("table", "version", "vector_size", "ids", "tokens", "vectors", "mean")
@@ -269,16 +290,18 @@ class ReloadRequest(_message.Message):
     def __init__(self, table: _Optional[str] = ...) -> None: ...
 
 class ReloadOutcome(_message.Message):
-    __slots__ = ("table", "outcome", "version", "message")
+    __slots__ = ("table", "outcome", "version", "message", "reason")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     table: str
     outcome: str
     version: int
     message: str
-    def __init__(self, table: _Optional[str] = ..., outcome: _Optional[str] = ..., version: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, table: _Optional[str] = ..., outcome: _Optional[str] = ..., version: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ReloadResponse(_message.Message):
     __slots__ = ("outcomes", "tables")
@@ -288,17 +311,51 @@ class ReloadResponse(_message.Message):
     tables: _containers.RepeatedCompositeFieldContainer[TableInfo]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[ReloadOutcome, _Mapping]]] = ..., tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ...) -> None: ...
 
+class SetLabelsRequest(_message.Message):
+    __slots__ = ("table", "assign", "remove")
+    class AssignEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    ASSIGN_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    assign: _containers.ScalarMap[str, int]
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, table: _Optional[str] = ..., assign: _Optional[_Mapping[str, int]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetLabelsResponse(_message.Message):
+    __slots__ = ("table", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    labels: _containers.ScalarMap[str, int]
+    def __init__(self, table: _Optional[str] = ..., labels: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
 class ListKeysRequest(_message.Message):
-    __slots__ = ("table", "offset", "limit", "version")
+    __slots__ = ("table", "offset", "limit", "version", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     offset: int
     limit: int
     version: int
-    def __init__(self, table: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class ListKeysResponse(_message.Message):
     __slots__ = ("table", "version", "count", "keys")
@@ -313,7 +370,7 @@ class ListKeysResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MostSimilarCosmulRequest(_message.Message):
-    __slots__ = ("table", "version", "positive", "negative", "positive_vectors", "negative_vectors", "topn")
+    __slots__ = ("table", "version", "positive", "negative", "positive_vectors", "negative_vectors", "topn", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     POSITIVE_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +378,7 @@ class MostSimilarCosmulRequest(_message.Message):
     POSITIVE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     TOPN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     version: int
     positive: _containers.RepeatedScalarFieldContainer[str]
@@ -328,7 +386,8 @@ class MostSimilarCosmulRequest(_message.Message):
     positive_vectors: bytes
     negative_vectors: bytes
     topn: int
-    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., positive: _Optional[_Iterable[str]] = ..., negative: _Optional[_Iterable[str]] = ..., positive_vectors: _Optional[bytes] = ..., negative_vectors: _Optional[bytes] = ..., topn: _Optional[int] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., positive: _Optional[_Iterable[str]] = ..., negative: _Optional[_Iterable[str]] = ..., positive_vectors: _Optional[bytes] = ..., negative_vectors: _Optional[bytes] = ..., topn: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class MostSimilarCosmulResponse(_message.Message):
     __slots__ = ("table", "version", "ids", "scores", "keys")
@@ -345,16 +404,18 @@ class MostSimilarCosmulResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., ids: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RankByCentralityRequest(_message.Message):
-    __slots__ = ("table", "version", "keys", "raw")
+    __slots__ = ("table", "version", "keys", "raw", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     version: int
     keys: _containers.RepeatedScalarFieldContainer[str]
     raw: bool
-    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ..., raw: _Optional[bool] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ..., raw: _Optional[bool] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class RankByCentralityResponse(_message.Message):
     __slots__ = ("table", "version", "found", "scores")
@@ -369,18 +430,20 @@ class RankByCentralityResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., found: _Optional[bytes] = ..., scores: _Optional[bytes] = ...) -> None: ...
 
 class CloserThanRequest(_message.Message):
-    __slots__ = ("table", "version", "key1", "key2", "count_only")
+    __slots__ = ("table", "version", "key1", "key2", "count_only", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KEY1_FIELD_NUMBER: _ClassVar[int]
     KEY2_FIELD_NUMBER: _ClassVar[int]
     COUNT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     version: int
     key1: str
     key2: str
     count_only: bool
-    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., key1: _Optional[str] = ..., key2: _Optional[str] = ..., count_only: _Optional[bool] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., key1: _Optional[str] = ..., key2: _Optional[str] = ..., count_only: _Optional[bool] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class CloserThanResponse(_message.Message):
     __slots__ = ("table", "version", "count", "ids", "keys")
@@ -397,20 +460,22 @@ class CloserThanResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., count: _Optional[int] = ..., ids: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EvaluateWordPairsRequest(_message.Message):
-    __slots__ = ("table", "version", "a", "b", "restrict_vocab", "case_insensitive")
+    __slots__ = ("table", "version", "a", "b", "restrict_vocab", "case_insensitive", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
     RESTRICT_VOCAB_FIELD_NUMBER: _ClassVar[int]
     CASE_INSENSITIVE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     version: int
     a: _containers.RepeatedScalarFieldContainer[str]
     b: _containers.RepeatedScalarFieldContainer[str]
     restrict_vocab: int
     case_insensitive: bool
-    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., restrict_vocab: _Optional[int] = ..., case_insensitive: _Optional[bool] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., restrict_vocab: _Optional[int] = ..., case_insensitive: _Optional[bool] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class EvaluateWordPairsResponse(_message.Message):
     __slots__ = ("table", "version", "found", "scores")
@@ -425,7 +490,7 @@ class EvaluateWordPairsResponse(_message.Message):
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., found: _Optional[bytes] = ..., scores: _Optional[bytes] = ...) -> None: ...
 
 class EvaluateWordAnalogiesRequest(_message.Message):
-    __slots__ = ("table", "version", "a", "b", "c", "expected", "restrict_vocab", "case_insensitive", "approximate", "ef_search")
+    __slots__ = ("table", "version", "a", "b", "c", "expected", "restrict_vocab", "case_insensitive", "approximate", "ef_search", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
@@ -436,6 +501,7 @@ class EvaluateWordAnalogiesRequest(_message.Message):
     CASE_INSENSITIVE_FIELD_NUMBER: _ClassVar[int]
     APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     version: int
     a: _containers.RepeatedScalarFieldContainer[str]
@@ -446,7 +512,8 @@ class EvaluateWordAnalogiesRequest(_message.Message):
     case_insensitive: bool
     approximate: bool
     ef_search: int
-    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., c: _Optional[_Iterable[str]] = ..., expected: _Optional[_Iterable[str]] = ..., restrict_vocab: _Optional[int] = ..., case_insensitive: _Optional[bool] = ..., approximate: _Optional[bool] = ..., ef_search: _Optional[int] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., a: _Optional[_Iterable[str]] = ..., b: _Optional[_Iterable[str]] = ..., c: _Optional[_Iterable[str]] = ..., expected: _Optional[_Iterable[str]] = ..., restrict_vocab: _Optional[int] = ..., case_insensitive: _Optional[bool] = ..., approximate: _Optional[bool] = ..., ef_search: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class EvaluateWordAnalogiesResponse(_message.Message):
     __slots__ = ("table", "version", "found", "correct", "search")
@@ -469,7 +536,7 @@ class TokenIds(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("table", "version", "texts", "token_ids", "normalize", "truncate", "dimensions")
+    __slots__ = ("table", "version", "texts", "token_ids", "normalize", "truncate", "dimensions", "version_label")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
@@ -477,6 +544,7 @@ class EmbedRequest(_message.Message):
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     table: str
     version: int
     texts: _containers.RepeatedScalarFieldContainer[str]
@@ -484,7 +552,8 @@ class EmbedRequest(_message.Message):
     normalize: bool
     truncate: int
     dimensions: int
-    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ..., token_ids: _Optional[_Iterable[_Union[TokenIds, _Mapping]]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[int] = ..., dimensions: _Optional[int] = ...) -> None: ...
+    version_label: str
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ..., token_ids: _Optional[_Iterable[_Union[TokenIds, _Mapping]]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[int] = ..., dimensions: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("table", "version", "vector_size", "vectors", "tokens", "unknown", "truncated")

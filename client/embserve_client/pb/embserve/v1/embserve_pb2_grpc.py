@@ -644,6 +644,11 @@ class AdminServiceStub:
                 request_serializer=embserve_dot_v1_dot_embserve__pb2.ReloadRequest.SerializeToString,
                 response_deserializer=embserve_dot_v1_dot_embserve__pb2.ReloadResponse.FromString,
                 _registered_method=True)
+        self.SetLabels = channel.unary_unary(
+                '/embserve.v1.AdminService/SetLabels',
+                request_serializer=embserve_dot_v1_dot_embserve__pb2.SetLabelsRequest.SerializeToString,
+                response_deserializer=embserve_dot_v1_dot_embserve__pb2.SetLabelsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -657,6 +662,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLabels(self, request, context):
+        """Assign or remove version labels of a table: the versions are loaded first, then the table's
+        labels.json is written. FAILED_PRECONDITION (nothing changed) when a version is missing or refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -664,6 +677,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Reload,
                     request_deserializer=embserve_dot_v1_dot_embserve__pb2.ReloadRequest.FromString,
                     response_serializer=embserve_dot_v1_dot_embserve__pb2.ReloadResponse.SerializeToString,
+            ),
+            'SetLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLabels,
+                    request_deserializer=embserve_dot_v1_dot_embserve__pb2.SetLabelsRequest.FromString,
+                    response_serializer=embserve_dot_v1_dot_embserve__pb2.SetLabelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -694,6 +712,33 @@ class AdminService:
             '/embserve.v1.AdminService/Reload',
             embserve_dot_v1_dot_embserve__pb2.ReloadRequest.SerializeToString,
             embserve_dot_v1_dot_embserve__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embserve.v1.AdminService/SetLabels',
+            embserve_dot_v1_dot_embserve__pb2.SetLabelsRequest.SerializeToString,
+            embserve_dot_v1_dot_embserve__pb2.SetLabelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
