@@ -176,7 +176,7 @@ def test_client_reference_documents_every_public_name() -> None:
 
 def test_proto_reference_has_every_message_field_enum_and_rpc() -> None:
     """Oracle: protoc's own parse (the generated descriptors) against the generator's page."""
-    pb2 = importlib.import_module("embserve_client.pb.embserve_pb2")
+    pb2 = importlib.import_module("embserve_client.pb.embserve.v1.embserve_pb2")
     page = embserve_docs.proto_markdown()
     fd = pb2.DESCRIPTOR
     for message in fd.message_types_by_name.values():

@@ -78,9 +78,9 @@ def parse_proto(text: str) -> tuple[str, list[ProtoItem]]:
                 header, pending = pending, []
             continue
         seen_code = True
-        doc = " ".join([*pending, trailing]).strip() if not code.startswith("syntax") else "\n".join(pending)
+        doc = " ".join([*pending, trailing]).strip() if code.split()[0] != "syntax" else "\n".join(pending)
         pending = []
-        if code.startswith(("syntax", "package", "import", "option")):
+        if code.split()[0] in ("syntax", "package", "import", "option"):
             if not header and doc and not top:
                 header = [doc]  # the file's comment sits right above `syntax`
             continue
