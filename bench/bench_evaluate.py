@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from embserve_client.bundle import read_bundle
+from embserve_format.bundle import read_bundle
 from embserve_index import prepare_rows
 from embserve_trainer.evaluate import (
     ANALOGY_SET,

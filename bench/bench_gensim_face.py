@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from embserve_client import RemoteKeyedVectors
-from embserve_client.bundle import list_versions, read_bundle
+from embserve_format.bundle import list_versions, read_bundle
 from embserve_trainer.evaluate import ANALOGY_SET, gensim_test_data
 from gensim.models import KeyedVectors
 

@@ -32,8 +32,8 @@ WRITE_ROWS = 50_000  # rows formatted per batch while writing the input (bounds 
 
 OURS = """
 import hashlib, json, sys, time
-from embserve_client.bundle import read_bundle
-from embserve_client.bundle_writer import BundleSpec, write_bundle
+from embserve_format.bundle import read_bundle
+from embserve_format.bundle_writer import BundleSpec, write_bundle
 from embserve_trainer.importers import import_table
 path, tables = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()

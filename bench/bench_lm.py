@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_train import neighbours
-from embserve_client.bundle import list_versions, read_bundle
+from embserve_format.bundle import list_versions, read_bundle
 from embserve_trainer.corpus import document_mode, resolve_corpus
 from embserve_trainer.evaluate import evaluate_table
 from embserve_trainer.lm import train_nexttoken

@@ -20,7 +20,7 @@ from typing import Any
 
 import harness as h
 from embserve_client import Client
-from embserve_client import bundle as bfmt
+from embserve_format import bundle as bfmt
 
 MiB = 2**20
 ADDED_TARGET = 1.05  # added peak RSS <= 1.05 x the bundle files' bytes

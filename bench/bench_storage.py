@@ -23,7 +23,7 @@ import embserve_index as vindex
 import harness as h
 import numpy as np
 from embserve_client import Client
-from embserve_client import bundle as bfmt
+from embserve_format import bundle as bfmt
 
 SIZE_TARGET = 0.5  # sq8 index file <= 0.5x of flat
 RECALL_TARGET = 0.975

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_client.wire import MAX_MESSAGE_BYTES
+from embserve_format.limits import MAX_MESSAGE_BYTES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # tests/ports.py: the one free_port
 from ports import free_port  # noqa: E402

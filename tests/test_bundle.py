@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embserve_client import bundle as b
-from embserve_client import bundle_writer as w
+from embserve_format import bundle as b
+from embserve_format import bundle_writer as w
 
 
 def write(tmp_path: Path, n: int = 50, **kw: object) -> Path:
@@ -149,3 +149,64 @@ def test_non_finite_vectors_are_refused_on_load(tmp_path: Path) -> None:
     np.save(path / b.VECTORS, v)
     with pytest.raises(b.BundleError, match="row 7 contains NaN or Inf"):
         b.read_bundle(path, verify_checksums=False)
+
+
+def test_pooling_weights_round_trip_and_never_touch_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(20, 4)).astype(np.float32)
+    weights = rng.uniform(0.1, 1.0, size=20)
+    path = w.write_bundle(tmp_path, "t", vectors, [f"k{i}" for i in range(20)], w.BundleSpec(weights=weights, pooling={"weights": "sif", "a": 1e-3}))
+    got = b.read_bundle(path)
+    assert got.weights is not None and got.weights.dtype == np.float32
+    assert np.array_equal(got.weights, weights.astype(np.float32))
+    assert got.pooling == {"weights": "sif", "a": 1e-3}
+    assert np.array_equal(got.vectors, vectors)  # weights are for pooling only
+    assert b.WEIGHTS in b.read_manifest(path)["files"]  # checksummed like every file
+    assert b.read_bundle(write(tmp_path)).weights is None  # optional
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [(np.full(20, -1.0), "must be finite and >= 0"), (np.full(20, np.nan), "must be finite and >= 0"), (np.ones(19), r"expected float32 \(20,\)")],
+)
+def test_bad_pooling_weights_are_refused_by_writer_and_reader(tmp_path: Path, weights: np.ndarray, message: str) -> None:
+    vectors = np.ones((20, 4), np.float32)
+    keys = [f"k{i}" for i in range(20)]
+    with pytest.raises(ValueError, match=message):
+        w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(weights=weights))
+    assert b.list_versions(tmp_path, "t") == []
+    # The same file planted in a good bundle (checksum updated) is refused on load.
+    path = w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(weights=np.ones(20)))
+    np.save(path / b.WEIGHTS, weights.astype(np.float32), allow_pickle=False)
+    _rewrite_manifest(path, files={**b.read_manifest(path)["files"], b.WEIGHTS: b.sha256_file(path / b.WEIGHTS)})
+    with pytest.raises(b.BundleError, match=message):
+        b.read_bundle(path)
+
+
+def test_keys_idx_indexes_exactly_the_keys_txt_written(tmp_path: Path) -> None:
+    """One serialiser of keys.txt: the writer's keys.idx verifies against the keys.txt beside it."""
+    keys = ["a", "ünï\u2028code", "b\x1cc", "z" * 300]
+    path = w.write_bundle(tmp_path, "t", np.ones((4, 2), np.float32), keys)
+    got = b.read_bundle(path, key_index=True)
+    assert got.key_index is not None and [got.key_index.get(k) for k in keys] == [0, 1, 2, 3]
+    assert b.KEY_INDEX in b.read_manifest(path)["files"]
+
+
+def test_a_bundle_written_before_the_format_core_still_loads(tmp_path: Path) -> None:
+    """On-disk format 1 is unchanged: a bundle laid out by hand as the first writers wrote it
+    (no keys.idx, no weights, no pooling entry) loads, and gets a key index built at load."""
+    import hashlib
+
+    path = tmp_path / "old" / "1"
+    path.mkdir(parents=True)
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(path / "vectors.npy", vectors, allow_pickle=False)
+    (path / "keys.txt").write_bytes(b"cat\ndog\nfish\n")
+    files = {f: hashlib.sha256((path / f).read_bytes()).hexdigest() for f in ("vectors.npy", "keys.txt")}
+    manifest = {"format": "embserve-bundle/1", "name": "old", "version": 1, "vector_size": 4, "count": 3, "dtype": "float32",
+                "metric": "cosine", "created_at": "2026-11-01T00:00:00+00:00", "source": {}, "index": None, "files": files}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    got = b.read_bundle(path, key_index=True)
+    assert list(got.keys) == ["cat", "dog", "fish"] and got.weights is None and got.pooling == {}
+    assert got.key_index is not None and got.key_index.get("fish") == 2
+    assert np.array_equal(got.vectors, vectors)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import BIN
-from embserve_client.bundle import list_versions, read_bundle
-from embserve_client.bundle_writer import BundleSpec, write_bundle
+from embserve_format.bundle import list_versions, read_bundle
+from embserve_format.bundle_writer import BundleSpec, write_bundle
 
 WRITERS = 8
 

@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 from conftest import BIN, make_table, running_server, seeded_table
 from embserve_client import Client
-from embserve_client.bundle import INDEX, KEYS, MANIFEST, VECTORS, list_versions, sha256_file
 from embserve_client.errors import UnavailableError
+from embserve_format.bundle import INDEX, KEYS, MANIFEST, VECTORS, list_versions, sha256_file
 from embserve_server.app import Server
 from embserve_server.tables import TableRegistry
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embserve_client.bundle import read_bundle
+from embserve_format.bundle import read_bundle
 from embserve_index import prepare_rows
 from embserve_trainer.cli import main
 from embserve_trainer.evaluate import (

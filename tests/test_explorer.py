@@ -17,6 +17,7 @@ import pytest
 from conftest import BIN, running_server, seeded_table, wait_for_line
 from embserve_client import Client
 from embserve_client import neighbourhood as nb
+from embserve_format import maplayout
 from embserve_server.config import Limits
 from embserve_server.explorer import Explorer
 from embserve_server.metrics_http import HttpPort, start_http
@@ -206,7 +207,7 @@ def test_explorer_is_off_by_default(planted: Path) -> None:
 def test_pca_2d_oracle() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 6)) * np.array([5.0, 2.0, 0.1, 0.1, 0.1, 0.1])  # variance along axes 0, 1
-    xy, explained = nb.pca_2d(x)
+    xy, explained = maplayout.pca_2d(x)
     # Independent oracle: eigenvectors of the covariance matrix (pca_2d uses an SVD of the data),
     # signs fixed by the documented rule (each component's largest loading positive).
     centred = x - x.mean(axis=0)
@@ -216,7 +217,7 @@ def test_pca_2d_oracle() -> None:
     assert np.allclose(xy, centred @ top.T, atol=1e-9)
     assert np.allclose(explained, eigenvalues[::-1][:2] / eigenvalues.sum())
     assert explained[0] > explained[1] > 0 and sum(explained) > 0.95
-    assert nb.pca_2d(x[:1])[0].tolist() == [[0.0, 0.0]]
+    assert maplayout.pca_2d(x[:1])[0].tolist() == [[0.0, 0.0]]
 
 
 def test_cli_flag_serves_the_explorer(planted: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import BIN, require_module
-from embserve_client.bundle import read_bundle
+from embserve_format.bundle import read_bundle
 from embserve_trainer import cli
 from embserve_trainer.formats import FormatError
 from embserve_trainer.importers import import_table

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import BIN, require_module
-from embserve_client.bundle import list_versions, read_bundle
+from embserve_format.bundle import list_versions, read_bundle
 from embserve_trainer.importers import import_table
 
 

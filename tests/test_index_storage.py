@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import running_server, seeded_table
 from embserve_client import Client
-from embserve_client import bundle as bfmt
+from embserve_format import bundle as bfmt
 from embserve_server.tables import load_table
 from embserve_trainer.cli import main as train_main
 from embserve_trainer.export import export_table

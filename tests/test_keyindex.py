@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import BIN, make_table, running_server, wait_for_line
-from embserve_client import Client, keyfile, keyindex
-from embserve_client import bundle as bfmt
+from embserve_client import Client
+from embserve_format import bundle as bfmt
+from embserve_format import keyfile, keyindex
 from embserve_server.tables import TableRegistry, load_table
 
 

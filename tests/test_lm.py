@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import running_server
 from embserve_client import Client
-from embserve_client.bundle import list_versions, read_bundle
+from embserve_format.bundle import list_versions, read_bundle
 from embserve_trainer.cli import main
 from embserve_trainer.corpus import corpus_sha256, resolve_corpus
 from embserve_trainer.lm import learning_rate, train_nexttoken  # needs the [lm] extra (`make install`)

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from conftest import make_table, running_server
 from embserve_client import Client
-from embserve_client.bundle import MANIFEST, VECTORS, sha256_file
 from embserve_client.errors import OverloadedError
+from embserve_format.bundle import MANIFEST, VECTORS, sha256_file
 from embserve_server.app import Server
 from embserve_trainer.export import export_table
 from grpc_health.v1 import health_pb2, health_pb2_grpc

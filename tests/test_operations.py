@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import BIN, free_port, make_table, require_tool, running_server, seeded_table, wait_for_line
 from embserve_client import Client, EmbserveError, UnavailableError, UnknownKeyError
-from embserve_client.bundle_writer import BundleSpec, write_bundle
+from embserve_format.bundle_writer import BundleSpec, write_bundle
 from embserve_server.app import run_worker
 from embserve_server.config import ServerConfig
 from grpc_health.v1 import health_pb2, health_pb2_grpc

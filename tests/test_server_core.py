@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import make_table, running_server, seeded_table
 from embserve_client import Client, FailedPreconditionError, InvalidArgumentError, UnknownKeyError, UnknownTableError
-from embserve_client.bundle import read_bundle
 from embserve_client.pb import embserve_pb2 as pb
+from embserve_format.bundle import read_bundle
 from embserve_server.config import Limits
 
 

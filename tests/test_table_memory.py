@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import make_table, running_server
 from embserve_client import Client
-from embserve_client import bundle as bfmt
 from embserve_client.cli import main as cli_main
+from embserve_format import bundle as bfmt
 
 
 def file_bytes(path: Path, *names: str) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embserve_client.bundle import read_bundle
+from embserve_format.bundle import read_bundle
 from embserve_server import subword
 from embserve_server.subword import compose
 from embserve_server.tables import EXTRA_LOADERS

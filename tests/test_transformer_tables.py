@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import make_table, require_module, running_server
 from embserve_client import Client, FailedPreconditionError
-from embserve_client.bundle import list_versions, read_bundle
-from embserve_client.bundle_writer import BundleSpec, write_bundle
+from embserve_format.bundle import list_versions, read_bundle
+from embserve_format.bundle_writer import BundleSpec, write_bundle
 from embserve_server.tables import load_table
 from embserve_trainer import cli as train_cli
 from embserve_trainer.importers import import_table

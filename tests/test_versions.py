@@ -73,7 +73,7 @@ def test_one_version_kept_by_default_and_async_client_names_versions(tmp_path: P
 
 
 def test_align_undoes_a_rotation_and_keeps_distances() -> None:
-    from embserve_client.neighbourhood import MapPoint, NeighbourhoodMap, align
+    from embserve_format.maplayout import MapPoint, NeighbourhoodMap, align
 
     rng = np.random.default_rng(3)
     xy = np.vstack([[0.0, 0.0], rng.normal(size=(9, 2))])

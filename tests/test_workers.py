@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from conftest import BIN, free_port, wait_for_line
 from embserve_client import Client
-from embserve_client.bundle import read_bundle
+from embserve_format.bundle import read_bundle
 from prometheus_client.multiprocess import MultiProcessCollector
 
 # A bound on how long orphaned workers may keep the port after their parent is SIGKILLed (issue 15).

@@ -14,20 +14,21 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from embserve_format import limits
+from embserve_format.arrays import LE_F32, LE_I64
 
-from embserve_client import wire
 from embserve_client.channel import VersionFloor, channel_options
 from embserve_client.errors import ClientClosedError, InvalidArgumentError
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_client.results import LookupResult, SearchResult, TableInfo, Tokenized, table_info_from_pb
-from embserve_client.wire import LE_F32, LE_I64, MISSING_POLICIES
+from embserve_client.wire import MISSING_POLICIES
 
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_TIMEOUT = 10.0  # seconds per call (a deadline is always set)
-DEFAULT_MAX_MESSAGE_BYTES = wire.MAX_MESSAGE_BYTES  # the server's default limit
-DEFAULT_MAX_KEYS_PER_CALL = wire.MAX_KEYS_PER_CALL  # the server's default --max-keys
-DEFAULT_MAX_QUERIES_PER_CALL = wire.MAX_QUERIES_PER_CALL  # the server's default --max-queries
+DEFAULT_MAX_MESSAGE_BYTES = limits.MAX_MESSAGE_BYTES  # the server's default limit
+DEFAULT_MAX_KEYS_PER_CALL = limits.MAX_KEYS_PER_CALL  # the server's default --max-keys
+DEFAULT_MAX_QUERIES_PER_CALL = limits.MAX_QUERIES_PER_CALL  # the server's default --max-queries
 T = TypeVar("T")
 
 KeyTerm = str | tuple[str, float]  # a key, or (key, weight) as in gensim

@@ -4,23 +4,24 @@ Each ``*_plan`` builds requests for one of the RPCs added for gensim (``ListKeys
 ``MostSimilarCosmul``, ``RankByCentrality``, ``CloserThan``, ``EvaluateWordPairs``,
 ``EvaluateWordAnalogies``) and parses the answer, split into calls under the server's limits;
 :func:`run` drives a plan on a :class:`Client`. The evaluation functions read gensim's test-file
-formats exactly as gensim 4.4 does and send the parsed lines to the server in batches.
+formats as gensim 4.4 does (:mod:`embserve_format.gensim_files`) and send the parsed lines to the server in batches.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from embserve_format.arrays import LE_F32
+from embserve_format.gensim_files import read_analogies, read_word_pairs
+from embserve_format.limits import MAX_PAIRS_PER_CALL
 
 from embserve_client.client import Client
 from embserve_client.core import Plan, T
 from embserve_client.pb import embserve_pb2 as pb
-from embserve_client.wire import LE_F32, MAX_PAIRS_PER_CALL
 
 logger = logging.getLogger(__name__)
 
@@ -134,20 +135,7 @@ def evaluate_word_pairs(
     """
     from scipy import stats  # gensim's own dependency; the client installs without it
 
-    lines: list[tuple[str, str, float]] = []
-    with open(pairs, encoding=encoding) as fin:
-        for line_no, line in enumerate(fin):
-            if not line or line.startswith("#"):  # Ignore lines with comments.
-                continue
-            try:
-                if case_insensitive:
-                    a, b, sim_text = [word.upper() for word in line.split(delimiter)]
-                else:
-                    a, b, sim_text = [word for word in line.split(delimiter)]
-                lines.append((a, b, float(sim_text)))
-            except (ValueError, TypeError):
-                logger.info("Skipping invalid line #%d in %s", line_no, pairs)
-                continue
+    lines = read_word_pairs(pairs, delimiter=delimiter, encoding=encoding, case_insensitive=case_insensitive)
     found, scores = (
         kv._run(word_pairs_plan(kv._table, kv._version, [(a, b) for a, b, _ in lines], restrict_vocab or 0, case_insensitive))
         if lines else (np.zeros(0, bool), np.zeros(0, np.float32))
@@ -186,31 +174,6 @@ def _score(section: dict[str, Any]) -> float:
     score = correct / (correct + incorrect)
     logger.info("%s: %.1f%% (%i/%i)", section["section"], 100.0 * score, correct, correct + incorrect)
     return score
-
-
-def read_analogies(path: str | os.PathLike[str], case_insensitive: bool) -> list[tuple[str, list[tuple[str, ...]]]]:
-    """An analogy file as gensim reads it: (section name, [(a, b, c, expected), ...]) in file order.
-
-    ``: section`` lines open a section; other lines need four words (gensim skips the rest).
-
-    Raises:
-        ValueError: a question line before the first section header (gensim's message).
-    """
-    parsed: list[tuple[str, list[tuple[str, ...]]]] = []
-    with open(path, "rb") as fin:
-        for line_no, raw in enumerate(fin):
-            line = raw.decode("utf8")
-            if line.startswith(": "):
-                parsed.append((line.lstrip(": ").strip(), []))
-                continue
-            if not parsed:
-                raise ValueError(f"Missing section header before line #{line_no} in {path}")
-            words = [word.upper() for word in line.split()] if case_insensitive else line.split()
-            if len(words) != 4:
-                logger.info("Skipping invalid line #%i in %s", line_no, path)
-                continue
-            parsed[-1][1].append(tuple(words))
-    return parsed
 
 
 def evaluate_word_analogies(

@@ -14,11 +14,11 @@ from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from embserve_format.limits import RESTRICT_VOCAB
 
 from embserve_client import gensim_calls as calls
 from embserve_client.errors import InvalidArgumentError, UnknownKeyError
 from embserve_client.pb import embserve_pb2 as pb
-from embserve_client.wire import RESTRICT_VOCAB
 
 if TYPE_CHECKING:
     from embserve_client.client import Client

@@ -1,27 +1,12 @@
-"""Conventions the client and the server share on the wire: packed little-endian arrays and the
-missing-key policies (names users pass <-> the proto enum), plus the one unit-normalisation.
+"""The missing-key policies on the wire: the names users pass <-> the proto enum.
 
-The server imports these from here (it depends on the client distribution), so both sides can
-never disagree on a dtype or a policy name.
+Dtypes, unit() and default limits are the format core's (:mod:`embserve_format.arrays`,
+:mod:`embserve_format.limits`); this module holds only what needs the generated protobuf.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from embserve_client.pb import embserve_pb2 as pb
-
-# Default limits both sides know: the server refuses beyond them, the client splits batches under them.
-MAX_MESSAGE_BYTES = 64 << 20  # gRPC send and receive (grpc's own default is 4 MiB)
-MAX_KEYS_PER_CALL = 65_536  # keys or ids per Lookup
-MAX_QUERIES_PER_CALL = 4_096  # queries per Search
-# gensim's default vocabulary cut for evaluate_word_pairs / evaluate_word_analogies; on the wire,
-# restrict_vocab 0 means it.
-RESTRICT_VOCAB = 300_000
-MAX_PAIRS_PER_CALL = 65_536  # word pairs per Similarity / EvaluateWordPairs, questions per EvaluateWordAnalogies
-
-LE_F32 = np.dtype("<f4")  # vectors and scores: little-endian float32, C order
-LE_I64 = np.dtype("<i8")  # row ids: little-endian int64, -1 for "none"
 
 # Policy name (what users pass) -> proto enum value.
 MISSING_POLICIES: dict[str, pb.MissingPolicy] = {
@@ -32,13 +17,3 @@ MISSING_POLICIES: dict[str, pb.MissingPolicy] = {
 }
 # Proto enum value -> policy name; an unset policy means "error".
 POLICY_NAMES: dict[int, str] = {pb.MISSING_POLICY_UNSPECIFIED: "error", **{v: k for k, v in MISSING_POLICIES.items()}}
-
-
-def unit(rows: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), same dtype; the ONE normalisation rule.
-
-    Cosine tables are indexed on these rows, queries are built from them and maps are laid out
-    on them, so a score computed anywhere is the same cosine.
-    """
-    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
-    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from embserve_client.wire import unit
+from embserve_format.arrays import unit
 
 from embserve_index.search import VectorIndex
 

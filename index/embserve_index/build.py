@@ -15,7 +15,7 @@ from typing import Any
 
 import faiss
 import numpy as np
-from embserve_client.wire import unit
+from embserve_format.arrays import unit
 
 from embserve_index.rawrows import RawRows
 from embserve_index.search import VectorIndex, compact, describe_storage

@@ -28,7 +28,7 @@ class RawRows:
 
     For an index whose storage is quantized (SQfp16, SQ8): the re-rank and exact searches read
     the bundle's raw rows (memory-mapped) and, for cosine tables, divide by norms kept here
-    (4 bytes a row), the same division :func:`embserve_client.wire.unit` does.
+    (4 bytes a row), the same division :func:`embserve_format.arrays.unit` does.
     Indexable like the (n, d) array it stands for: ``rows[i]``, ``rows[a:b]``, ``rows[ids]``.
     """
 

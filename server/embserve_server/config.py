@@ -5,24 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embserve_client import wire
+from embserve_format import limits
 
 
 @dataclass(frozen=True)
 class Limits:
     """Request limits; anything beyond them is refused with INVALID_ARGUMENT naming the limit."""
 
-    max_keys: int = wire.MAX_KEYS_PER_CALL  # keys or ids per Lookup
-    max_queries: int = wire.MAX_QUERIES_PER_CALL  # queries per Search
+    max_keys: int = limits.MAX_KEYS_PER_CALL  # keys or ids per Lookup
+    max_queries: int = limits.MAX_QUERIES_PER_CALL  # queries per Search
     max_terms: int = 64  # positive + negative keys/ids per query
-    max_pairs: int = wire.MAX_PAIRS_PER_CALL  # pairs per Similarity/EvaluateWordPairs, questions per EvaluateWordAnalogies
+    max_pairs: int = limits.MAX_PAIRS_PER_CALL  # pairs per Similarity/EvaluateWordPairs, questions per EvaluateWordAnalogies
     max_topn: int = 1_000
     max_key_chars: int = 1_024
     max_texts: int = 1_024  # texts per Tokenize
     max_text_chars: int = 100_000
     max_ef_search: int = 4_096  # per-call HNSW effort (FAISS allocates O(efSearch) per query)
     max_nprobe: int = 65_536  # per-call IVF lists probed
-    max_message_bytes: int = wire.MAX_MESSAGE_BYTES  # gRPC send and receive
+    max_message_bytes: int = limits.MAX_MESSAGE_BYTES  # gRPC send and receive
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ the gRPC code into an HTTP status with ``explorer.HTTP_STATUS``)::
 from __future__ import annotations
 
 import grpc
-from embserve_client.bundle import BundleError, ChecksumError
+from embserve_format.bundle import BundleError, ChecksumError
 
 
 class UnknownTableError(LookupError):

@@ -12,7 +12,7 @@ Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_serve
 
 Every answer goes through the code the gRPC servicer uses: ``TableRegistry.get``, then
 :func:`embserve_server.query.search` / :func:`~embserve_server.query.lookup` with the server's
-:class:`Limits`. The map itself is :func:`embserve_client.neighbourhood.build_map`, the same code
+:class:`Limits`. The map itself is :func:`embserve_client.maplayout.build_map`, the same code
 ``embserve map`` runs on gRPC results. Errors become JSON ``{"error": message, "code": name}``
 with an HTTP status derived, in :func:`error_answer` only, from :func:`embserve_server.errors.status_for`;
 the HTTP port's own refusals (no token 401, admission 429, connection cap 503) go through it too.
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import embserve_client.neighbourhood as neighbourhood
 import grpc
 import numpy as np
+from embserve_format import maplayout
 
 from embserve_server import query
 from embserve_server.config import Limits
@@ -50,8 +50,8 @@ CONTENT_TYPES = {
     ".png": "image/png",
     ".ico": "image/x-icon",
 }
-DEFAULT_MAP_TOPN = neighbourhood.DEFAULT_TOPN
-DEFAULT_MAP_SECOND = neighbourhood.DEFAULT_SECOND
+DEFAULT_MAP_TOPN = maplayout.DEFAULT_TOPN
+DEFAULT_MAP_SECOND = maplayout.DEFAULT_SECOND
 MAX_MAP_TOPN = 100  # neighbours on a map; with MAX_MAP_SECOND at most 100 * 21 points
 MAX_MAP_SECOND = 20
 TIMELINE_FIELDS = ("step", "train_loss", "heldout_perplexity", "wordsim353")  # shown next to each snapshot
@@ -171,7 +171,7 @@ class Explorer:
                 for t in self.registry.all()
             ],
             "default": self.registry.default_name(),
-            "methods": neighbourhood.available_methods(),
+            "methods": maplayout.available_methods(),
             "limits": {"topn": self.limits.max_topn, "map_topn": self.max_map_topn, "map_second": self.max_map_second},
         }
 
@@ -200,7 +200,7 @@ class Explorer:
     def timeline(self, params: Params) -> dict[str, Any]:
         """The key's neighbours and map in every loaded version of a table, oldest first.
 
-        Each map is rotated onto the previous version's (:func:`neighbourhood.align`) so that, sliding
+        Each map is rotated onto the previous version's (:func:`maplayout.align`) so that, sliding
         through a training run's snapshots, points move rather than the picture flipping. A version
         without the key answers ``{"version": v, "error": ...}`` in its place.
         """
@@ -209,7 +209,7 @@ class Explorer:
         key = self._key(params, "key")
         topn, second = self._map_size(params)
         steps: list[dict[str, Any]] = []
-        previous: neighbourhood.NeighbourhoodMap | None = None
+        previous: maplayout.NeighbourhoodMap | None = None
         for table in self.registry.versions(name):
             try:
                 nmap = self._map(table, key, topn, second, "pca")
@@ -217,13 +217,13 @@ class Explorer:
                 steps.append({"version": table.version, "error": str(exc)})
                 continue
             if previous is not None:
-                nmap = neighbourhood.align(nmap, previous)
+                nmap = maplayout.align(nmap, previous)
             previous = nmap
             neighbours = [{"key": p.key, "score": p.score, "rank": p.rank} for p in sorted(nmap.points, key=lambda p: p.rank) if p.rank]
             steps.append({"version": table.version, "training": _training_fields(table), "neighbors": neighbours, "map": nmap.to_dict()})
         return {"table": name, "key": key, "steps": steps}
 
-    def _map(self, table: Table, key: str, topn: int, second: int, method: str) -> neighbourhood.NeighbourhoodMap:
+    def _map(self, table: Table, key: str, topn: int, second: int, method: str) -> maplayout.NeighbourhoodMap:
         def search(keys: Sequence[str], n: int) -> list[list[tuple[str, float]]]:
             result = query.search(table, [query.Query(positive=[k]) for k in keys], query.SearchOptions(topn=n), self.limits)
             return _rows(table, result)
@@ -231,7 +231,7 @@ class Explorer:
         def vectors(keys: Sequence[str]) -> np.ndarray:
             return query.lookup(table, self.limits, keys=list(keys), normalize=True).vectors
 
-        return neighbourhood.build_map(
+        return maplayout.build_map(
             key, search, vectors, topn=topn, second=second, method=method, table=table.name, version=table.version
         )
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from embserve_client.wire import RESTRICT_VOCAB, unit
+from embserve_format.arrays import unit
+from embserve_format.limits import RESTRICT_VOCAB
 from embserve_index import analogies
 from embserve_index.analogies import ANALOGY_EF_SEARCH
 from embserve_index.search import VectorIndex

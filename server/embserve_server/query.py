@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from embserve_client import wire
-from embserve_client.wire import LE_F32, LE_I64, unit
+from embserve_format.arrays import LE_F32, LE_I64, unit
 
 from embserve_server import subword, tokenizer_table
 from embserve_server.config import Limits

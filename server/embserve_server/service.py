@@ -17,7 +17,8 @@ import grpc
 import numpy as np
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
-from embserve_client.wire import LE_F32, LE_I64, POLICY_NAMES
+from embserve_client.wire import POLICY_NAMES
+from embserve_format.arrays import LE_F32, LE_I64
 
 from embserve_server import gensim_eval, gensim_ops, query, subword, tokenizer_table
 from embserve_server.config import Limits

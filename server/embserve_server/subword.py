@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from embserve_client import bundle as bfmt
+from embserve_format import bundle as bfmt
 
 from embserve_server.errors import FailedPreconditionError
 

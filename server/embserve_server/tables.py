@@ -20,8 +20,8 @@ from typing import Any
 
 import embserve_index as vindex
 import numpy as np
-from embserve_client import bundle as bfmt
-from embserve_client.keyindex import KeyIndex, KeyList
+from embserve_format import bundle as bfmt
+from embserve_format.keyindex import KeyIndex, KeyList
 
 from embserve_server import subword, tokenizer_table
 from embserve_server.errors import TableUnavailableError, UnknownTableError, UnknownVersionError

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from embserve_client.bundle import valid_key
+from embserve_format.bundle import valid_key
 
 from embserve_server.config import Limits
 from embserve_server.errors import LimitExceededError

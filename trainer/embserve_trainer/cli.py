@@ -12,7 +12,7 @@ from types import ModuleType
 
 import embserve_index as vindex
 import numpy as np
-from embserve_client import bundle as bfmt
+from embserve_format import bundle as bfmt
 
 from embserve_trainer import __version__
 from embserve_trainer.curve import plot_curve, read_curve

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from embserve_client.bundle import sha256_file
+from embserve_format.bundle import sha256_file
 
 # Suffix -> opener. dictd's ".dz" is dictzip: gzip with random-access chunks, readable as plain gzip.
 OPENERS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".dz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from embserve_client.bundle import bundle_path, list_versions, read_manifest
+from embserve_format.bundle import bundle_path, list_versions, read_manifest
 
 logger = logging.getLogger(__name__)
 

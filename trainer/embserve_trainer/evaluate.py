@@ -33,9 +33,9 @@ from typing import Any
 
 import faiss
 import numpy as np
-from embserve_client.bundle import INDEX, Bundle, list_versions, read_bundle, sha256_file
-from embserve_client.gensim_calls import read_analogies
-from embserve_client.wire import RESTRICT_VOCAB
+from embserve_format.bundle import INDEX, Bundle, list_versions, read_bundle, sha256_file
+from embserve_format.gensim_files import read_analogies, read_word_pairs
+from embserve_format.limits import RESTRICT_VOCAB
 from embserve_index import VectorIndex, analogies, load_index, prepare_rows
 from embserve_index.analogies import ANALOGY_EF_SEARCH
 from scipy import stats
@@ -112,26 +112,14 @@ def evaluate_word_pairs(
     Raises:
         ValueError: no pair has both words in the vocabulary.
     """
-    gold, left, right, total = [], [], [], 0
-    with open(path, encoding="utf8") as f:
-        for line in f:
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split("\t")
-            if len(parts) != 3:
-                continue
-            a, b, score = parts
-            try:
-                sim = float(score)
-            except ValueError:
-                continue
-            if case_insensitive:
-                a, b = a.upper(), b.upper()
-            total += 1
-            if a in vocab and b in vocab:
-                gold.append(sim)
-                left.append(vocab[a])
-                right.append(vocab[b])
+    lines = read_word_pairs(path, case_insensitive=case_insensitive)
+    gold, left, right = [], [], []
+    for a, b, sim in lines:
+        if a in vocab and b in vocab:
+            gold.append(sim)
+            left.append(vocab[a])
+            right.append(vocab[b])
+    total = len(lines)
     if not gold:
         raise ValueError(f"{path}: no pair has both words in the table's first {len(rows)} keys")
     model = np.einsum("ij,ij->i", rows[left], rows[right])  # cosine of unit rows, (pairs,)

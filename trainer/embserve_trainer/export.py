@@ -10,9 +10,8 @@ from typing import Any
 
 import embserve_index as vindex
 import numpy as np
-from embserve_client import keyfile
-from embserve_client.bundle import INDEX, KEY_INDEX
-from embserve_client.bundle_writer import BundleSpec, FileContent, write_bundle
+from embserve_format.bundle import INDEX
+from embserve_format.bundle_writer import BundleSpec, FileContent, write_bundle
 
 from embserve_trainer.progress import index_progress
 
@@ -90,16 +89,8 @@ def export_table(
         source=source,
         index=info,
         extras=dict(extras or {}),
-        files={INDEX: lambda p: vindex.save_index(index, p), KEY_INDEX: lambda p: write_key_index(keys, p), **(files or {})},
+        files={INDEX: lambda p: vindex.save_index(index, p), **(files or {})},
     )
     path = write_bundle(tables_dir, name, vectors, keys, spec, version=version)
     logger.info("published %s (index %s)", path, factory)
     return path
-
-
-def write_key_index(keys: list[str], path: Path) -> None:
-    """Write the compact key index (keys.idx) of the keys.txt that write_bundle writes for ``keys``.
-
-    Built once here so that servers map it instead of building one per process at load.
-    """
-    keyfile.write(keyfile.build(("\n".join(keys) + "\n").encode("utf-8")), path)

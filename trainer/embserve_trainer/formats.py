@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from embserve_client import bundle as bfmt
+from embserve_format import bundle as bfmt
 
 from embserve_trainer.progress import bar
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_client import bundle as bfmt
-from embserve_client.bundle import sha256_file
+from embserve_format import bundle as bfmt
+from embserve_format.bundle import sha256_file
 
 from embserve_trainer.binformats import read_npy, read_word2vec_binary
 from embserve_trainer.formats import BOM, DEFAULT_BLOCK_SIZE, ReadOptions

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from embserve_client.bundle import validate_name
+from embserve_format.bundle import validate_name
 
 from embserve_trainer.evaluate import evaluate_table
 from embserve_trainer.export import export_table

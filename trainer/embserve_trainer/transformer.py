@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_client import bundle as bfmt
-from embserve_client.bundle import sha256_file
+from embserve_format import bundle as bfmt
+from embserve_format.bundle import sha256_file
 
 from embserve_trainer.formats import FormatError
 from embserve_trainer.importers import Imported

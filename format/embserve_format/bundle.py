@@ -9,7 +9,10 @@ A bundle is one immutable version of one table::
         keys.txt        UTF-8, one key per line, line i = id i
         counts.npy      optional int64 (count,) corpus frequencies
         index.faiss     optional prebuilt FAISS index whose ids are the rows
-        keys.idx        optional compact key index over keys.txt (:mod:`embserve_client.keyindex`)
+        keys.idx        compact key index over keys.txt (:mod:`embserve_format.keyindex`; written by
+                        every writer, built at load for older bundles without it)
+        weights.npy     optional float32 (count,) per-row pooling weights (text -> one vector);
+                        never applied to lookups; the manifest's "pooling" entry says what they are
         eval.json       optional quality report
         ...             other optional files listed in the manifest (tokenizer.json, ngrams.npy)
 
@@ -31,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from embserve_client import keyfile, keyindex
+from embserve_format import keyfile, keyindex
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,8 @@ INDEX = "index.faiss"
 EVAL = "eval.json"
 TOKENIZER = "tokenizer.json"  # optional: a language model's tokenizer (token tables)
 NGRAMS = "ngrams.npy"  # optional: fastText n-gram buckets (missing-key policy "subword")
-KEY_INDEX = "keys.idx"  # optional: compact key -> row index over keys.txt (built at load when absent)
+KEY_INDEX = "keys.idx"  # compact key -> row index over keys.txt (built at load when absent)
+WEIGHTS = "weights.npy"  # optional: per-row pooling weights, float32 (count,), finite, >= 0
 REQUIRED_FILES = (VECTORS, KEYS)
 
 # Table names become directory names: keep them to a safe, portable alphabet (no "..", no "/").
@@ -141,6 +145,12 @@ class Bundle:
     counts: np.ndarray | None = None  # (count,) int64
     checksum: str = ""  # sha256 of manifest.json
     key_index: keyindex.KeyIndex | None = None  # with read_bundle(key_index=True)
+    weights: np.ndarray | None = None  # (count,) float32 pooling weights (weights.npy), or None
+
+    @property
+    def pooling(self) -> dict[str, Any]:
+        """The manifest's "pooling" entry: what ``weights`` are (e.g. {"weights": "sif", "a": 0.001})."""
+        return dict(self.manifest.get("pooling") or {})
 
     @property
     def name(self) -> str:
@@ -228,11 +238,21 @@ def read_keys(path: Path, count: int) -> list[str]:
         keys.pop()
     if len(keys) != count:
         raise BundleError(f"{path}: has {len(keys)} keys, manifest says count={count}")
-    if len(set(keys)) != len(keys):
-        seen: set[str] = set()
-        dup = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise BundleError(f"{path}: duplicate key {dup!r}")
+    if (dup := first_duplicate(keys)) is not None:
+        raise BundleError(f"{path}: duplicate key {dup[1]!r} at line {dup[0] + 1}")
     return keys
+
+
+def first_duplicate(keys: Sequence[str]) -> tuple[int, str] | None:
+    """The first ``(row, key)`` whose key appeared on an earlier row, or None: the ONE duplicate check."""
+    if len(set(keys)) == len(keys):
+        return None
+    seen: set[str] = set()
+    for i, k in enumerate(keys):
+        if k in seen:
+            return i, k
+        seen.add(k)
+    return None  # unreachable: the set was shorter than the list
 
 
 def read_bundle(
@@ -283,7 +303,7 @@ def read_bundle(
         raise BundleError(
             f"{path / VECTORS}: is {vectors.dtype} {vectors.shape}, manifest says float32 ({count}, {dim})"
         )
-    _check_finite(path / VECTORS, vectors)
+    check_finite(vectors, str(path / VECTORS))
     index = None
     if key_index:
         index = _key_index(path, manifest, like, verify_checksums)
@@ -295,8 +315,12 @@ def read_bundle(
         counts = _load_array(path / COUNTS, False)
         if counts.dtype != np.int64 or counts.shape != (count,):
             raise BundleError(f"{path / COUNTS}: is {counts.dtype} {counts.shape}, expected int64 ({count},)")
+    weights = None
+    if WEIGHTS in manifest["files"]:
+        weights = _load_array(path / WEIGHTS, False)
+        check_weights(weights, count, str(path / WEIGHTS))
     checksum = hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
-    return Bundle(path=path, manifest=manifest, vectors=vectors, keys=keys, counts=counts, checksum=checksum, key_index=index)
+    return Bundle(path=path, manifest=manifest, vectors=vectors, keys=keys, counts=counts, checksum=checksum, key_index=index, weights=weights)
 
 
 def _key_index(path: Path, manifest: dict[str, Any], like: Bundle | None, verified: bool) -> keyindex.KeyIndex:
@@ -328,12 +352,31 @@ def _check_key_count(path: Path, manifest: dict[str, Any], index: keyindex.KeyIn
         raise BundleError(f"{path / KEYS}: has {index.count} keys, manifest says count={manifest['count']}")
 
 
-def _check_finite(path: Path, vectors: np.ndarray, chunk: int = 1 << 16) -> None:
-    """Refuse NaN/Inf rows; in chunks, so no (count, dim) temporary doubles the peak memory."""
+def check_finite(vectors: np.ndarray, where: str, chunk: int = 1 << 16) -> None:
+    """Refuse NaN/Inf rows (the ONE scan, for readers and writers); in chunks, so no (count, dim)
+    temporary doubles the peak memory.
+
+    Raises:
+        BundleError: naming ``where`` and the first bad row.
+    """
     for start in range(0, len(vectors), chunk):
         ok = np.isfinite(vectors[start : start + chunk]).all(axis=1)
         if not ok.all():
-            raise BundleError(f"{path}: row {start + int(np.argmin(ok))} contains NaN or Inf")
+            raise BundleError(f"{where}: row {start + int(np.argmin(ok))} contains NaN or Inf")
+
+
+def check_weights(weights: np.ndarray, count: int, where: str) -> None:
+    """Pooling weights must be float32 (count,), finite and >= 0.
+
+    Raises:
+        BundleError: naming ``where`` and what was wrong.
+    """
+    if weights.dtype != np.float32 or weights.shape != (count,):
+        raise BundleError(f"{where}: is {weights.dtype} {weights.shape}, expected float32 ({count},)")
+    bad = ~np.isfinite(weights) | (weights < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise BundleError(f"{where}: weight {i} is {weights[i]!r}; pooling weights must be finite and >= 0")
 
 
 def _load_array(path: Path, mmap: bool) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Writing table bundles (format 1, see :mod:`embserve_client.bundle`): atomically, and never twice.
+"""Writing table bundles (format 1, see :mod:`embserve_format.bundle`): atomically, and never twice.
 
 A bundle is built in a hidden sibling directory (readers ignore hidden directories), every file and
 the directory fsynced, then renamed into place by :func:`publish`, which takes the next free version:
@@ -22,13 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from embserve_client.bundle import (
+from embserve_format import keyfile
+from embserve_format.bundle import (
     COUNTS,
     FORMAT,
+    KEY_INDEX,
     KEYS,
     MANIFEST,
     METRICS,
     VECTORS,
+    WEIGHTS,
+    check_finite,
+    check_weights,
+    first_duplicate,
     list_versions,
     sha256_file,
     valid_key,
@@ -38,7 +44,6 @@ from embserve_client.bundle import (
 
 logger = logging.getLogger(__name__)
 
-_FINITE_CHUNK = 1 << 16  # rows per NaN/Inf check when writing
 # Writers that lose the race to a version move on to the next one; this bounds how often.
 PUBLISH_ATTEMPTS = 64
 
@@ -55,6 +60,9 @@ class BundleSpec:
     source: dict[str, Any] = field(default_factory=dict)
     index: dict[str, Any] | None = None  # manifest "index" entry (factory string, search defaults)
     extras: dict[str, Any] = field(default_factory=dict)
+    weights: np.ndarray | None = None  # (count,) per-row pooling weights -> weights.npy
+    pooling: dict[str, Any] | None = None  # manifest "pooling": what the weights are
+    key_index: bool = True  # write keys.idx (servers map it instead of building one at load)
     # Extra files: bytes/str content, or a callable that writes the file at the given path.
     files: Mapping[str, FileContent] = field(default_factory=dict)
 
@@ -80,7 +88,7 @@ def write_bundle(
         name: table name (validated, becomes a directory name).
         vectors: (count, vector_size) array, converted to C-contiguous float32.
         keys: count unique keys without newlines; keys[i] names row i.
-        spec: metric, counts, source, index metadata, extras and extra files.
+        spec: metric, counts, pooling weights, source, index metadata, extras and extra files.
         version: explicit version; default is one above the newest existing version.
 
     Returns:
@@ -96,10 +104,7 @@ def write_bundle(
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
         raise ValueError(f"vectors must be a non-empty 2-D array, got shape {vectors.shape}")
-    for start in range(0, len(vectors), _FINITE_CHUNK):  # chunked: no (count, dim) bool temporary
-        finite = np.isfinite(vectors[start : start + _FINITE_CHUNK]).all(axis=1)
-        if not finite.all():
-            raise ValueError(f"vectors row {start + int(np.argmin(finite))} contains NaN or Inf")
+    check_finite(vectors, "vectors")
     keys = list(keys)
     _check_keys(keys, vectors.shape[0])
     counts = None
@@ -107,7 +112,11 @@ def write_bundle(
         counts = np.ascontiguousarray(spec.counts, dtype=np.int64)
         if counts.shape != (vectors.shape[0],):
             raise ValueError(f"counts has shape {counts.shape}, expected ({vectors.shape[0]},)")
-    reserved = {MANIFEST, VECTORS, KEYS, COUNTS}
+    weights = None
+    if spec.weights is not None:
+        weights = np.ascontiguousarray(spec.weights, dtype=np.float32)
+        check_weights(weights, vectors.shape[0], "weights")
+    reserved = {MANIFEST, VECTORS, KEYS, COUNTS, WEIGHTS} | ({KEY_INDEX} if spec.key_index else set())
     for fname in spec.files:
         if fname in reserved or "/" in fname or fname.startswith("."):
             raise ValueError(f"extra file name {fname!r} is reserved or invalid")
@@ -122,9 +131,14 @@ def write_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=table_dir))
     try:
         np.save(tmp / VECTORS, vectors, allow_pickle=False)
-        (tmp / KEYS).write_bytes(("\n".join(keys) + "\n").encode("utf-8"))
+        keys_bytes = ("\n".join(keys) + "\n").encode("utf-8")  # the ONE serialiser of keys.txt
+        (tmp / KEYS).write_bytes(keys_bytes)
+        if spec.key_index:
+            keyfile.write(keyfile.build(keys_bytes), tmp / KEY_INDEX)  # indexes exactly those bytes
         if counts is not None:
             np.save(tmp / COUNTS, counts, allow_pickle=False)
+        if weights is not None:
+            np.save(tmp / WEIGHTS, weights, allow_pickle=False)
         for fname, content in spec.files.items():
             target = tmp / fname
             if callable(content):
@@ -145,6 +159,7 @@ def write_bundle(
             "source": spec.source,
             "index": spec.index,
             "extras": spec.extras,
+            **({"pooling": spec.pooling} if spec.pooling is not None else {}),
             "files": {f: sha256_file(tmp / f) for f in file_names},
         }
         for f in tmp.iterdir():
@@ -203,13 +218,11 @@ def publish(tmp: Path, manifest: dict[str, Any], version: int | None = None) -> 
 def _check_keys(keys: list[str], count: int) -> None:
     if len(keys) != count:
         raise ValueError(f"got {len(keys)} keys for {count} vectors")
-    seen: set[str] = set()
     for i, k in enumerate(keys):
         if not valid_key(k):
             raise ValueError(f"key {i} ({k!r}) must be a non-empty string without newlines")
-        if k in seen:
-            raise ValueError(f"duplicate key {k!r} at row {i}")
-        seen.add(k)
+    if (dup := first_duplicate(keys)) is not None:
+        raise ValueError(f"duplicate key {dup[1]!r} at row {dup[0]}")
 
 
 def _fsync(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The ``keys.idx`` file of a bundle: build a :class:`~embserve_client.keyindex.KeyIndex`, write it, map it.
+"""The ``keys.idx`` file of a bundle: build a :class:`~embserve_format.keyindex.KeyIndex`, write it, map it.
 
 File format (version :data:`FORMAT_VERSION`): a 64-byte little-endian header (magic, version, hash
 id, count, longest key, keys.txt size, offset and row widths), then ``offsets``, ``hashes`` and
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from embserve_client.keyindex import _VERIFY_CHUNK, HASH_ID, HASH_MULTIPLIERS, KeyIndex, KeyIndexError
+from embserve_format.keyindex import _VERIFY_CHUNK, HASH_ID, HASH_MULTIPLIERS, KeyIndex, KeyIndexError
 
 MAGIC = b"EMBSKIDX"
 FORMAT_VERSION = 1
@@ -37,7 +37,7 @@ def build(blob: Any, hash_id: int = HASH_ID) -> KeyIndex:
     """Index the key text ``blob`` (bytes or mmap of keys.txt, one key per line, newline-terminated).
 
     Deterministic: rows sorted by hash, rows of one hash by row id. ``hash_id``: which hash
-    (:data:`~embserve_client.keyindex.HASH_MULTIPLIERS`); older ones only to test that they load.
+    (:data:`~embserve_format.keyindex.HASH_MULTIPLIERS`); older ones only to test that they load.
 
     Raises:
         KeyIndexError: the text is not newline-terminated or holds no key.
