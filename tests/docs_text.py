@@ -42,7 +42,8 @@ def markdown_files() -> list[Path]:
 def code_blocks(path: Path) -> list[CodeBlock]:
     blocks: list[CodeBlock] = []
     fence: str | None = None
-    lang, start, body, spot = "", 0, [], False
+    lang, start, spot = "", 0, False
+    body: list[str] = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if fence is None:
             if line.strip() == TEXT_EMBEDDING_SPOT[0]:
