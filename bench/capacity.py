@@ -7,7 +7,7 @@
 Inputs are the figures `make bench` (bench/bench_serving.py) writes: server CPU µs per call of a
 single-key Lookup, a 1024-key Lookup and an NN query, the in-process FAISS time of that NN query and
 the table they were measured on. Without a JSON the figures of the 2026-11-29 run below are used.
-Memory needs no bench: it is the bundle's bytes (vectors, index) plus the key dictionary plus the
+Memory needs no bench: it is the bundle's bytes (vectors, index, keys.txt + keys.idx) plus the
 runtime, all resident (deploy/k8s/deployment.yaml's resources come from :func:`resources` for the
 default table; tests/test_k8s.py checks that).
 """
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embserve_format import keyfile
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MiB = 1 << 20
 # One replica = one embserve-server process: Python serves about one core per process (the GIL);
@@ -34,9 +36,10 @@ SPARE_REPLICAS = 1  # N+1: a rollout (maxSurge/maxUnavailable) or a lost pod cos
 # libraries (Python, grpc, FAISS, numpy).
 RUNTIME_BYTES = 95 * MiB
 RUNTIME_ANON_BYTES = int(35.5 * MiB)
-# Key dictionary: anonymous memory per key (a str object + a dict entry), from the GloVe run:
-# (103.9 MB anonymous - 35.5 MB runtime) / 400,000 keys.
-KEY_BYTES = 171
+# Keys are mapped files, not Python objects: keys.txt (the key text and a newline) and keys.idx (its
+# offsets, hashes and rows: embserve_format.keyfile.file_bytes). GloVe 6B's keys average 7.39 UTF-8
+# bytes (3,356,474 bytes of keys.txt for 400,000 keys); with keys.idx 20.4 bytes a key in all.
+GLOVE_KEY_TEXT_BYTES = 3_356_474 / 400_000  # mean bytes of a keys.txt line, newline included
 # An HNSW graph costs about 8.5 * M bytes per row (2M int32 links on level 0, upper levels, offsets):
 # GloVe's HNSW32 index.faiss is 188.85 MB = 400k x 50 x 4 storage + 400k x 272.
 HNSW_LINK_BYTES_PER_M = 8.5
@@ -65,6 +68,7 @@ class Table:
     rows: int
     dim: int
     factory: str = "HNSW32,Flat"
+    key_text_bytes: float = GLOVE_KEY_TEXT_BYTES  # mean bytes of a keys.txt line
 
 
 def index_bytes(table: Table) -> int:
@@ -82,9 +86,15 @@ def index_bytes(table: Table) -> int:
     return storage + int(table.rows * HNSW_LINK_BYTES_PER_M * int(match.group(1)))
 
 
+def key_bytes(table: Table) -> int:
+    """Mapped bytes of the keys: keys.txt + the keys.idx the trainer writes for it."""
+    text = int(round(table.rows * table.key_text_bytes))
+    return text + keyfile.file_bytes(table.rows, text)
+
+
 def table_bytes(table: Table) -> int:
-    """Resident bytes of one table version: vectors.npy + index.faiss (mapped) + the key dictionary."""
-    return table.rows * table.dim * 4 + index_bytes(table) + table.rows * KEY_BYTES
+    """Resident bytes of one table version: vectors.npy + index.faiss + keys.txt + keys.idx (all mapped)."""
+    return table.rows * table.dim * 4 + index_bytes(table) + key_bytes(table)
 
 
 def memory_bytes(table: Table, *, workers: int = 1, worker_private_bytes: int = 16 * MiB) -> int:
@@ -187,7 +197,7 @@ def model(figures: CpuFigures, table: Table, *, lookups: float, batch_lookups: f
         "table": table.__dict__,
         "memory_per_replica_bytes": memory_bytes(table, workers=workers),
         "memory_parts_bytes": {"runtime": RUNTIME_BYTES, "vectors": table.rows * table.dim * 4, "index": index_bytes(table),
-                               "keys": table.rows * KEY_BYTES},
+                               "keys": key_bytes(table)},
         "cpu_us_per_call": {k: round(v, 1) for k, v in cpu.items()},
         "load_cores": round(load / 1e6, 2),
         "workers_per_replica": workers,

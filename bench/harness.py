@@ -291,8 +291,12 @@ def newest_bundle(tables: Path, name: str) -> Path:
 
 
 def checkout_path(src: Path) -> str:
-    """PYTHONPATH that runs the four distributions from the checkout ``src`` (ahead of the installed ones)."""
-    return ":".join(str(src.resolve() / d) for d in ("client", "index", "server", "trainer"))
+    """PYTHONPATH that runs the distributions from the checkout ``src`` (ahead of the installed ones).
+
+    ``format`` only where the checkout has it: an older checkout keeps the bundle code in its client.
+    """
+    dists = ("format", "client", "index", "server", "trainer")
+    return ":".join(str(src.resolve() / d) for d in dists if (src / d).is_dir())
 
 
 class EmbserveProcess:
@@ -301,7 +305,7 @@ class EmbserveProcess:
     def __init__(
         self, tables: Path, *, threads: int = THREADS, workers: int | None = None, extra: Sequence[str] = (), src: Path | None = None
     ) -> None:
-        """``src``: a checkout (client/ index/ server/ trainer/) whose code the server runs instead of the installed one."""
+        """``src``: a checkout (format/ client/ index/ server/ trainer/) whose code the server runs instead of the installed one."""
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="embserve-bench-", suffix=".log", delete=False)  # noqa: SIM115
         cmd = [str(BIN / "embserve-server"), "--tables", str(tables), "--address", f"127.0.0.1:{self.port}",

@@ -210,3 +210,12 @@ def test_a_bundle_written_before_the_format_core_still_loads(tmp_path: Path) -> 
     assert list(got.keys) == ["cat", "dog", "fish"] and got.weights is None and got.pooling == {}
     assert got.key_index is not None and got.key_index.get("fish") == 2
     assert np.array_equal(got.vectors, vectors)
+
+
+def test_keys_idx_size_is_what_the_capacity_model_budgets(tmp_path: Path) -> None:
+    """bench/capacity.py budgets keys from keyfile.file_bytes: the file the writer makes has that size."""
+    from embserve_format import keyfile
+
+    keys = [f"key{i}" for i in range(1000)]
+    path = w.write_bundle(tmp_path, "t", np.ones((1000, 2), np.float32), keys)
+    assert (path / b.KEY_INDEX).stat().st_size == keyfile.file_bytes(1000, (path / b.KEYS).stat().st_size)

@@ -81,6 +81,16 @@ def _layout(count: int, off_w: int, row_w: int) -> tuple[int, int, int, int]:
     return out[0], out[1], out[2], pos
 
 
+def file_bytes(count: int, blob_bytes: int) -> int:
+    """Size of the keys.idx that :func:`build` + :func:`write` make for ``count`` keys in ``blob_bytes`` of keys.txt.
+
+    What a server maps per key beyond the key text (the capacity model's key memory).
+    """
+    off_w = 4 if blob_bytes < (1 << 32) else 8
+    row_w = 4 if count < (1 << 31) else 8
+    return _layout(count, off_w, row_w)[3]
+
+
 def load(keys_path: Path, index_path: Path | None, *, verify: bool = True) -> KeyIndex:
     """Map ``keys.txt`` and its ``keys.idx`` (built here, in memory, when ``index_path`` is None).
 
