@@ -209,3 +209,24 @@ def test_cli_reference_has_every_subcommand() -> None:
         for name in embserve_docs.subcommands(embserve_docs.build_parser(prog)):
             assert f"### {prog} {name}\n" in text
         assert f"<!-- generated: cli {prog} -->" in (DOCS / "reference" / "cli.md").read_text(encoding="utf-8")
+
+
+def test_files_of_the_repository_name_only_pages_that_exist() -> None:
+    """A comment or message that sends the reader to a page of docs/ (a compose file, a manifest, code) must
+    find the page there: the manual's pages moved, and three such pointers once led nowhere."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    problems = []
+    for name in tracked:
+        path = REPO / name
+        if path.suffix in (".png", ".npy", ".faiss", ".gz") or not path.is_file() or name.startswith("docs/_build"):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for m in re.finditer(r"(?<![\w/.])docs/([\w./-]+?\.md)\b", text):
+            if not (DOCS / m.group(1)).is_file():
+                problems.append(f"{name}: names docs/{m.group(1)}, which does not exist")
+    assert not problems, "\n".join(problems)
