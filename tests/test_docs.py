@@ -230,3 +230,25 @@ def test_files_of_the_repository_name_only_pages_that_exist() -> None:
             if not (DOCS / m.group(1)).is_file():
                 problems.append(f"{name}: names docs/{m.group(1)}, which does not exist")
     assert not problems, "\n".join(problems)
+
+
+def test_the_layout_names_only_modules_that_exist() -> None:
+    """docs/development.md's Layout maps every module: a module renamed or moved must be renamed there."""
+    block = next(b for b in code_blocks(DOCS / "development.md") if "format/embserve_format/" in b.text)
+    package: Path | None = None
+    named, problems = set(), []
+    for line in block.text.splitlines():
+        if m := re.match(r"^(\w+/embserve_\w+)/\s", line):
+            package = REPO / m.group(1)
+            continue
+        if package is None or not line.startswith(" "):
+            continue
+        for module in re.findall(r"(?<![\w/.])(\w+)\.py\b", line):
+            named.add((package, module))
+            if not (package / f"{module}.py").is_file():
+                problems.append(f"{package.relative_to(REPO)}/{module}.py is in the Layout but does not exist")
+    assert not problems, "\n".join(problems)
+    for package in {p for p, _ in named}:
+        modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+        unmapped = sorted(modules - {m for p, m in named if p == package})
+        assert not unmapped, f"{package.relative_to(REPO)}: modules missing from docs/development.md's Layout: {unmapped}"
