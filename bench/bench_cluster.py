@@ -32,6 +32,7 @@ import harness as h
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import loopback as lb  # noqa: E402 - the loopback cluster of the tests, not a copy of it
+from waiting import wait_until  # noqa: E402 - the tests' one wait helper
 
 SPREAD = 0.25
 CAPACITY_TOLERANCE = 0.25
@@ -87,10 +88,10 @@ def measure_cluster(*, rate: float, steady_calls: int, timeout: float) -> dict[s
     with tempfile.TemporaryDirectory(prefix="embserve-bench-cluster-") as tmp, lb.cluster(Path(tmp) / "c", versions=(1,)) as c:
         # Steady state and the spread.
         with lb.Load(c.target, clients=3, rate=rate, max_seconds=timeout) as load:
-            lb.wait_until("every replica answers", lambda: min(c.lookups()) > 0, timeout=timeout)
+            wait_until("every replica answers", lambda: min(c.lookups()) > 0, timeout=timeout)
             before = c.lookups()
             t0 = time.monotonic()
-            lb.wait_until(f"{steady_calls} calls", lambda: sum(c.lookups()) - sum(before) >= steady_calls, timeout=timeout)
+            wait_until(f"{steady_calls} calls", lambda: sum(c.lookups()) - sum(before) >= steady_calls, timeout=timeout)
             elapsed = time.monotonic() - t0
             after = c.lookups()
         share = [a - b for a, b in zip(after, before)]
@@ -103,13 +104,14 @@ def measure_cluster(*, rate: float, steady_calls: int, timeout: float) -> dict[s
         victim = c.replicas[1]
         with lb.Load(c.target, clients=3, rate=rate, max_seconds=timeout * 2) as load:
             before = victim.lookups()
-            lb.wait_until("load on the victim", lambda: victim.lookups() >= before + RETURN_CALLS, timeout=timeout)
+            wait_until("load on the victim", lambda: victim.lookups() >= before + RETURN_CALLS, timeout=timeout)
             t_kill = time.monotonic()
             victim.kill()
             victim.start([1])
             ready = victim.wait_ready()
             t_ready = time.monotonic()
-            back = lb.wait_until("load back on the restarted replica", lambda: victim.lookups() > 0, timeout=timeout, poll=0.02)
+            wait_until("load back on the restarted replica", lambda: victim.lookups() > 0, timeout=timeout, poll=0.02)
+            back = time.monotonic() - t_ready
         out["kill"] = {"restart_to_serving_s": t_ready - t_kill, "wait_ready_s": ready, "serving_to_first_call_s": back,
                        "failed": sum(r.failed for r in load.reports), "calls": sum(r.calls for r in load.reports),
                        "errors": [e for r in load.reports for e in r.errors]}
@@ -119,13 +121,13 @@ def measure_cluster(*, rate: float, steady_calls: int, timeout: float) -> dict[s
         with lb.Load(c.target, clients=3, monotonic=1, rate=rate, max_seconds=timeout * 4) as load, \
                 lb.VersionWatcher(c.replicas, max_seconds=timeout * 4) as watch:
             start = c.lookups()
-            lb.wait_until("load on every replica", lambda: min(a - b for a, b in zip(c.lookups(), start)) >= RETURN_CALLS, timeout=timeout)
+            wait_until("load on every replica", lambda: min(a - b for a, b in zip(c.lookups(), start)) >= RETURN_CALLS, timeout=timeout)
             for replica in c.replicas:
                 replica.terminate()
                 replica.start([2])
                 replica.wait_ready()
-                lb.wait_until(f"load on {replica.host}", lambda r=replica: r.lookups() >= RETURN_CALLS, timeout=timeout)
-                lb.wait_until(f"version 2 from {replica.host}", lambda r=replica: watch.seen[r.host][-1:] == [2], timeout=timeout)
+                wait_until(f"load on {replica.host}", lambda r=replica: r.lookups() >= RETURN_CALLS, timeout=timeout)
+                wait_until(f"version 2 from {replica.host}", lambda r=replica: watch.seen[r.host][-1:] == [2], timeout=timeout)
         [reader] = load.monotonic_reports
         out["rolling"] = {"seconds": time.monotonic() - t0, "failed": sum(r.failed for r in load.reports),
                           "calls": sum(r.calls for r in load.reports), "replica_versions": watch.seen,

@@ -30,7 +30,7 @@ import harness as h
 import numpy as np
 from embserve_client import Client
 from embserve_client.pb import embserve_pb2 as pb
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import KEY_INDEX, Bundle, read_bundle, read_manifest
 from embserve_index.rawrows import RawRows
 
 MiB = 2**20
@@ -56,7 +56,7 @@ def import_table(data: Path, tables: Path, name: str) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss": usage.ru_maxrss * 1024}
 
 
-def served_recall(target: str, name: str, bundle: bfmt.Bundle, pid: int, seed: int = 1) -> tuple[float, float, float]:
+def served_recall(target: str, name: str, bundle: Bundle, pid: int, seed: int = 1) -> tuple[float, float, float]:
     """recall@10 of the server's most_similar(key) against exact cosine search over the raw rows,
     with the calls' mean wall ms and server CPU ms."""
     qids = np.random.default_rng(seed).choice(bundle.count, size=QUERIES, replace=False)
@@ -115,13 +115,13 @@ def main() -> None:
     else:
         result["import"] = import_table(args.data, args.tables, args.name)
     bundle_dir = h.newest_bundle(args.tables, args.name)
-    manifest = bfmt.read_manifest(bundle_dir)
+    manifest = read_manifest(bundle_dir)
     size = {f: (bundle_dir / f).stat().st_size for f in manifest["files"]}
     rows_b, index_b = size["vectors.npy"], size["index.faiss"]
-    keys_b = size["keys.txt"] + size.get(bfmt.KEY_INDEX, 0)
+    keys_b = size["keys.txt"] + size.get(KEY_INDEX, 0)
     parts = rows_b + index_b + keys_b
     result.update(bundle=str(bundle_dir), files=size, index=manifest["index"])
-    bundle = bfmt.read_bundle(bundle_dir)
+    bundle = read_bundle(bundle_dir)
     sample = [bundle.keys[int(i)] for i in np.random.default_rng(2).choice(bundle.count, size=1024, replace=False)]
     with h.tmpdir("bench-clustered-") as tmp:
         big_root = h.isolate_table(args.tables, args.name, tmp / "big")

@@ -20,7 +20,7 @@ from typing import Any
 
 import harness as h
 from embserve_client import Client
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import KEY_INDEX, read_bundle, read_manifest
 
 MiB = 2**20
 ADDED_TARGET = 1.05  # added peak RSS <= 1.05 x the bundle files' bytes
@@ -32,7 +32,7 @@ def make_slice(bundle: Path, into: Path) -> Path:
     """The first SLICE_ROWS rows of ``bundle`` as a table of the same name (exact index)."""
     from embserve_trainer.export import export_table
 
-    b = bfmt.read_bundle(bundle)
+    b = read_bundle(bundle)
     return export_table(into, b.name, b.vectors[:SLICE_ROWS], list(b.keys[:SLICE_ROWS]), source={"kind": "slice"}, metric=b.metric, factory="Flat")
 
 
@@ -73,14 +73,14 @@ def main() -> None:
     p.add_argument("--baseline-src", type=Path, help="a checkout to measure the same way (e.g. main before the key index)")
     args = p.parse_args()
     bundle = h.newest_bundle(args.tables, args.table)
-    files = {f: (bundle / f).stat().st_size for f in bfmt.read_manifest(bundle)["files"]}
+    files = {f: (bundle / f).stat().st_size for f in read_manifest(bundle)["files"]}
     file_bytes = sum(files.values())
-    count = int(bfmt.read_manifest(bundle)["count"])
+    count = int(read_manifest(bundle)["count"])
     print(f"# {args.table}: {count} rows, bundle files {file_bytes / MiB:.1f} MiB ({', '.join(f'{k} {v / MiB:.1f}' for k, v in sorted(files.items()))}); {h.load_line()}")
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         full = h.isolate_table(args.tables, args.table, Path(tmp))
         small = Path(tmp) / "slice"
-        keys = list(bfmt.read_bundle(make_slice(bundle, small)).keys)
+        keys = list(read_bundle(make_slice(bundle, small)).keys)
         sides: list[tuple[str, Path | None]] = [("embserve", None)]
         if args.baseline_src:
             sides.append(("baseline", args.baseline_src))
@@ -89,15 +89,15 @@ def main() -> None:
             got_full = serve_and_measure(full, keys, path)
             got_small = serve_and_measure(small, keys, path)
             added = got_full["hwm"] - got_small["hwm"]
-            key_rss = got_full["maps"].get(bfmt.KEY_INDEX, 0)
+            key_rss = got_full["maps"].get(KEY_INDEX, 0)
             print(f"{label}: peak RSS {got_full['hwm'] / MiB:.1f} MiB serving the table, {got_small['hwm'] / MiB:.1f} MiB serving "
                   f"{SLICE_ROWS} rows; added {added / MiB:.1f} MiB = {added / file_bytes:.3f}x the files (target <= {ADDED_TARGET}x); "
                   f"keys.idx mapped Rss {key_rss / count:.1f} B/key")
             rows.append({"side": label, "hwm": got_full["hwm"], "hwm_slice": got_small["hwm"], "added": added, "ratio": added / file_bytes,
                          "key_index_rss_per_key": key_rss / count})
-    key_file = files.get(bfmt.KEY_INDEX)
+    key_file = files.get(KEY_INDEX)
     if key_file is not None:
-        print(f"keys: {key_file / count:.1f} bytes per key in {bfmt.KEY_INDEX} beyond keys.txt (target <= {KEY_BYTES_TARGET})")
+        print(f"keys: {key_file / count:.1f} bytes per key in {KEY_INDEX} beyond keys.txt (target <= {KEY_BYTES_TARGET})")
     h.write_json("memory", {"table": args.table, "file_bytes": file_bytes, "count": count, "rows": rows, "key_index_bytes": key_file})
 
 

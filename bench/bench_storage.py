@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import embserve_index as vindex
 import harness as h
 import numpy as np
 from embserve_client import Client
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import INDEX, read_bundle, read_manifest
+from embserve_index import VectorIndex, build_index, prepare_rows
 
 SIZE_TARGET = 0.5  # sq8 index file <= 0.5x of flat
 RECALL_TARGET = 0.975
@@ -64,12 +64,12 @@ def main() -> None:
     from embserve_trainer.export import export_table
 
     src = h.newest_bundle(args.tables, args.table)
-    b = bfmt.read_bundle(src)
+    b = read_bundle(src)
     print(f"# {args.table}: {b.count} x {b.vector_size}, flat index {b.index_info.get('factory')}; {h.load_line()}")
     rng = np.random.default_rng(0)
     qids = rng.choice(min(b.count, 100_000), size=QUERIES, replace=False)  # frequent keys, as users ask
-    unit = vindex.prepare_rows(b.vectors, b.metric)
-    _, I = vindex.VectorIndex.from_index(vindex.build_index(unit, "Flat")).search(unit[qids], 10, drop=qids[:, None])
+    unit = prepare_rows(b.vectors, b.metric)
+    _, I = VectorIndex.from_index(build_index(unit, "Flat")).search(unit[qids], 10, drop=qids[:, None])
     keys = [b.keys[int(i)] for i in qids]
     truth = [[b.keys[int(j)] for j in row] for row in I]
     del unit
@@ -91,9 +91,9 @@ def main() -> None:
                     rounds[label].append(nn_rate(server.target, name, keys, server.proc.pid, args.seconds))
             for label, name in names.items():
                 path = h.newest_bundle(root, name)
-                info = bfmt.read_manifest(path)["index"]
+                info = read_manifest(path)["index"]
                 results.append({
-                    "storage": label, "factory": info.get("factory"), "index_bytes": (path / bfmt.INDEX).stat().st_size,
+                    "storage": label, "factory": info.get("factory"), "index_bytes": (path / INDEX).stat().st_size,
                     "ef_search": info.get("ef_search"), "rerank": info.get("rerank", 1), "tuned_recall": info.get("recall_at_10"),
                     "served_recall": recall_served(server.target, name, keys, truth),
                     "calls_per_s": max(r for r, _ in rounds[label]), "cpu_us": min(c for _, c in rounds[label]), "rounds": rounds[label],

@@ -6,7 +6,7 @@
 "Plain gensim" is ``Word2Vec(LineSentence(tokens.txt), ...)`` on the token file our tokenizer writes
 (so both see exactly the same tokens), with gensim's defaults for everything not set here. Both
 train() calls are timed the same way: raw words / seconds of ``model.train``. Quality comes from the
-same evaluator (proven identical to gensim's by tests/test_evaluate.py). Writes bench/results/*.json.
+same evaluator (proven identical to gensim's by tests/pure/test_evaluate.py). Writes bench/results/*.json.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ single-key Lookup, a 1024-key Lookup and an NN query, the in-process FAISS time 
 the table they were measured on. Without a JSON the figures of the 2026-11-29 run below are used.
 Memory needs no bench: it is the bundle's bytes (vectors, index, keys.txt + keys.idx) plus the
 runtime, all resident (deploy/k8s/deployment.yaml's resources come from :func:`resources` for the
-default table; tests/test_k8s.py checks that).
+default table; tests/browser_deploy/test_k8s.py checks that).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates client/embserve_client/pb/ from proto/embserve/v1/*.proto.
 # The only place that runs protoc. Usage: proto/generate.sh [OUT_DIR]   (default: the client package)
-# Needs the pinned grpcio-tools (constraints.txt); tests/test_packaging.py fails when the
+# Needs the pinned grpcio-tools (constraints.txt); tests/processes/test_packaging.py fails when the
 # committed output differs from what this script generates.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -1,4 +1,20 @@
-"""Shared fixtures: seeded tables built in tmp_path and real servers on 127.0.0.1:0."""
+"""Shared fixtures and helpers: seeded tables built in tmp_path, real servers on 127.0.0.1:0, test PKI.
+
+Where a test file goes (by what it needs to run, so a quick `pytest tests/pure` needs nothing):
+
+- ``tests/pure/``: no server, no subprocess, no socket, no external tool (formats, maths, the
+  query core called in-process, the trainer on a tiny corpus).
+- ``tests/processes/``: real gRPC/HTTP servers (in-process on 127.0.0.1:0, or ``embserve-server``
+  as a subprocess), other subprocesses (CLIs, ``make``, trainers), signals, load.
+- ``tests/browser_deploy/``: Chromium, Prometheus, docker-compose, checkov, the Kubernetes
+  manifests and the loopback cluster that runs them.
+
+A file that fits several goes to the heaviest. Helpers shared by several files live here or in the
+stdlib-only modules beside this file (``waiting`` for every wait, ``ports``, ``loopback``,
+``prometheus_helper``), never in a test file that a test file of another folder imports. Every wait goes through
+``waiting.wait_until`` / ``waiting.wait_for_line``; every test has pytest-timeout's limit
+(pyproject.toml; ``@pytest.mark.timeout(s)`` to raise it).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +24,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -110,21 +125,89 @@ def client(server: Server) -> Iterator[Client]:
         yield c
 
 
+# --- shared test data: planted corpora and tables -------------------------------------------------
+
+SMALL = dict(dim=16, window=3, min_count=2, epochs=10, workers=1, seed=7)
 
 
-def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60.0) -> str:
-    """Read the process' combined output until a line contains ``needle``; return that line."""
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), True)
+def planted_corpus(path: Path, n: int = 1500, seed: int = 0) -> Path:
+    """Sentences where cat/kitten and car/truck are interchangeable, and the two groups never mix."""
+    rng = np.random.default_rng(seed)
+    animals, vehicles = ["cat", "kitten"], ["car", "truck"]
+    pet_ctx = ["the {} purrs softly on the warm sofa", "a small {} drinks milk from the bowl",
+               "my {} chased the mouse under the bed", "the fluffy {} sleeps in the sun"]
+    road_ctx = ["the {} drives fast on the highway", "a red {} needs fuel at the station",
+                "my {} has four wheels and an engine", "the heavy {} parked near the garage"]
     lines = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                break
-            continue
-        lines.append(line)
-        if needle in line:
-            return line
-    raise AssertionError(f"{needle!r} not seen; output was:\n{''.join(lines)}")
+    for _ in range(n):
+        if rng.random() < 0.5:
+            lines.append(pet_ctx[rng.integers(4)].format(animals[rng.integers(2)]))
+        else:
+            lines.append(road_ctx[rng.integers(4)].format(vehicles[rng.integers(2)]))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+PLANTED = ["cat", "dog", "kitten", "man", "woman", "king", "queen"]
+
+
+def make_planted_table(tables: Path, *, n: int = 2000, dim: int = 16, name: str = "t") -> Path:
+    """A seeded clustered table with a few words planted where a reader expects them:
+    "dog" and "kitten" right next to "cat", and king - man + woman = queen exactly."""
+    vectors, keys = seeded_table(n, dim, seed=11)
+    rng = np.random.default_rng(12)
+    keys[: len(PLANTED)] = PLANTED
+    cat = vectors[0]
+    for row, distance in ((1, 0.3), (2, 0.4)):  # dog: cosine 1/sqrt(1 + 0.3^2) = 0.958; kitten: 0.928
+        step = rng.normal(size=dim)
+        step -= (step @ cat) / (cat @ cat) * cat  # orthogonal to cat: the cosine is exact
+        vectors[row] = cat + distance * np.linalg.norm(cat) * step / np.linalg.norm(step)
+    man, gender, royal = (3.0 * rng.normal(size=dim) for _ in range(3))
+    vectors[3], vectors[4], vectors[5], vectors[6] = man, man + gender, man + royal, man + gender + royal
+    return export_table(tables, name, vectors.astype(np.float32), keys, source={"kind": "test", "seed": 11}, seed=11)
+
+
+# --- security: tokens, certificates, refusals (test_security.py, test_http_security.py, browser) -----
+
+READ, ADMIN = "r3ad-token-0123456789", "adm1n-token-0123456789"
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_pki(d: Path) -> Path:
+    """In ``d``: a test CA (ca.pem/key), server.pem/key for 127.0.0.1 + localhost signed by it, a
+    client.pem/key for mutual TLS, and an unrelated self-signed other.pem/key. Returns ``d``."""
+    for name, subject, ext in (
+        ("server", "/CN=embserve-test-server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("client", "/CN=embserve-test-client", "extendedKeyUsage=clientAuth"),
+    ):
+        if not (d / "ca.pem").exists():
+            openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+                    "-days", "2", "-subj", "/CN=embserve-test-ca", cwd=d)
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
+        (d / f"{name}.ext").write_text(ext + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    # A second, unrelated CA: its clients must not get in.
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
+            "-days", "2", "-subj", "/CN=someone-else", cwd=d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A test CA, server and client certificates (make_pki), made once per run."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("auth") / "tokens"
+    path.write_text(f"# embserve tokens\n{READ} read\n\n{ADMIN}   admin\n")
+    return path
+
+
+def rejected(server: Server, reason: str) -> float:
+    return server.metrics.registry.get_sample_value("embserve_rejected_requests_total", {"reason": reason}) or 0.0

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOYMENT = REPO / "deploy" / "k8s" / "deployment.yaml"
@@ -176,14 +177,11 @@ class Replica:
         """Poll the manifest's readiness probe until SERVING; returns the seconds it took."""
         port, service = probe_service("readinessProbe")
         assert port == int(container()["ports"][0]["containerPort"])  # the probe asks the gRPC port
+        assert self.process is not None, f"replica {self.host} was never started"
         t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"replica {self.host} exited:\n{self.log_tail()}")
-            if probe(self.address, service):
-                return time.monotonic() - t0
-            time.sleep(0.1)
-        raise RuntimeError(f"replica {self.host} not SERVING after {timeout}s:\n{self.log_tail()}")
+        wait_until(f"replica {self.host} SERVING", lambda: probe(self.address, service), timeout, poll=0.1,
+                   proc=self.process, detail=self.log_tail)
+        return time.monotonic() - t0
 
     def kill(self) -> None:
         """SIGKILL, as a node or OOM kill: no drain."""
@@ -270,16 +268,6 @@ def cluster(workdir: Path, versions: Sequence[int] = (1,)) -> Iterator[Cluster]:
     finally:
         c.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def wait_until(what: str, check: Any, timeout: float, poll: float = 0.1) -> float:
-    """Poll ``check()`` until true; returns the seconds it took. Raises TimeoutError naming ``what``."""
-    t0 = time.monotonic()
-    while not check():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"{what}: not within {timeout}s")
-        time.sleep(poll)
-    return time.monotonic() - t0
 
 
 # --- load -----------------------------------------------------------------------------------------

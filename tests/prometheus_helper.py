@@ -20,7 +20,6 @@ import contextlib
 import json
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,6 +29,7 @@ from typing import Any
 
 from conftest import require_tool
 from ports import free_port
+from waiting import wait_until
 
 # Named defaults: a 1 s scrape keeps tests short; start-up of an empty TSDB takes well under a second,
 # the generous timeout covers a loaded CI machine.
@@ -179,29 +179,23 @@ def run_prometheus(
                 stdin=subprocess.DEVNULL,
             )
         try:
-            deadline = time.monotonic() + ready_timeout
-            while process.poll() is None and time.monotonic() < deadline:
-                if _is_ready(base_url):
-                    break
-                time.sleep(POLL_INTERVAL)
-            else:
+            log_tail = lambda path=log_path: f"end of {path}:\n{_log_tail(path)}"  # noqa: E731
+            try:
+                wait_until(f"prometheus on {base_url} ready", lambda url=base_url: _is_ready(url), ready_timeout,
+                           poll=POLL_INTERVAL, proc=process, detail=log_tail)
+            except AssertionError as exc:
                 if process.poll() is not None and attempt < START_ATTEMPTS:
                     continue
-                raise PrometheusError(
-                    f"prometheus on {base_url} "
-                    + (f"exited with {process.returncode}" if process.poll() is not None
-                       else f"not ready after {ready_timeout:.0f}s")
-                    + f"; end of {log_path}:\n{_log_tail(log_path)}"
-                )
+                exited = f"exited with {process.returncode}" if process.poll() is not None else f"not ready after {ready_timeout:.0f}s"
+                raise PrometheusError(f"prometheus on {base_url} {exited}; {log_tail()}") from exc
             # Ready is not enough: target discovery syncs a few seconds later, and until then nothing
             # is scraped. Waiting here gives callers a scrape loop that is already running.
-            while not targets(base_url):
-                if process.poll() is not None or time.monotonic() >= deadline:
-                    raise PrometheusError(
-                        f"prometheus on {base_url} has no active scrape target for {scrape_target!r} "
-                        f"after {ready_timeout:.0f}s; end of {log_path}:\n{_log_tail(log_path)}"
-                    )
-                time.sleep(POLL_INTERVAL)
+            try:
+                wait_until(f"an active scrape target {scrape_target!r}", lambda url=base_url: targets(url), ready_timeout,
+                           poll=POLL_INTERVAL, proc=process)
+            except AssertionError as exc:
+                raise PrometheusError(f"prometheus on {base_url} has no active scrape target for {scrape_target!r} "
+                                      f"after {ready_timeout:.0f}s; {log_tail()}") from exc
             yield base_url
             return
         finally:
@@ -246,15 +240,11 @@ def wait_for_series(base_url: str, promql: str, timeout: float = 30.0) -> list[d
         TimeoutError: still empty after `timeout` seconds; the message says how the scrape targets fare.
         PrometheusError: the query itself is invalid.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = query(base_url, promql)
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            scrape = [(t.get("scrapeUrl"), t.get("health"), t.get("lastError")) for t in targets(base_url)]
-            raise TimeoutError(f"no series for {promql!r} after {timeout:.0f}s; targets: {scrape}")
-        time.sleep(POLL_INTERVAL)
+    try:
+        return wait_until(f"series for {promql!r}", lambda: query(base_url, promql), timeout, poll=POLL_INTERVAL)
+    except AssertionError as exc:
+        scrape = [(t.get("scrapeUrl"), t.get("health"), t.get("lastError")) for t in targets(base_url)]
+        raise TimeoutError(f"no series for {promql!r} after {timeout:.0f}s; targets: {scrape}") from exc
 
 
 def sample_value(result: list[dict[str, Any]]) -> float:

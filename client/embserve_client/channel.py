@@ -33,7 +33,7 @@ LOAD_BALANCING = ("auto", "pick_first", "round_robin")
 # Transparent retries with exponential backoff for overload and brief unavailability (reloads,
 # restarts, a replica killed mid-call). Every method here is read-only or idempotent, so a retry is
 # always safe. CANCELLED too: a draining server resets calls it had received but not yet started
-# (RST_STREAM CANCEL), seen in tests/test_loopback_cluster.py's rolling update; this client never
+# (RST_STREAM CANCEL), seen in tests/browser_deploy/test_loopback_cluster.py's rolling update; this client never
 # cancels a call itself (its own deadline ends a call as DEADLINE_EXCEEDED, not retried).
 RETRY_SERVICE_CONFIG: dict[str, Any] = {
     "methodConfig": [

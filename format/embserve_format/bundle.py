@@ -359,10 +359,18 @@ def check_finite(vectors: np.ndarray, where: str, chunk: int = 1 << 16) -> None:
     Raises:
         BundleError: naming ``where`` and the first bad row.
     """
+    row = first_nonfinite_row(vectors, chunk)
+    if row is not None:
+        raise BundleError(f"{where}: row {row} contains NaN or Inf")
+
+
+def first_nonfinite_row(vectors: np.ndarray, chunk: int = 1 << 16) -> int | None:
+    """The first row holding NaN or Inf, or None; scanned in chunks (no (count, dim) temporary)."""
     for start in range(0, len(vectors), chunk):
         ok = np.isfinite(vectors[start : start + chunk]).all(axis=1)
         if not ok.all():
-            raise BundleError(f"{where}: row {start + int(np.argmin(ok))} contains NaN or Inf")
+            return start + int(np.argmin(ok))
+    return None
 
 
 def check_weights(weights: np.ndarray, count: int, where: str) -> None:

@@ -270,7 +270,7 @@ class VectorIndex:
 
         The commonest query (``most_similar(key)``) without the batch bookkeeping: in a busy
         server each numpy call costs microseconds, more than an HNSW search over GloVe.
-        tests/test_fast_paths.py shows both give the same answer.
+        tests/pure/test_fast_paths.py shows both give the same answer.
         """
         D, I = self._search(self.rows[row : row + 1], k + 1, ef_search=ef_search)
         ids: list[int] = []

@@ -12,16 +12,15 @@ from types import FrameType
 import faiss
 import grpc
 from embserve_client.pb import embserve_pb2 as pb
-from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_index import CORES
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from embserve_server.admission import Admission, admission_for, hard_limit, rpc_executor
 from embserve_server.auth import TokenCheck, token_check
+from embserve_server.call_guard import CallGuard
 from embserve_server.config import ServerConfig
-from embserve_server.decode import DecodeGuard
 from embserve_server.interceptors import interceptors
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
 from embserve_server.service import AdminService, EmbeddingService
@@ -31,10 +30,10 @@ from embserve_server.wrappers import add_servicer
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    pb.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
-    pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
-)
+EMBEDDING_SERVICE = pb.DESCRIPTOR.services_by_name["EmbeddingService"]
+ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"]
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
+SERVICE_NAMES = (EMBEDDING_SERVICE.full_name, ADMIN_SERVICE.full_name)
 METHODS = tuple(m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -103,20 +102,20 @@ def create_server(
     tokens = token_check(config.auth_token_file, metrics.rejected)
     admission = admission_for(config, metrics.rejected)
     timed = MetricsWrapper(metrics)
-    wrappers = [timed, DecodeGuard(config.limits.max_message_bytes)]  # outermost first
+    wrappers = [timed, CallGuard(config.limits.max_message_bytes)]  # outermost first
     server = grpc.server(
         rpc_executor(config, admission),
         interceptors=interceptors(tokens, admission, counted=timed.refusal),
         options=grpc_options(config),
         maximum_concurrent_rpcs=hard_limit(config),
     )
-    add_servicer(server, pb_grpc.add_EmbeddingServiceServicer_to_server, EmbeddingService(registry, config.limits), wrappers)
-    add_servicer(server, pb_grpc.add_AdminServiceServicer_to_server, AdminService(registry), wrappers)
+    add_servicer(server, EMBEDDING_SERVICE, EmbeddingService(registry, config.limits), wrappers)
+    add_servicer(server, ADMIN_SERVICE, AdminService(registry), wrappers)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    add_servicer(server, health_pb2_grpc.add_HealthServicer_to_server, health_servicer, wrappers)
+    add_servicer(server, HEALTH_SERVICE, health_servicer, wrappers)
     if config.reflection:
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+            (*SERVICE_NAMES, HEALTH_SERVICE.full_name, reflection.SERVICE_NAME), server
         )
     port = add_port(server, config)  # TLS when --tls-cert/--tls-key are set
     if port == 0:
@@ -173,14 +172,14 @@ def run_worker(
     server = create_server(config, registry, metrics=metrics)
     http = None
     if config.metrics_address and worker is None:
-        from embserve_server.metrics_http import start_metrics_http
+        from embserve_server.http_port import start_http_port
 
         explorer = None
         if config.explorer:
             from embserve_server.explorer import Explorer
 
             explorer = Explorer(registry, config.limits)
-        http = start_metrics_http(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission)
+        http = start_http_port(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission)
     server.grpc_server.start()
     host = config.address.rsplit(":", 1)[0]
     who = "" if worker is None else f"worker {worker} (pid {os.getpid()}) "

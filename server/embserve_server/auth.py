@@ -3,8 +3,8 @@
 A token file holds one ``TOKEN ROLE`` per line, ROLE ``read`` (queries, reflection, the explorer,
 ``/metrics`` when it is protected) or ``admin`` (also AdminService; admin implies read). Tokens
 are kept as sha256 digests and compared in constant time. Refusals raise
-:class:`~embserve_server.errors.AuthError` (mapped to UNAUTHENTICATED / PERMISSION_DENIED by
-:func:`~embserve_server.errors.status_for`, and from there to HTTP 401 / 403) and are counted in
+:class:`~embserve_server.errors.AuthError` (UNAUTHENTICATED / PERMISSION_DENIED, HTTP 401 / 403,
+through the one map in errors.py) and are counted in
 ``embserve_rejected_requests_total{reason="unauthenticated"|"permission_denied"}``, whichever
 port refused.
 """

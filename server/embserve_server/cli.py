@@ -1,4 +1,8 @@
-"""``embserve-server``: command line of the server (the only module that reads argv/environment)."""
+"""``embserve-server``: command line of the server, the only module that reads argv and sets the environment.
+
+Everything below takes explicit arguments; the one environment read elsewhere is workers.py's
+check of ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode reads it itself).
+"""
 
 from __future__ import annotations
 
@@ -146,6 +150,9 @@ def limit_blas_threads() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # faiss' loader logs at INFO each CPU build it tries, with "ModuleNotFoundError" for those this wheel
+    # lacks: harmless, but it reads like a failure as the server's first lines. Shown at DEBUG.
+    logging.getLogger("faiss.loader").setLevel(logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING)
     # OMP_WAIT_POLICY stays at libgomp's default (spin briefly, then sleep): small calls run FAISS
     # on one thread (no OpenMP pool at all), and PASSIVE made exact batches of 256 ~30% slower.
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

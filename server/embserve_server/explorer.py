@@ -1,6 +1,6 @@
 """The web explorer ("map of meaning"): a small JSON API over the query core, plus its static page.
 
-Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_server.metrics_http`)::
+Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_server.http_port`)::
 
     /api/tables                                   tables, default table, layout methods, limits
     /api/neighbors?key=cat[&table=&topn=&exact=]  nearest neighbours (same as gRPC Search)
@@ -12,11 +12,11 @@ Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_serve
 
 Every answer goes through the code the gRPC servicer uses: ``TableRegistry.get``, then
 :func:`embserve_server.query.search` / :func:`~embserve_server.query.lookup` with the server's
-:class:`Limits`. The map itself is :func:`embserve_client.maplayout.build_map`, the same code
+:class:`Limits`. The map itself is :func:`embserve_format.maplayout.build_map`, the same code
 ``embserve map`` runs on gRPC results. Errors become JSON ``{"error": message, "code": name}``
-with an HTTP status derived, in :func:`error_answer` only, from :func:`embserve_server.errors.status_for`;
-the HTTP port's own refusals (no token 401, admission 429, connection cap 503) go through it too.
-Tokens, TLS and admission are the HTTP port's business (metrics_http.py), not this module's.
+with an HTTP status, both from the one map (:func:`embserve_server.errors.http_error`), which the
+HTTP port's own refusals (no token 401, admission 429, connection cap 503) go through too.
+Tokens, TLS and admission are the HTTP port's business (http_port.py), not this module's.
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import grpc
 import numpy as np
 from embserve_format import maplayout
 
 from embserve_server import query
 from embserve_server.config import Limits
-from embserve_server.errors import status_for
+from embserve_server.errors import EndpointNotFoundError, http_error
 from embserve_server.tables import Table, TableRegistry
 from embserve_server.validate import check_keys, check_limit
 
@@ -56,42 +55,8 @@ MAX_MAP_TOPN = 100  # neighbours on a map; with MAX_MAP_SECOND at most 100 * 21 
 MAX_MAP_SECOND = 20
 TIMELINE_FIELDS = ("step", "train_loss", "heldout_perplexity", "wordsim353")  # shown next to each snapshot
 
-# gRPC status -> HTTP status, as Google's APIs map them (google/rpc/code.proto).
-HTTP_STATUS = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
-
 Params = dict[str, list[str]]
 Answer = tuple[int, dict[str, Any]]  # (HTTP status, JSON body)
-
-
-class EndpointNotFoundError(LookupError):
-    """A path under /api/ that names no endpoint (maps to 404 through status_for's NOT_FOUND)."""
-
-
-def error_answer(exc: BaseException) -> Answer:
-    """The ONE place explorer errors become HTTP: core exception -> gRPC code -> HTTP status."""
-    if isinstance(exc, EndpointNotFoundError):
-        return 404, {"error": str(exc), "code": grpc.StatusCode.NOT_FOUND.name}
-    code = status_for(exc)
-    message = str(exc)
-    if code == grpc.StatusCode.INTERNAL:
-        logger.error("internal error in the explorer API", exc_info=exc)
-        message = f"internal error: {type(exc).__name__}"
-    return HTTP_STATUS.get(code, 500), {"error": message, "code": code.name}
 
 
 @dataclass(frozen=True)
@@ -146,8 +111,8 @@ class Explorer:
                 raise EndpointNotFoundError(f"no API endpoint {endpoint!r}; endpoints: {', '.join(self.routes)}")
             params = parse_qs(query_string, keep_blank_values=True, strict_parsing=False, max_num_fields=32)
             return 200, route(params)
-        except Exception as exc:  # noqa: BLE001 - the one exception -> status boundary of the explorer
-            return error_answer(exc)
+        except Exception as exc:  # noqa: BLE001 - the explorer's exception -> status boundary (the one map)
+            return http_error(exc)
 
     def page(self, name: str) -> StaticFile | None:
         """A static file by bare name (``index.html``, ``explorer.js``...), None if there is none."""
@@ -226,7 +191,7 @@ class Explorer:
     def _map(self, table: Table, key: str, topn: int, second: int, method: str) -> maplayout.NeighbourhoodMap:
         def search(keys: Sequence[str], n: int) -> list[list[tuple[str, float]]]:
             result = query.search(table, [query.Query(positive=[k]) for k in keys], query.SearchOptions(topn=n), self.limits)
-            return _rows(table, result)
+            return [[(k, s) for k, s, _ in row] for row in result.rows()]
 
         def vectors(keys: Sequence[str]) -> np.ndarray:
             return query.lookup(table, self.limits, keys=list(keys), normalize=True).vectors
@@ -257,22 +222,13 @@ class Explorer:
 
     def _search_answer(self, table: Table, label: str, q: query.Query, params: Params) -> dict[str, Any]:
         options = query.SearchOptions(topn=_int(params, "topn", query.DEFAULT_TOPN), exact=_bool(params, "exact"))
-        (row,) = _rows(table, query.search(table, [q], options, self.limits), with_ids=True)
+        (row,) = query.search(table, [q], options, self.limits).rows()
         return {
             "table": table.name,
             "version": table.version,
             "query": label,
             "neighbors": [{"key": k, "id": i, "score": s} for k, s, i in row],
         }
-
-
-def _rows(table: Table, result: query.SearchResult, *, with_ids: bool = False) -> list[list[Any]]:
-    """Per query, its (key, score[, id]) results in order, "none" (-1) slots dropped."""
-    keys = result.keys(table)
-    out = []
-    for krow, srow, irow in zip(keys, result.scores.tolist(), result.ids.tolist()):
-        out.append([(k, s, i) if with_ids else (k, s) for k, s, i in zip(krow, srow, irow) if i >= 0])
-    return out
 
 
 def _training_fields(table: Table) -> dict[str, Any]:

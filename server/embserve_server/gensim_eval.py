@@ -26,7 +26,6 @@ from embserve_index.analogies import ANALOGY_EF_SEARCH
 from embserve_index.search import VectorIndex
 
 from embserve_server.config import Limits
-from embserve_server.gensim_ops import cached
 from embserve_server.tables import Table
 from embserve_server.validate import check_keys, check_limit, check_pairs
 
@@ -38,17 +37,17 @@ def _restriction(table: Table, restrict_vocab: int) -> int:
 
 
 def vocabulary(table: Table, n: int, case_insensitive: bool) -> dict[str, int]:
-    """Word -> row over the first ``n`` keys; upper-cased keys map to their first row (cached per table)."""
+    """Word -> row over the first ``n`` keys; upper-cased keys map to their first row (kept on the table)."""
 
-    build = lambda: analogies.vocabulary(table.keys[:n].tolist(), n, case_insensitive)  # noqa: E731
-    return cached(table, ("vocab", n, case_insensitive), build)  # type: ignore[no-any-return]
+    build = lambda: analogies.vocabulary(table.index_to_key[:n].tolist(), n, case_insensitive)  # noqa: E731
+    return table.derived(f"vocabulary {n} case_insensitive={case_insensitive}", "keys", build)  # type: ignore[no-any-return]
 
 
 def unit_rows(table: Table) -> np.ndarray:
-    """Unit-length rows (cosine tables: the index's own rows; others normalised once and cached)."""
+    """Unit-length rows (cosine tables: the index's own rows; others normalised once, kept on the table)."""
     if table.metric == "cosine":
         return table.index.rows
-    return cached(table, "unit", lambda: np.ascontiguousarray(unit(np.asarray(table.vectors, np.float32))))  # type: ignore[no-any-return]
+    return table.derived("unit rows", "rows", lambda: np.ascontiguousarray(unit(np.asarray(table.vectors, np.float32))))  # type: ignore[no-any-return]
 
 
 def _rows(vocab: dict[str, int], words: Sequence[str]) -> np.ndarray:
@@ -123,7 +122,7 @@ def word_analogies(
     # Cosine tables search their own index (exact or not); others brute force over their unit rows.
     index = table.index if table.metric == "cosine" else VectorIndex.brute_force(unit_rows(table))
     answers = analogies.answer(
-        index, known, table.keys, vocab, case_insensitive=case_insensitive, restrict=n, exact=not approximate, ef_search=ef_search or ANALOGY_EF_SEARCH
+        index, known, table.index_to_key, vocab, case_insensitive=case_insensitive, restrict=n, exact=not approximate, ef_search=ef_search or ANALOGY_EF_SEARCH
     )
     correct[found] = answers
     return found, correct, search

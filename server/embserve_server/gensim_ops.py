@@ -9,54 +9,28 @@ Inputs are validated here, raising ``ValueError`` / :class:`LimitExceededError` 
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
-from typing import Any
 
-import embserve_index as vindex
 import numpy as np
 
 from embserve_server.config import Limits
-from embserve_server.errors import UnknownKeyError
+from embserve_server.errors import MissingKeyError
 from embserve_server.query import DEFAULT_TOPN
 from embserve_server.tables import Table
-from embserve_server.validate import check_keys, check_limit
+from embserve_server.validate import check_keys, check_limit, check_vectors
 
 COSMUL_EPSILON = 0.000001  # gensim's guard against a zero denominator in 3CosMul
-
-# Per-table derived arrays (row norms, case-folded vocabularies), computed once per loaded version.
-# Keyed by the Table object itself (identity hash), so a reloaded version never sees a stale entry.
-_CACHE: weakref.WeakKeyDictionary[Table, dict[Any, Any]] = weakref.WeakKeyDictionary()
-
-
-def cached(table: Table, key: Any, build: Any) -> Any:
-    """``build()`` once per (table version, key); concurrent first calls may both build (harmless)."""
-    entry = _CACHE.get(table)
-    if entry is None:
-        entry = _CACHE.setdefault(table, {})
-    if key not in entry:
-        entry[key] = build()
-    return entry[key]
-
-
-def raw_norms(table: Table) -> np.ndarray:
-    """(count,) float32 L2 norms of the raw rows, as gensim's ``fill_norms`` computes them."""
-    rows = table.index.rows
-    if isinstance(rows, vindex.RawRows) and rows.norms is not None:
-        return rows.norms  # a quantized cosine index keeps them for its re-rank: the same numbers
-    return cached(table, "norms", lambda: vindex.row_norms(table.vectors))  # type: ignore[no-any-return]
-
 
 def row_of(table: Table, field: str, key: str, limits: Limits) -> int:
     """Row id of ``key``.
 
     Raises:
-        ValueError: empty or over-long key. UnknownKeyError: not in the table.
+        ValueError: empty or over-long key. MissingKeyError: not in the table.
     """
     check_keys(field, [key], limits)
-    row = table.key_to_id.get(key)
+    row = table.key_to_index.get(key)
     if row is None:
-        raise UnknownKeyError(key, table.name)
+        raise MissingKeyError(key, table.name)
     return row
 
 
@@ -72,24 +46,15 @@ def list_keys(table: Table, offset: int, limit: int, limits: Limits) -> list[str
         raise ValueError(f"limit: {limit} must not be negative (0 = the server's maximum)")
     check_limit("limit", limit, limits.max_keys)
     limit = limit or limits.max_keys
-    return table.keys[offset : offset + limit].tolist()  # type: ignore[no-any-return]
-
-
-def _vectors(raw: bytes, dim: int, field: str) -> np.ndarray:
-    if len(raw) % (4 * dim):
-        raise ValueError(f"{field}: {len(raw)} bytes is not a whole number of {dim}-dimensional float32 vectors")
-    out = np.frombuffer(raw, dtype="<f4").reshape(-1, dim).astype(np.float32)
-    if not np.isfinite(out).all():
-        raise ValueError(f"{field}: contains NaN or Inf")
-    return out
+    return table.index_to_key[offset : offset + limit].tolist()  # type: ignore[no-any-return]
 
 
 def most_similar_cosmul(
     table: Table,
     positive: Sequence[str],
     negative: Sequence[str],
-    positive_vectors: bytes,
-    negative_vectors: bytes,
+    positive_vectors: np.ndarray,
+    negative_vectors: np.ndarray,
     topn: int,
     limits: Limits,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -104,17 +69,17 @@ def most_similar_cosmul(
 
     Raises:
         ValueError / LimitExceededError: bad topn, no positive term, bad vectors, too many terms.
-        UnknownKeyError: a key that is not in the table (positives first, like gensim).
+        MissingKeyError: a key that is not in the table (positives first, like gensim).
     """
     topn = topn or DEFAULT_TOPN
     if topn < 0:
         raise ValueError(f"topn: {topn} must be positive")
     check_limit("topn", topn, limits.max_topn)
     dim = table.dim
-    pos_vec = _vectors(positive_vectors, dim, "positive_vectors")
-    neg_vec = _vectors(negative_vectors, dim, "negative_vectors")
+    pos_vec = check_vectors("positive_vectors", positive_vectors, dim)
+    neg_vec = check_vectors("negative_vectors", negative_vectors, dim)
     check_limit("terms", len(positive) + len(negative) + len(pos_vec) + len(neg_vec), limits.max_terms)
-    vectors, norms = table.vectors, raw_norms(table)
+    vectors, norms = table.vectors, table.norms
     pos_rows = [row_of(table, "positive", k, limits) for k in positive]
     neg_rows = [row_of(table, "negative", k, limits) for k in negative]
     if not pos_rows and not len(pos_vec):
@@ -159,7 +124,7 @@ def rank_by_centrality(table: Table, keys: Sequence[str], use_norm: bool, limits
         return found, np.empty(0, np.float32)
     vectors = np.asarray(table.vectors[used], dtype=np.float32)
     if use_norm:
-        vectors = vectors / raw_norms(table)[used][:, None]
+        vectors = vectors / table.norms[used][:, None]
     # gensim's get_mean_vector over the rows: a running float32 sum, divided by the count, then unit length.
     mean: np.ndarray = np.zeros(table.dim, np.float32)
     weight = np.float32(1.0)
@@ -179,13 +144,13 @@ def closer_than(table: Table, key1: str, key2: str, limits: Limits) -> np.ndarra
     comparison treats near-ties exactly as gensim does.
 
     Raises:
-        ValueError: empty or over-long key. UnknownKeyError: ``key1`` (first) or ``key2`` unknown.
+        ValueError: empty or over-long key. MissingKeyError: ``key1`` (first) or ``key2`` unknown.
     """
     r1 = row_of(table, "key1", key1, limits)
     r2 = row_of(table, "key2", key2, limits)
     vectors = table.vectors
     v = vectors[r1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        distances = 1 - np.dot(vectors, v) / (np.linalg.norm(v) * raw_norms(table))
+        distances = 1 - np.dot(vectors, v) / (np.linalg.norm(v) * table.norms)
     closer = np.flatnonzero(distances < distances[r2])
     return closer[closer != r1].astype(np.int64)

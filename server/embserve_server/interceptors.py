@@ -10,7 +10,7 @@ also timed and counted by status code like any call (``MetricsWrapper.refusal``)
 
 The decisions are made by :class:`~embserve_server.auth.TokenCheck` and
 :class:`~embserve_server.admission.Admission`, which the HTTP port shares; they raise the domain
-exceptions of errors.py, and a refusal aborts with ``errors.status_for`` of that exception.
+exceptions of errors.py, and a refusal aborts with ``errors.grpc_status`` of that exception.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import grpc
 
 from embserve_server.admission import Admission
 from embserve_server.auth import TokenCheck, authorization
-from embserve_server.errors import AuthError, OverloadedError, status_for
+from embserve_server.errors import AuthError, OverloadedError, grpc_status
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # probes work without a token and are always admitted
 ADMIN_PREFIXES = ("/embserve.v1.AdminService/",)
@@ -35,8 +35,8 @@ def _uncounted(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHan
 
 
 def refusal(handler: grpc.RpcMethodHandler | None, exc: Exception) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that only aborts with ``status_for(exc)``."""
-    code, details = status_for(exc), str(exc)
+    """A handler of the same shape as ``handler`` that only aborts with ``grpc_status(exc)``."""
+    code, details = grpc_status(exc)
 
     def abort(request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(code, details)

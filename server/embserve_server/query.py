@@ -1,32 +1,33 @@
 """The query core: the vocabulary users know from gensim, over one loaded :class:`Table`.
 
 ``lookup`` (get_vector), ``search`` (most_similar / similar_by_vector) and ``similarity`` work on
-whole batches with numpy and return arrays (the explorer uses them directly). The servicer calls
-the request-level :func:`answer_lookup` / :func:`answer_search`, which return wire-ready bytes and
-are the ONE place where a fast path is chosen: each has one eligibility function
-(:func:`plain_lookup_key`, :func:`plain_search_key`) next to the general path it shortcuts, and
-tests/test_fast_paths.py shows both give the same bytes. Inputs are validated here, raising
-``ValueError`` (or :class:`LimitExceededError`) that names the field, the value and the limit.
+whole batches with numpy and return arrays; the servicer (service.py) packs them for the wire
+(pack.py), the explorer reads them directly. Each function that has a fast path chooses it
+itself, in one place next to both paths (``lookup``: :func:`_one_known_row`; ``search``:
+:func:`_plain_search_row`), and tests/pure/test_fast_paths.py shows both paths give the same arrays.
+Inputs are validated here, raising ``ValueError`` (or :class:`LimitExceededError`) that names the
+field, the value and the limit.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from embserve_client import wire
-from embserve_format.arrays import LE_F32, LE_I64, unit
+from embserve_format.arrays import unit
 
 from embserve_server import subword, tokenizer_table
 from embserve_server.config import Limits
-from embserve_server.errors import UnknownKeyError
+from embserve_server.errors import MissingKeyError
 from embserve_server.tables import Table
-from embserve_server.validate import check_ids, check_keys, check_limit, check_pairs
+from embserve_server.validate import check_ids, check_keys, check_limit, check_pairs, check_vectors
 
 MISSING_POLICIES = tuple(wire.MISSING_POLICIES)  # "error", "skip", "zero", "subword"
 DEFAULT_TOPN = 10
+_FOUND_ONE = np.ones(1, dtype=bool)
+_FOUND_ONE.flags.writeable = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -34,20 +35,12 @@ DEFAULT_TOPN = 10
 
 
 @dataclass(frozen=True)
-class LookupResult:
-    vectors: np.ndarray  # (rows, dim) float32; rows = len(request) unless policy "skip"
+class LookupArrays:
+    """The rows of a Lookup (pack.pack_lookup puts them on the wire)."""
+
+    vectors: np.ndarray  # (rows, dim) float32, C-contiguous; rows = len(request) unless policy "skip"
     found: np.ndarray  # (len(request),) bool
     ids: np.ndarray  # (len(request),) int64, -1 when missing
-
-
-@dataclass(frozen=True)
-class LookupAnswer:
-    """A Lookup answer packed for the wire (see proto LookupResponse)."""
-
-    rows: int
-    vectors: bytes  # rows x dim little-endian float32
-    found: bytes  # one byte per requested item
-    ids: bytes  # one little-endian int64 per requested item
 
 
 def lookup(
@@ -58,14 +51,40 @@ def lookup(
     ids: Sequence[int] | np.ndarray = (),
     missing: str = "error",
     normalize: bool = False,
-) -> LookupResult:
+) -> LookupArrays:
     """Vectors of many keys (or ids) at once.
+
+    ``get_vector(key)`` (one known key, raw vector) is the commonest call: it is answered by
+    slicing its row (:func:`_lookup_row`), without the ~12 numpy calls of the batch path
+    (:func:`_lookup_batch`), each of which costs microseconds in a busy server.
 
     Raises:
         ValueError: no keys and no ids, both given, bad policy, ids out of range, over a limit.
-        UnknownKeyError: a missing key under policy "error".
+        MissingKeyError: a missing key under policy "error".
         FailedPreconditionError: policy "subword" on a table without subword buckets.
     """
+    row = _one_known_row(table, keys, ids, missing, normalize)
+    if row is not None:
+        return _lookup_row(table, row)
+    return _lookup_batch(table, limits, keys, ids, missing, normalize)
+
+
+def _one_known_row(table: Table, keys: Sequence[str], ids: Sequence[int] | np.ndarray, missing: str, normalize: bool) -> int | None:
+    """The row of ``get_vector(key)``: one known key, raw vector, a valid policy; else None."""
+    if len(keys) != 1 or len(ids) or normalize or missing not in MISSING_POLICIES:
+        return None
+    return table.key_to_index.get(keys[0])
+
+
+def _lookup_row(table: Table, row: int) -> LookupArrays:
+    """Fast path: one known row, a view of the mapped vectors (the same values the batch path copies)."""
+    return LookupArrays(table.vectors[row : row + 1], _FOUND_ONE, np.array([row], dtype=np.int64))
+
+
+def _lookup_batch(
+    table: Table, limits: Limits, keys: Sequence[str], ids: Sequence[int] | np.ndarray, missing: str, normalize: bool
+) -> LookupArrays:
+    """General path: any number of keys or ids, every policy, normalisation."""
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing: {missing!r} is not one of {MISSING_POLICIES}")
     if len(keys) and len(ids):
@@ -87,7 +106,7 @@ def lookup(
         if len(keys):
             check_keys("keys", keys, limits)  # an invalid or over-long key is refused, not reported missing
         if missing == "error":
-            raise UnknownKeyError(str(keys[int(np.argmin(found))]), table.name)
+            raise MissingKeyError(str(keys[int(np.argmin(found))]), table.name)
         if missing == "skip":
             vectors = source[row_ids[found]]
         else:
@@ -98,32 +117,7 @@ def lookup(
                 vectors[absent] = subword.compose_for_table(table, [keys[int(i)] for i in absent])
     if normalize and table.metric != "cosine":
         vectors = unit(vectors)
-    return LookupResult(vectors if vectors.flags.c_contiguous else np.ascontiguousarray(vectors), found, row_ids)
-
-
-def plain_lookup_key(table: Table, keys: Sequence[str], ids: Sequence[int], missing: str, normalize: bool) -> int | None:
-    """The row of ``get_vector(key)``: one known key, raw vector, a valid policy; else None."""
-    if len(keys) != 1 or len(ids) or normalize or missing not in MISSING_POLICIES:
-        return None
-    return table.key_to_id.get(keys[0])
-
-
-def answer_lookup(
-    table: Table, limits: Limits, *, keys: Sequence[str], ids: Sequence[int], missing: str, normalize: bool
-) -> LookupAnswer:
-    """:func:`lookup`, packed for the wire; one known key skips numpy altogether.
-
-    In a busy server each of the ~12 numpy calls of the general path costs microseconds (cold
-    caches), more than the answer itself: the commonest call is answered by slicing the row's
-    bytes straight from the mapped vectors.npy.
-    """
-    row = plain_lookup_key(table, keys, ids, missing, normalize)
-    if row is not None:
-        return LookupAnswer(1, table.row_bytes(row), b"\x01", row.to_bytes(8, "little", signed=True))
-    r = lookup(table, limits, keys=keys, ids=ids, missing=missing, normalize=normalize)
-    return LookupAnswer(
-        len(r.vectors), r.vectors.astype(LE_F32, copy=False).tobytes(), r.found.view(np.uint8).tobytes(), r.ids.astype(LE_I64, copy=False).tobytes()
-    )
+    return LookupArrays(vectors if vectors.flags.c_contiguous else np.ascontiguousarray(vectors), found, row_ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,26 +164,20 @@ class SearchOptions:
 
 
 @dataclass(frozen=True)
-class SearchResult:
+class SearchArrays:
+    """The neighbours of a batch of queries (pack.pack_search puts them on the wire)."""
+
     scores: np.ndarray  # (nq, topn) float32, 0 where id is -1
     ids: np.ndarray  # (nq, topn) int64, -1 for "none"
+    keys: list[str]  # nq * topn keys, row-major, "" where id is -1
 
-    def keys(self, table: Table) -> np.ndarray:
-        """(nq, topn) object array of keys, "" where id is -1."""
-        out = table.keys[np.maximum(self.ids, 0)]
-        out[self.ids < 0] = ""
-        return out
-
-
-@dataclass(frozen=True)
-class SearchAnswer:
-    """A Search answer packed for the wire (see proto SearchResponse)."""
-
-    topn: int
-    queries: int
-    ids: bytes  # queries x topn little-endian int64, -1 for "none"
-    scores: bytes  # queries x topn little-endian float32
-    keys: list[str]  # queries x topn, "" for "none"
+    def rows(self) -> list[list[tuple[str, float, int]]]:
+        """Per query, its (key, score, id) results in order, "none" (-1) slots dropped."""
+        topn = self.ids.shape[1]
+        return [
+            [(k, s, i) for k, s, i in zip(self.keys[n * topn : (n + 1) * topn], srow, irow) if i >= 0]
+            for n, (srow, irow) in enumerate(zip(self.scores.tolist(), self.ids.tolist()))
+        ]
 
 
 def _terms(q: Query, table: Table, limits: Limits, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,10 +193,10 @@ def _terms(q: Query, table: Table, limits: Limits, n: int) -> tuple[np.ndarray, 
     check_limit(f"queries[{n}] terms", npos + nneg, limits.max_terms)
     missing = np.flatnonzero(ids[: len(pos_keys)] < 0)
     if missing.size:
-        raise UnknownKeyError(pos_keys[missing[0]], table.name)
+        raise MissingKeyError(pos_keys[missing[0]], table.name)
     missing = np.flatnonzero(ids[npos : npos + len(neg_keys)] < 0)
     if missing.size:
-        raise UnknownKeyError(neg_keys[missing[0]], table.name)
+        raise MissingKeyError(neg_keys[missing[0]], table.name)
     check_ids(f"queries[{n}] ids", ids, table.count)
     weights = np.ones(npos + nneg, dtype=np.float32)
     for name, given, sl, size in (("positive_weights", q.positive_weights, slice(0, npos), npos), ("negative_weights", q.negative_weights, slice(npos, None), nneg)):
@@ -253,7 +241,7 @@ def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tupl
     if single is not None:
         # The rows as the index sees them are already unit-norm for cosine tables: the same
         # matrix as the general path's (zeros + 1.0 * row, then unit()).
-        return table.index_rows(single), list(single[:, None])
+        return table.index.rows[single], list(single[:, None])
     matrix = np.zeros((nq, table.dim), dtype=np.float32)
     term_ids: list[np.ndarray] = []
     all_q, all_ids, all_w = [], [], []
@@ -262,12 +250,7 @@ def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tupl
         if q.vector is not None and len(q.vector):
             if has_terms:
                 raise ValueError(f"queries[{n}]: give a vector or keys/ids, not both")
-            vec = np.asarray(q.vector, dtype=np.float32)
-            if vec.shape != (table.dim,):
-                raise ValueError(f"queries[{n}].vector: has {vec.size} values, table {table.name!r} has {table.dim} dimensions")
-            if not np.isfinite(vec).all():
-                raise ValueError(f"queries[{n}].vector: contains NaN or Inf")
-            matrix[n] = vec
+            matrix[n] = check_vectors(f"queries[{n}].vector", np.asarray(q.vector), table.dim, one=True)[0]
             term_ids.append(np.empty(0, np.int64))
             continue
         if not has_terms:
@@ -279,7 +262,7 @@ def query_matrix(table: Table, queries: Sequence[Query], limits: Limits) -> tupl
         all_w.append(weights)
     if all_ids:
         qi, ids, w = np.concatenate(all_q), np.concatenate(all_ids), np.concatenate(all_w)
-        np.add.at(matrix, qi, table.index_rows(ids) * w[:, None])
+        np.add.at(matrix, qi, table.index.rows[ids] * w[:, None])
     with np.errstate(over="ignore", invalid="ignore"):  # finite but huge values (1e38) overflow the norm
         norms = np.linalg.norm(matrix, axis=1)
     if not np.isfinite(norms).all():
@@ -304,14 +287,47 @@ def check_search_options(options: SearchOptions, limits: Limits) -> None:
         raise ValueError("min_score: NaN is not a score")
 
 
-def search(table: Table, queries: Sequence[Query], options: SearchOptions, limits: Limits) -> SearchResult:
+def search(table: Table, queries: Sequence[Query], options: SearchOptions, limits: Limits) -> SearchArrays:
     """Nearest rows for a batch of queries; each query's own keys/ids are left out (gensim).
+
+    ``most_similar(key)`` with default options is the commonest call: it takes the index's one-row
+    path (:func:`_search_row`) instead of the batch bookkeeping of :func:`_search_batch`.
 
     Raises:
         ValueError / LimitExceededError: bad topn, restrict_vocab, vector, weights, batch size.
-        UnknownKeyError: a query key that is not in the table.
+        MissingKeyError: a query key that is not in the table.
         FailedPreconditionError: skipping special/sub-word tokens on a table without a tokenizer.
     """
+    row = _plain_search_row(table, queries, options, limits)
+    if row is not None:
+        return _search_row(table, row, options)
+    return _search_batch(table, queries, options, limits)
+
+
+def _plain_search_row(table: Table, queries: Sequence[Query], options: SearchOptions, limits: Limits) -> int | None:
+    """The row of ``most_similar(key)``: one known single-key query, default options, within limits; else None.
+
+    Anything else (or anything invalid) is None and takes the general path, with its exact errors.
+    """
+    if len(queries) != 1 or limits.max_queries < 1 or limits.max_terms < 1 or not options.is_default:
+        return None
+    if not 0 < options.topn <= limits.max_topn or not 0 <= options.ef_search <= limits.max_ef_search:
+        return None
+    key = queries[0].single_key()
+    if key is None or not 0 < len(key) <= limits.max_key_chars:
+        return None
+    return table.key_to_index.get(key)
+
+
+def _search_row(table: Table, row: int, options: SearchOptions) -> SearchArrays:
+    """Fast path: the neighbours of one row, the row itself left out, as lists (no batch arrays)."""
+    ids, scores = table.index.nearest_to_row(row, options.topn, options.ef_search)
+    keys = table.index_to_key
+    return SearchArrays(np.array([scores], dtype=np.float32), np.array([ids], dtype=np.int64), [keys[i] if i >= 0 else "" for i in ids])
+
+
+def _search_batch(table: Table, queries: Sequence[Query], options: SearchOptions, limits: Limits) -> SearchArrays:
+    """General path: any batch of queries and options."""
     check_search_options(options, limits)
     exclude = tokenizer_table.excluded_rows(table, special=options.skip_special_tokens, subword=options.skip_subword_tokens)
     matrix, term_ids = query_matrix(table, queries, limits)
@@ -332,37 +348,9 @@ def search(table: Table, queries: Sequence[Query], options: SearchOptions, limit
         drop=drop,
         min_score=options.min_score,
     )
-    return SearchResult(scores=D, ids=I)
-
-
-def plain_search_key(queries: Sequence[Query], options: SearchOptions, limits: Limits) -> str | None:
-    """The key of ``most_similar(key)``: one single-key query, default options, within limits; else None.
-
-    Anything else (or anything invalid) is None and takes the general path, with its exact errors.
-    """
-    if len(queries) != 1 or limits.max_queries < 1 or limits.max_terms < 1 or not options.is_default:
-        return None
-    if not 0 < options.topn <= limits.max_topn or not 0 <= options.ef_search <= limits.max_ef_search:
-        return None
-    key = queries[0].single_key()
-    return key if key is not None and 0 < len(key) <= limits.max_key_chars else None
-
-
-def answer_search(table: Table, queries: Sequence[Query], options: SearchOptions, limits: Limits) -> SearchAnswer:
-    """:func:`search`, packed for the wire; ``most_similar(key)`` takes the index's one-row path."""
-    key = plain_search_key(queries, options, limits)
-    row = table.key_to_id.get(key) if key is not None else None
-    topn = options.topn
-    if row is not None:
-        ids, scores = table.index.nearest_to_row(row, topn, options.ef_search)
-        keys = table.keys
-        return SearchAnswer(
-            topn, 1, struct.pack(f"<{topn}q", *ids), struct.pack(f"<{topn}f", *scores), [keys[i] if i >= 0 else "" for i in ids]
-        )
-    r = search(table, queries, options, limits)
-    return SearchAnswer(
-        topn, len(queries), r.ids.astype(LE_I64, copy=False).tobytes(), r.scores.astype(LE_F32, copy=False).tobytes(), r.keys(table).ravel().tolist()
-    )
+    keys = table.index_to_key[np.maximum(I, 0)]
+    keys[I < 0] = ""
+    return SearchArrays(scores=D, ids=I, keys=keys.ravel().tolist())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,14 +361,14 @@ def similarity(table: Table, a: Sequence[str], b: Sequence[str], limits: Limits)
     """Cosine similarity of each pair (a[i], b[i]), float32 (n,).
 
     Raises:
-        ValueError: different lengths, empty request, over a limit. UnknownKeyError: a missing key.
+        ValueError: different lengths, empty request, over a limit. MissingKeyError: a missing key.
     """
     check_pairs(a, b, limits)
     ia, ib = table.ids_for(a), table.ids_for(b)
     for keys, ids in ((a, ia), (b, ib)):
         if (ids < 0).any():
-            raise UnknownKeyError(keys[int(np.argmin(ids >= 0))], table.name)
-    ua, ub = table.index_rows(ia), table.index_rows(ib)
+            raise MissingKeyError(keys[int(np.argmin(ids >= 0))], table.name)
+    ua, ub = table.index.rows[ia], table.index.rows[ib]
     if table.metric != "cosine":
         ua, ub = unit(ua), unit(ub)
     return np.einsum("ij,ij->i", ua, ub).astype(np.float32)

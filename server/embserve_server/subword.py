@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import MANIFEST, NGRAMS, Bundle, BundleError
 
 from embserve_server.errors import FailedPreconditionError
 
@@ -157,7 +157,7 @@ class SubwordTable:
         return compose(words, self.ngrams, self.minn, self.maxn, self.bucket)
 
 
-def load(b: bfmt.Bundle) -> SubwordTable | None:
+def load(b: Bundle) -> SubwordTable | None:
     """The n-gram matrix of a fastText bundle, or None for tables without ``extras.subword``.
 
     Raises:
@@ -166,19 +166,19 @@ def load(b: bfmt.Bundle) -> SubwordTable | None:
     try:
         spec = subword_spec(b.extras)
     except ValueError as exc:
-        raise bfmt.BundleError(f"{b.path / bfmt.MANIFEST}: {exc}") from exc
+        raise BundleError(f"{b.path / MANIFEST}: {exc}") from exc
     if spec is None:
         return None
-    fname = str((b.extras.get("subword") or {}).get("file") or bfmt.NGRAMS)
+    fname = str((b.extras.get("subword") or {}).get("file") or NGRAMS)
     path = b.file(fname)
     if path is None:
-        raise bfmt.BundleError(f"{b.path}: extras.subword is set but {fname} is not listed in the manifest files")
+        raise BundleError(f"{b.path}: extras.subword is set but {fname} is not listed in the manifest files")
     try:
         ngrams = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise bfmt.BundleError(f"{path}: not a readable .npy array ({exc})") from exc
+        raise BundleError(f"{path}: not a readable .npy array ({exc})") from exc
     if ngrams.dtype != np.float32 or ngrams.shape != (spec["bucket"], b.vector_size):
-        raise bfmt.BundleError(
+        raise BundleError(
             f"{path}: is {ngrams.dtype} {ngrams.shape}, expected float32 ({spec['bucket']}, {b.vector_size})"
         )
     return SubwordTable(ngrams, spec["minn"], spec["maxn"], spec["bucket"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,10 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import embserve_index as vindex
 import numpy as np
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import (
+    INDEX,
+    KEY_INDEX,
+    KEYS,
+    MANIFEST,
+    VECTORS,
+    Bundle,
+    BundleError,
+    bundle_path,
+    list_tables,
+    list_versions,
+    read_bundle,
+    validate_name,
+)
 from embserve_format.keyindex import KeyIndex, KeyList
+from embserve_index import RawRows, VectorIndex, build_index, describe, load_index, prepare_rows, row_norms
 
 from embserve_server import subword, tokenizer_table
 from embserve_server.errors import TableUnavailableError, UnknownTableError, UnknownVersionError
@@ -31,17 +45,25 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, eq=False)
 class Table:
-    """One loaded, validated, warmed table version."""
+    """One loaded, validated, warmed table version, under gensim ``KeyedVectors``' names.
 
-    bundle: bfmt.Bundle
-    index: vindex.VectorIndex
-    key_to_id: KeyIndex  # key -> row like a dict (get, [], in), memory-mapped: no object per key
-    keys: KeyList  # row -> key: keys[i] a str, keys[int array] an object array of that shape
+    ``vectors`` are the raw rows, ``key_to_index`` / ``index_to_key`` map keys and rows, ``norms``
+    are the rows' lengths; the rows as the index sees them (unit-norm for cosine tables) are
+    ``index.rows``. Arrays derived from the table on first use (norms, unit rows, case-folded
+    vocabularies) are kept on it by :meth:`derived` and counted in :attr:`memory_parts`.
+    """
+
+    bundle: Bundle
+    index: VectorIndex
+    # The raw rows as a plain ndarray over the mapped vectors.npy, (count, dim) float32, read-only:
+    # np.memmap's Python-level __getitem__ and __array_finalize__ would run on every lookup.
+    vectors: np.ndarray
+    key_to_index: KeyIndex  # key -> row like a dict (get, [], in), memory-mapped: no object per key
+    index_to_key: KeyList  # row -> key: [i] a str, [int array] an object array of that shape
     load_seconds: float
     extras: dict[str, Any] = field(default_factory=dict)  # loaded optional parts (subwords, tokenizer)
-    # The raw rows as a plain ndarray over the same mapping: np.memmap's Python-level __getitem__
-    # and __array_finalize__ would run on every lookup.
-    raw: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
+    # name -> (value, bytes, memory part): what derived() built, replaced whole, never mutated
+    _derived: dict[str, tuple[Any, int, str]] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -50,11 +72,6 @@ class Table:
     @property
     def version(self) -> int:
         return self.bundle.version
-
-    @property
-    def vectors(self) -> np.ndarray:
-        """Raw rows, (count, dim) float32, read-only and memory-mapped."""
-        return self.raw
 
     @property
     def count(self) -> int:
@@ -69,45 +86,66 @@ class Table:
         return self.bundle.metric
 
     @property
+    def norms(self) -> np.ndarray:
+        """(count,) float32 L2 norms of the raw rows, as gensim's ``fill_norms`` computes them."""
+        rows = self.index.rows
+        if isinstance(rows, RawRows) and rows.norms is not None:
+            return rows.norms  # a quantized cosine index keeps them for its re-rank: the same numbers
+        return self.derived("norms", "rows", lambda: row_norms(self.vectors))  # type: ignore[no-any-return]
+
+    def derived(self, name: str, part: str, build: Callable[[], Any]) -> Any:
+        """``build()`` once per table version, kept here and counted in memory part ``part``.
+
+        Concurrent first calls may both build (harmless: the same value, one kept).
+        """
+        entry = self._derived.get(name)
+        if entry is None:
+            value = build()
+            entry = (value, _nbytes(value), part)
+            object.__setattr__(self, "_derived", {**self._derived, name: entry})
+        return entry[0]
+
+    @property
     def nbytes(self) -> int:
-        """Bytes of the bundle files this table maps or reads (vectors, index, keys...)."""
+        """Bytes of the bundle files this table maps or reads (vectors, index, keys...) and what it derived."""
         return sum(self.memory_parts.values())
 
-    @functools.cached_property
+    @property
     def memory_parts(self) -> dict[str, int]:
-        """Bytes by part (:data:`MEMORY_PARTS`): the files mapped or read, or what load built instead.
+        """Bytes by part (:data:`MEMORY_PARTS`): the files mapped or read, or what load built instead,
+        plus the arrays derived since (:meth:`derived`).
 
         A version that shares its key index with an older one still counts it: it is what the
         version would hold alone.
         """
+        parts = dict(self._file_parts)
+        for _, size, part in self._derived.values():
+            parts[part] += size
+        return parts
+
+    @functools.cached_property
+    def _file_parts(self) -> dict[str, int]:
         b = self.bundle
         files = {name: _size(b.path / name) for name in b.manifest["files"]}
-        keys = files.pop(bfmt.KEYS, 0)
-        keys += files.pop(bfmt.KEY_INDEX, self.key_to_id.nbytes)
-        index = files.pop(bfmt.INDEX, 0) or int(self.index.rows.nbytes)  # none shipped: the Flat built at load
-        if isinstance(self.index.rows, vindex.RawRows):
+        keys = files.pop(KEYS, 0)
+        keys += files.pop(KEY_INDEX, self.key_to_index.nbytes)
+        index = files.pop(INDEX, 0) or int(self.index.rows.nbytes)  # none shipped: the Flat built at load
+        if isinstance(self.index.rows, RawRows):
             index += self.index.rows.nbytes  # the norms kept for the re-rank
-        return {"rows": files.pop(bfmt.VECTORS, 0), "index": index, "keys": keys, "extras": sum(files.values())}
+        return {"rows": files.pop(VECTORS, 0), "index": index, "keys": keys, "extras": sum(files.values())}
 
     def ids_for(self, keys: Sequence[str]) -> np.ndarray:
         """Row ids of ``keys`` as int64, -1 for keys not in the table (no per-key bytecode)."""
-        return self.key_to_id.ids_for(keys)
+        return self.key_to_index.ids_for(keys)
 
-    def row_bytes(self, i: int) -> bytes:
-        """Raw row ``i`` as little-endian float32 bytes straight from the mapping (no numpy call).
 
-        The bundle reader only accepts native float32, and bundles are little-endian (``<f4``).
-        """
-        size = self.dim * 4
-        return self._raw_bytes[i * size : (i + 1) * size].tobytes()
-
-    @functools.cached_property
-    def _raw_bytes(self) -> memoryview:
-        return memoryview(self.raw).cast("B")  # type: ignore[arg-type]  # ndarray is a buffer
-
-    def index_rows(self, ids: np.ndarray) -> np.ndarray:
-        """Rows as the index sees them (unit-norm for cosine tables) for valid ``ids``."""
-        return self.index.rows[ids]
+def _nbytes(value: Any) -> int:
+    """Bytes held by a derived value: an array's buffer, or a dict's table and its objects."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sys.getsizeof(value) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in value.items())
+    return sys.getsizeof(value)
 
 
 def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, like: Table | None = None) -> Table:
@@ -121,50 +159,50 @@ def load_table(path: Path, *, mmap: bool = True, verify_checksums: bool = True, 
         ValueError: the index does not match the vectors.
     """
     t0 = time.perf_counter()
-    b = bfmt.read_bundle(path, verify_checksums=verify_checksums, mmap=mmap, key_index=True, like=like.bundle if like else None)
+    b = read_bundle(path, verify_checksums=verify_checksums, mmap=mmap, key_index=True, like=like.bundle if like else None)
     keys = b.key_index
     if keys is None:  # read_bundle(key_index=True) always sets it; a guard for type checkers and refactors
-        raise bfmt.BundleError(f"{path}: no key index was loaded")
+        raise BundleError(f"{path}: no key index was loaded")
     info = b.index_info
-    index_path = b.file(bfmt.INDEX)
+    index_path = b.file(INDEX)
     if index_path is not None:
-        faiss_index = vindex.load_index(index_path, mmap=mmap)
+        faiss_index = load_index(index_path, mmap=mmap)
     else:
         # Bundles should ship their index (building HNSW for 400k rows takes ~70 s); build Flat here.
         logger.warning("%s has no index.faiss: building an exact Flat index at load time", path)
-        faiss_index = vindex.build_index(vindex.prepare_rows(b.vectors, b.metric), "Flat")
+        faiss_index = build_index(prepare_rows(b.vectors, b.metric), "Flat")
     raw = np.asarray(b.vectors)  # a plain ndarray over the mapping (np.memmap's __getitem__ runs Python)
     # Quantized storage (--index-storage fp16/sq8): re-rank against the raw rows, the mapped vectors.npy.
-    idx = vindex.VectorIndex.from_index(
+    idx = VectorIndex.from_index(
         faiss_index, ef_search=int(info.get("ef_search") or 0), nprobe=int(info.get("nprobe") or 0),
         raw=raw, normalized=b.metric == "cosine", rerank=int(info.get("rerank") or 1),
     )
     if idx.ntotal != b.count or idx.d != b.vector_size:
-        raise bfmt.BundleError(
+        raise BundleError(
             f"{path}: index holds {idx.ntotal} x {idx.d} rows, vectors.npy is {b.count} x {b.vector_size}"
         )
     _check_index_rows(path, b, idx)
     table = Table(
         bundle=b,
         index=idx,
-        key_to_id=keys,
-        keys=keys.keys,
+        vectors=raw,
+        key_to_index=keys,
+        index_to_key=keys.keys,
         load_seconds=0.0,
         extras=_load_extras(b),
-        raw=raw,
     )
     idx.warm_up()
     seconds = time.perf_counter() - t0
     object.__setattr__(table, "load_seconds", seconds)
-    logger.info("loaded table %s version %d (%d x %d, %s) in %.2fs", b.name, b.version, b.count, b.vector_size, vindex.describe(faiss_index), seconds)
+    logger.info("loaded table %s version %d (%d x %d, %s) in %.2fs", b.name, b.version, b.count, b.vector_size, describe(faiss_index), seconds)
     return table
 
 
-def _check_index_rows(path: Path, b: bfmt.Bundle, idx: vindex.VectorIndex) -> None:
+def _check_index_rows(path: Path, b: Bundle, idx: VectorIndex) -> None:
     """Spot-check that the index rows are the bundle's vectors (catches a swapped index file)."""
     probe = np.unique(np.linspace(0, b.count - 1, num=min(b.count, 16)).astype(np.int64))
-    expected = vindex.prepare_rows(b.vectors[probe], b.metric)
-    if isinstance(idx.rows, vindex.RawRows) and idx.index is not None:  # quantized storage: its decoded codes, to the codes' precision
+    expected = prepare_rows(b.vectors[probe], b.metric)
+    if isinstance(idx.rows, RawRows) and idx.index is not None:  # quantized storage: its decoded codes, to the codes' precision
         try:
             stored = np.stack([idx.index.reconstruct(int(i))[: b.vector_size] for i in probe])  # codes may be zero-padded
         except RuntimeError:
@@ -173,7 +211,7 @@ def _check_index_rows(path: Path, b: bfmt.Bundle, idx: vindex.VectorIndex) -> No
     else:
         close = np.allclose(idx.rows[probe], expected, atol=1e-5)
     if not close:
-        raise bfmt.BundleError(f"{path}: index.faiss rows do not match vectors.npy (index from another table?)")
+        raise BundleError(f"{path}: index.faiss rows do not match vectors.npy (index from another table?)")
 
 
 MEMORY_PARTS = ("rows", "index", "keys", "extras")  # Table.memory_parts keys, the metric's "part" label
@@ -187,13 +225,13 @@ def _size(path: Path) -> int:
 
 
 # The optional bundle parts a table may carry: Table.extras name -> loader(bundle) -> object or None.
-EXTRA_LOADERS: dict[str, Callable[[bfmt.Bundle], Any]] = {
+EXTRA_LOADERS: dict[str, Callable[[Bundle], Any]] = {
     subword.EXTRA: subword.load,  # fastText n-gram buckets (missing-key policy "subword")
     tokenizer_table.EXTRA: tokenizer_table.load,  # a language model's tokenizer (token tables)
 }
 
 
-def _load_extras(b: bfmt.Bundle) -> dict[str, Any]:
+def _load_extras(b: Bundle) -> dict[str, Any]:
     out = {}
     for name, loader in EXTRA_LOADERS.items():
         value = loader(b)
@@ -305,7 +343,7 @@ class TableRegistry:
         """
         with self._lock:
             # Served tables too: a table directory that vanished must be noticed (and kept), not skipped.
-            names = sorted({*bfmt.list_tables(self.tables_dir), *self._tables}) if only is None else [bfmt.validate_name(only)]
+            names = sorted({*list_tables(self.tables_dir), *self._tables}) if only is None else [validate_name(only)]
             outcomes = []
             new_versions = dict(self._versions)
             for name in names:
@@ -325,7 +363,7 @@ class TableRegistry:
     def _reload_one(self, name: str, loaded: dict[int, Table]) -> tuple[list[ReloadOutcome], dict[int, Table]]:
         """Outcomes, and the versions of ``name`` to keep loaded (the newest ``keep_versions`` valid ones)."""
         try:
-            versions = bfmt.list_versions(self.tables_dir, name)
+            versions = list_versions(self.tables_dir, name)
         except OSError as exc:
             logger.error("table %s: cannot list versions (%s); keeping what is served", name, exc)
             return [], loaded
@@ -346,14 +384,14 @@ class TableRegistry:
             if version in loaded:
                 keep[version] = loaded[version]
                 continue
-            path = bfmt.bundle_path(self.tables_dir, name, version)
-            stamp = _mtime(path / bfmt.MANIFEST)
+            path = bundle_path(self.tables_dir, name, version)
+            stamp = _mtime(path / MANIFEST)
             if self._refused.get((name, version)) == stamp:
                 continue  # refused before and unchanged since: do not log and count it again
             try:
                 like = next(iter(keep.values()), None) or (loaded[current] if current is not None else None)  # shares a same-vocabulary key index
                 keep[version] = load_table(path, mmap=self._mmap, verify_checksums=self._verify, like=like)
-            except (bfmt.BundleError, ValueError, OSError, RuntimeError, MemoryError) as exc:
+            except (BundleError, ValueError, OSError, RuntimeError, MemoryError) as exc:
                 self._refused[(name, version)] = stamp
                 logger.error("refused table %s version %d: %s", name, version, exc)
                 outcomes.append(ReloadOutcome(name, "refused", version, str(exc)))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import TOKENIZER, Bundle, BundleError
 
 from embserve_server.config import Limits
 from embserve_server.errors import FailedPreconditionError
@@ -41,30 +41,30 @@ class TokenizerTable:
 def _mask(count: int, ids: Any, what: str, path: object) -> np.ndarray:
     arr = np.asarray(ids or [], dtype=np.int64)
     if arr.size and (arr.min() < 0 or arr.max() >= count):
-        raise bfmt.BundleError(f"{path}: manifest extras tokenizer.{what} has ids outside [0, {count})")
+        raise BundleError(f"{path}: manifest extras tokenizer.{what} has ids outside [0, {count})")
     mask = np.zeros(count, dtype=bool)
     mask[arr] = True
     return mask
 
 
-def load(b: bfmt.Bundle) -> TokenizerTable | None:
+def load(b: Bundle) -> TokenizerTable | None:
     """The bundle's tokenizer and token masks, or None for tables without ``tokenizer.json``.
 
     Raises:
         BundleError: the tokenizer cannot be read, or its tokens do not match the table's keys
             (a tokenizer from another model would silently map text to the wrong rows).
     """
-    path = b.file(bfmt.TOKENIZER)
+    path = b.file(TOKENIZER)
     if path is None:
         return None
     try:
         from tokenizers import Tokenizer
     except ImportError as exc:
-        raise bfmt.BundleError(f"{path}: serving a tokenizer table needs: pip install tokenizers") from exc
+        raise BundleError(f"{path}: serving a tokenizer table needs: pip install tokenizers") from exc
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises its own Exception type for malformed files
-        raise bfmt.BundleError(f"{path}: not a valid tokenizer.json ({exc})") from exc
+        raise BundleError(f"{path}: not a valid tokenizer.json ({exc})") from exc
     # Model files often pad to a fixed length (MiniLM: 128) and truncate: a lookup service returns
     # the tokens of the text itself, all of them (texts are bounded by Limits.max_text_chars).
     tokenizer.no_padding()
@@ -93,16 +93,16 @@ def load(b: bfmt.Bundle) -> TokenizerTable | None:
     return TokenizerTable(tokenizer, special, continuation, unused)
 
 
-def _check_vocab(tokenizer: Any, b: bfmt.Bundle, stand_in: np.ndarray, path: object) -> None:
+def _check_vocab(tokenizer: Any, b: Bundle, stand_in: np.ndarray, path: object) -> None:
     vocab = tokenizer.get_vocab(with_added_tokens=True)  # token -> id
     ids = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
     if ids.size and ids.max() >= b.count:
-        raise bfmt.BundleError(f"{path}: tokenizer has token id {int(ids.max())}, table has only {b.count} rows")
+        raise BundleError(f"{path}: tokenizer has token id {int(ids.max())}, table has only {b.count} rows")
     # Every token whose key was not replaced by a stand-in must sit on the row of its id.
     wrong = [(t, i) for t, i in vocab.items() if not stand_in[i] and b.keys[i] != t]
     if wrong:
         t, i = wrong[0]
-        raise bfmt.BundleError(
+        raise BundleError(
             f"{path}: token {t!r} has id {i} but row {i} is key {b.keys[i]!r} "
             f"({len(wrong)} mismatches): the tokenizer does not belong to this table"
         )
@@ -140,6 +140,29 @@ def tokenize(table: Table, texts: Sequence[str], limits: Limits, *, add_special_
     check_limit("text characters", longest, limits.max_text_chars)
     encodings = tt.tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
     return [Encoding(ids=list(e.ids), tokens=list(e.tokens)) for e in encodings]
+
+
+@dataclass(frozen=True)
+class TextRows:
+    """The tokens of one text and their rows (pack.pack_lookup_text puts them on the wire)."""
+
+    ids: list[int]
+    tokens: list[str]
+    vectors: np.ndarray  # (len(ids), dim) float32, raw rows
+    mean: np.ndarray  # (dim,) float32 mean of the rows; empty when not asked for or no token
+
+
+def lookup_text(table: Table, text: str, limits: Limits, *, add_special_tokens: bool = False, mean: bool = False) -> TextRows:
+    """Tokenize ``text`` and gather its tokens' raw rows (and, with ``mean``, their plain mean).
+
+    Raises:
+        FailedPreconditionError: the table carries no tokenizer.
+        ValueError / LimitExceededError: the text is over the length limit.
+    """
+    (enc,) = tokenize(table, [text], limits, add_special_tokens=add_special_tokens)
+    vectors = np.ascontiguousarray(table.vectors[np.asarray(enc.ids, dtype=np.int64)], dtype=np.float32)
+    average = vectors.mean(axis=0) if (mean and len(vectors)) else np.empty(0, np.float32)
+    return TextRows(enc.ids, enc.tokens, vectors, average.astype(np.float32, copy=False))
 
 
 def excluded_rows(table: Table, *, special: bool, subword: bool) -> np.ndarray | None:

@@ -1,7 +1,7 @@
 """Request validation shared by every entry point (gRPC servicer, explorer API): limits, keys, ids.
 
 Each check raises ``ValueError`` (or :class:`LimitExceededError`) naming the field, the value and
-what would be right; :func:`embserve_server.errors.status_for` maps both to INVALID_ARGUMENT.
+what would be right; the one map in errors.py makes both INVALID_ARGUMENT (HTTP 400).
 """
 
 from __future__ import annotations
@@ -47,3 +47,14 @@ def check_pairs(a: Sequence[str], b: Sequence[str], limits: Limits) -> None:
     check_limit("pairs", len(a), limits.max_pairs)
     check_keys("a", a, limits)
     check_keys("b", b, limits)
+
+
+def check_vectors(field_name: str, values: np.ndarray, dim: int, *, one: bool = False) -> np.ndarray:
+    """``values`` (flat float32) as (n, dim) rows: whole vectors (exactly one with ``one``), all finite."""
+    if (one and values.size != dim) or values.size % dim:
+        expected = f"one {dim}-dimensional vector" if one else f"a whole number of {dim}-dimensional vectors"
+        raise ValueError(f"{field_name}: has {values.size} values, expected {expected} (the table's vector size)")
+    rows = np.asarray(values, dtype=np.float32).reshape(-1, dim)
+    if not np.isfinite(rows).all():
+        raise ValueError(f"{field_name}: contains NaN or Inf")
+    return rows

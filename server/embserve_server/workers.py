@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from embserve_server.config import ServerConfig
-from embserve_server.metrics_http import split_address
+from embserve_server.http_port import split_address
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def serve_workers(config: ServerConfig) -> int:
     _clear(Path(mp_dir))
     from embserve_server.app import configure_faiss, table_registry
 
-    # Load every table once, here, before forking: the workers share the key dictionaries and
+    # Load every table once, here, before forking: the workers share the key indexes and
     # index structures copy-on-write instead of building one copy each. gc.freeze() keeps the
     # workers' garbage collector from writing to (and so copying) every one of those objects.
     configure_faiss()
@@ -120,14 +120,14 @@ def serve_workers(config: ServerConfig) -> int:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         from embserve_server.auth import token_check
+        from embserve_server.http_port import start_http_port
         from embserve_server.metrics import ServerMetrics
-        from embserve_server.metrics_http import start_metrics_http
 
         aggregate = CollectorRegistry()
         MultiProcessCollector(aggregate, path=mp_dir)
         # The parent's own refusals (/metrics with --metrics-auth) land in the multiprocess files too.
         rejected = ServerMetrics(CollectorRegistry()).rejected
-        start_metrics_http(config, aggregate, tokens=token_check(config.auth_token_file, rejected))
+        start_http_port(config, aggregate, tokens=token_check(config.auth_token_file, rejected))
 
     def forward(signum: int, frame: FrameType | None) -> None:
         logger.info("received %s: stopping %d workers", signal.Signals(signum).name, len(children))

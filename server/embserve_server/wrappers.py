@@ -1,21 +1,34 @@
-"""Per-method handler wrappers (metrics, safe decoding), applied once when a servicer is registered.
+"""Per-method handler wrappers (metrics, the call guard), applied once when a servicer is registered.
 
-grpc's server interceptors run on its single polling thread for every call, before the call is
-queued (a Python pipeline per call: ~15-30 us of that thread's time in a busy server). The
-wrappers here need nothing from the call's metadata, so they are applied to the method handlers
-themselves, once, at registration: a call then pays only for the wrapper code it runs.
+    add_servicer(server, pb.DESCRIPTOR.services_by_name["EmbeddingService"], servicer, [metrics, guard])
 
-    add_servicer(server, pb_grpc.add_EmbeddingServiceServicer_to_server, servicer, [metrics, decode])
+builds each method's handler from the service's descriptor (what grpc's generated
+``add_*_to_server`` does), wraps every unary one in the wrappers, outermost first, and registers
+the result both ways grpc looks handlers up (registered methods and the generic handler).
 
-Interceptors remain for what must decide before a handler is chosen (auth, admission: interceptors.py).
+Why two mechanisms for cross-cutting work, wrappers here and interceptors (interceptors.py):
+grpc runs server interceptors on its single polling thread for every call, before the call is
+queued (a Python pipeline per call: ~15-30 us of that thread in a busy server), while a wrapper
+costs a call only the code it runs, on the worker thread. So everything that needs no decision
+before queueing is a wrapper; only auth and admission, which must refuse a call before it takes a
+place in the queue, are interceptors, and they are installed only when configured.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
+
+_HANDLER_KINDS = {  # (client streaming, server streaming) -> grpc's handler factory
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
 
 
 class UnaryWrapper:
@@ -37,35 +50,26 @@ def wrap_handler(method: str, handler: Any, wrappers: Sequence[UnaryWrapper]) ->
     return handler
 
 
-class _Registrations:
-    """Stands in for the grpc server while generated ``add_*_to_server`` code registers handlers."""
+def method_handlers(service: ServiceDescriptor, servicer: Any) -> dict[str, grpc.RpcMethodHandler]:
+    """Method name -> handler calling ``servicer``'s method of that name, with the messages' (de)serializers."""
+    return {
+        m.name: _HANDLER_KINDS[(m.client_streaming, m.server_streaming)](
+            getattr(servicer, m.name),
+            request_deserializer=GetMessageClass(m.input_type).FromString,
+            response_serializer=GetMessageClass(m.output_type).SerializeToString,
+        )
+        for m in service.methods
+    }
 
-    def __init__(self) -> None:
-        self.services: list[tuple[str, dict[str, Any]]] = []
 
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass  # the same handlers also arrive through add_registered_method_handlers
-
-    def add_registered_method_handlers(self, service: str, method_handlers: dict[str, Any]) -> None:
-        self.services.append((service, method_handlers))
-
-
-def add_servicer(
-    server: grpc.Server,
-    add_to_server: Callable[[Any, Any], None],
-    servicer: Any,
-    wrappers: Sequence[UnaryWrapper],
-) -> None:
-    """Register ``servicer`` through its generated ``add_to_server`` with every handler wrapped.
+def add_servicer(server: grpc.Server, service: ServiceDescriptor, servicer: Any, wrappers: Sequence[UnaryWrapper]) -> None:
+    """Register ``servicer`` as ``service`` with every unary handler wrapped.
 
     Raises:
-        ValueError: ``add_to_server`` registered nothing (generated code older than grpcio 1.62).
+        ValueError: the service defines no method.
     """
-    captured = _Registrations()
-    add_to_server(servicer, captured)
-    if not captured.services:
-        raise ValueError(f"{getattr(add_to_server, '__name__', add_to_server)!r} registered no method handlers")
-    for service, handlers in captured.services:
-        wrapped = {name: wrap_handler(f"/{service}/{name}", handler, wrappers) for name, handler in handlers.items()}
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
-        server.add_registered_method_handlers(service, wrapped)
+    if not service.methods:
+        raise ValueError(f"service {service.full_name!r} defines no method")
+    wrapped = {name: wrap_handler(f"/{service.full_name}/{name}", h, wrappers) for name, h in method_handlers(service, servicer).items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, wrapped),))
+    server.add_registered_method_handlers(service.full_name, wrapped)

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import embserve_index as vindex
 import numpy as np
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import EVAL, NGRAMS
+from embserve_index import STORAGES
 
 from embserve_trainer import __version__
 from embserve_trainer.curve import plot_curve, read_curve
@@ -114,10 +114,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.no_eval:
         report = evaluate_table(trained.vectors, trained.keys, restrict_vocab=args.restrict_vocab)
         print(format_report(report), file=sys.stderr)
-        files[bfmt.EVAL] = json.dumps(report, indent=2, sort_keys=True) + "\n"
+        files[EVAL] = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if trained.ngrams is not None:
         ngrams = trained.ngrams
-        files[bfmt.NGRAMS] = lambda p: np.save(p, ngrams, allow_pickle=False)
+        files[NGRAMS] = lambda p: np.save(p, ngrams, allow_pickle=False)
     path = export_table(
         args.tables, args.name, trained.vectors, trained.keys,
         source=trained.source, metric=args.metric, counts=trained.counts,
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--limit", type=int, help="keep only the first N rows")
     imp.add_argument("--metric", default="cosine", choices=("cosine", "dot"))
     imp.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,<storage>)")
-    imp.add_argument("--index-storage", default="flat", choices=tuple(vindex.STORAGES),
+    imp.add_argument("--index-storage", default="flat", choices=tuple(STORAGES),
                      help="how the HNSW index stores rows: flat float32, fp16 or sq8 codes (searches re-rank against the raw rows)")
     imp.add_argument("--seed", type=int, default=0, help="seed of the recall-tuning sample")
     imp.add_argument("--unicode-errors", default="strict", choices=UNICODE_ERRORS,
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--pattern", default="words", choices=tuple(PATTERNS), help="token pattern")
     tr.add_argument("--metric", default="cosine", choices=("cosine", "dot"))
     tr.add_argument("--index", default="auto", help="FAISS factory string, or auto (Flat / HNSW32,<storage>)")
-    tr.add_argument("--index-storage", default="flat", choices=tuple(vindex.STORAGES),
+    tr.add_argument("--index-storage", default="flat", choices=tuple(STORAGES),
                      help="how the HNSW index stores rows: flat float32, fp16 or sq8 codes (searches re-rank against the raw rows)")
     tr.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="evaluation: rows taking part")
     tr.add_argument("--no-eval", action="store_true", help="skip the evaluation report (eval.json)")
@@ -279,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # gensim reports progress at INFO every second (and a lifecycle dict per step): the bar shows the
+    # same, so gensim speaks at the default level only for warnings; -v shows its chatter.
+    logging.getLogger("gensim").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args.func(args))
     except (ValueError, OSError) as exc:

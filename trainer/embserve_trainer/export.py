@@ -8,10 +8,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import embserve_index as vindex
 import numpy as np
 from embserve_format.bundle import INDEX
 from embserve_format.bundle_writer import BundleSpec, FileContent, write_bundle
+from embserve_index import (
+    IVFPQ_TARGET_RECALL,
+    MAX_PQ_RERANK,
+    PQ_RERANK_FACTOR,
+    TARGET_RECALL,
+    RawRows,
+    VectorIndex,
+    build_index,
+    choose_factory,
+    prepare_rows,
+    rerank_factor,
+    save_index,
+    tune_ef_search,
+)
 
 from embserve_trainer.progress import index_progress
 
@@ -70,17 +83,17 @@ def export_table(
     Returns:
         The published bundle directory.
     """
-    factory = factory or vindex.choose_factory(len(vectors), storage, dim=vectors.shape[1])
+    factory = factory or choose_factory(len(vectors), storage, dim=vectors.shape[1])
     # Quantized storage keeps no float32 copy in the index: build and tune from the raw rows,
     # normalised a chunk at a time, instead of a prepared copy (2.4 GB for 2M x 300).
-    rows = vindex.RawRows(vectors, metric == "cosine") if vindex.rerank_factor(factory) > 1 else vindex.prepare_rows(vectors, metric)
-    index = vindex.build_index(rows, factory, progress=index_progress)
-    rerank = vindex.rerank_factor(factory)
+    rows = RawRows(vectors, metric == "cosine") if rerank_factor(factory) > 1 else prepare_rows(vectors, metric)
+    index = build_index(rows, factory, progress=index_progress)
+    rerank = rerank_factor(factory)
     info: dict[str, Any] = {"factory": factory, "faiss_metric": "inner_product", "normalized": metric == "cosine", "storage": storage if factory != "Flat" else "flat"}
-    if not vindex.VectorIndex.from_index(index, rows=rows).is_exact:
-        target = vindex.IVFPQ_TARGET_RECALL if "IVF" in factory else vindex.TARGET_RECALL
-        max_rerank = vindex.MAX_PQ_RERANK if rerank >= vindex.PQ_RERANK_FACTOR else None
-        info.update(vindex.tune_ef_search(index, rows, seed=seed, rerank=rerank, target=target, max_rerank=max_rerank))
+    if not VectorIndex.from_index(index, rows=rows).is_exact:
+        target = IVFPQ_TARGET_RECALL if "IVF" in factory else TARGET_RECALL
+        max_rerank = MAX_PQ_RERANK if rerank >= PQ_RERANK_FACTOR else None
+        info.update(tune_ef_search(index, rows, seed=seed, rerank=rerank, target=target, max_rerank=max_rerank))
     del rows  # the prepared copy: only the index and the raw vectors are written
     source = {**source, "libraries": library_versions()}
     spec = BundleSpec(
@@ -89,7 +102,7 @@ def export_table(
         source=source,
         index=info,
         extras=dict(extras or {}),
-        files={INDEX: lambda p: vindex.save_index(index, p), **(files or {})},
+        files={INDEX: lambda p: save_index(index, p), **(files or {})},
     )
     path = write_bundle(tables_dir, name, vectors, keys, spec, version=version)
     logger.info("published %s (index %s)", path, factory)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import valid_key
 
 from embserve_trainer.progress import bar
 
@@ -107,7 +107,7 @@ class KeyCollector:
                 ) from None
             key = raw.decode("utf-8", self._options.unicode_errors)
             self.repaired += 1
-        if not bfmt.valid_key(key):  # the bundle's one key rule: non-empty, no line break
+        if not valid_key(key):  # the bundle's one key rule: non-empty, no line break
             what = f"key {key!r} holds a line break" if key else "an empty key"
             raise RowError(what, "a non-empty key without \\r or \\n before the first space")
         if key in self._seen:

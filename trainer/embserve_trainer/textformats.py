@@ -13,7 +13,7 @@ to float64 and rounded to float32, exactly as ``numpy.float32(str)`` does in gen
 Two implementations of one rule set: :func:`parse_row` (plain Python: the specification, and the
 one that names the first bad line) and :func:`parse_block_fast` (numpy over whole blocks plus pyarrow's
 multi-threaded CSV reader for the numbers). A block the fast path does not take is re-read with
-:func:`parse_row`, so both always agree; ``tests/test_import_formats.py`` runs both on every case.
+:func:`parse_row`, so both always agree; ``tests/processes/test_import_formats.py`` runs both on every case.
 """
 
 from __future__ import annotations

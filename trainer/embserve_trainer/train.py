@@ -5,7 +5,8 @@ Three passes over disk, none holding the corpus in memory:
 1. tokenize: stream documents -> tokens -> a temporary token file (one document per line, at most
    10,000 tokens each) while counting token frequencies;
 2. vocabulary: gensim's ``build_vocab_from_freq`` on those counts (min-count, max-vocab, sampling);
-3. train: gensim streams the token file ``epochs`` times; a tqdm bar shows words/s, epoch, ETA, loss.
+3. train: gensim streams the token file ``epochs`` times; a tqdm bar shows words/s, epoch, ETA and
+   (word2vec) each finished epoch's loss; gensim's own progress lines are DEBUG (cli.py).
 
     trained = train_table([Path("corpus.txt.gz")], TrainConfig(model="skipgram", dim=100))
     trained.vectors  # (count, dim) float32, rows in descending frequency
@@ -24,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_format import bundle as bfmt
+from embserve_format.bundle import NGRAMS
 from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
 from embserve_trainer.corpus import CorpusFile, corpus_sha256, document_mode, iter_documents, resolve_corpus
-from embserve_trainer.progress import bar
+from embserve_trainer.progress import bar, logs_above_bars
 from embserve_trainer.tokenize import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -163,41 +164,44 @@ def tokenize_corpus(
 
 
 class TrainingProgress(CallbackAny2Vec):
-    """tqdm bar over words x epochs with the current epoch and (word2vec) the epoch's training loss.
+    """tqdm bar over words x epochs with the current epoch and (word2vec) the loss of each finished epoch.
 
-    gensim accumulates its loss in one float32 over the whole run, which stops growing correctly after
-    a few million additions; resetting it at each epoch start gives a usable per-epoch loss.
+    gensim's ``get_latest_training_loss()`` is a running total since ``train()`` began: each job adds
+    its pairs' losses to a float32 copy and writes it back, and gensim never resets it per epoch, so
+    the total stops growing correctly (additions under half a float32 step vanish) on long runs. The
+    epoch's loss is the growth of that total over the epoch; setting the total to 0 at each epoch's
+    start gives exactly that growth and keeps the float32 sum as small as it can be. Mid-epoch the bar
+    shows the last finished epoch's loss (a partial sum would not compare with anything), and each
+    epoch's loss is logged at INFO as it ends.
     """
 
     def __init__(self, total_words: int, epochs: int, desc: str, track_loss: bool) -> None:
         self.epochs, self.track_loss = epochs, track_loss
         self.epoch = 0
         self.losses: list[float] = []
-        self.model: Any = None
         self.bar = bar(total_words * epochs, desc, unit="word")
 
     def words(self, n: int) -> None:
-        # Workers publish the running loss once per job (10k words), so mid-epoch values are live.
-        running = float(self.model.running_training_loss) if self.track_loss and self.model is not None else 0.0
-        if running > 0:
-            self.bar.set_postfix(epoch=f"{self.epoch}/{self.epochs}", loss=f"{running:.4g}", refresh=False)
         self.bar.update(n)
 
-    def on_train_begin(self, model: Any) -> None:
-        self.model = model
+    def _postfix(self, refresh: bool) -> None:
+        shown = {"epoch": f"{self.epoch}/{self.epochs}"}
+        if self.losses:
+            shown[f"loss(epoch {len(self.losses)})"] = f"{self.losses[-1]:.4g}"
+        self.bar.set_postfix(shown, refresh=refresh)
 
     def on_epoch_begin(self, model: Any) -> None:
         self.epoch += 1
         if self.track_loss:
-            model.running_training_loss = 0.0
-        self.bar.set_postfix(epoch=f"{self.epoch}/{self.epochs}", refresh=False)
+            model.running_training_loss = 0.0  # the epoch's loss is this total's growth (class docstring)
+        self._postfix(refresh=False)
 
     def on_epoch_end(self, model: Any) -> None:
         if self.track_loss:
             loss = float(model.get_latest_training_loss())
             self.losses.append(loss)
-            self.bar.set_postfix(epoch=f"{self.epoch}/{self.epochs}", loss=f"{loss:.4g}")
-            logger.debug("epoch %d/%d loss %.6g", self.epoch, self.epochs, loss)
+            logger.info("epoch %d/%d: training loss %.6g", self.epoch, self.epochs, loss)
+        self._postfix(refresh=True)
 
     def close(self) -> None:
         self.bar.close()
@@ -292,10 +296,11 @@ def train_table(
         tokens.on_words = progress.words
         t0 = time.perf_counter()
         try:
-            effective, raw = model.train(
-                corpus_iterable=tokens, total_examples=n_docs, total_words=n_tokens, epochs=config.epochs,
-                compute_loss=progress.track_loss, callbacks=[progress],
-            )
+            with logs_above_bars():  # each epoch's loss line lands above the bar, not inside it
+                effective, raw = model.train(
+                    corpus_iterable=tokens, total_examples=n_docs, total_words=n_tokens, epochs=config.epochs,
+                    compute_loss=progress.track_loss, callbacks=[progress],
+                )
         finally:
             progress.close()
         seconds = time.perf_counter() - t0
@@ -333,7 +338,7 @@ def train_table(
     if config.is_fasttext:
         ngrams = np.ascontiguousarray(wv.vectors_ngrams, dtype=np.float32)
         extras["subword"] = {
-            "file": bfmt.NGRAMS, "minn": config.minn, "maxn": config.maxn, "bucket": config.bucket,
+            "file": NGRAMS, "minn": config.minn, "maxn": config.maxn, "bucket": config.bucket,
             "hash": "fasttext-fnv1a", "combine": "mean",
         }
     return Trained(vectors, keys, freq, source, extras, ngrams, model)

