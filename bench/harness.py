@@ -492,9 +492,10 @@ class LoopSpec:
     topn: int = 10
     ef_search: int = 0
     keep_answers: bool = False
+    client_options: dict[str, Any] = field(default_factory=dict)  # extra Client(...) keywords, e.g. packed_keys
 
 
-def _client_loop(spec: LoopSpec) -> dict[str, Any]:
+def client_loop(spec: LoopSpec) -> dict[str, Any]:
     import grpc
     from embserve_client import Client
 
@@ -509,7 +510,7 @@ def _client_loop(spec: LoopSpec) -> dict[str, Any]:
         ]
         calls = [ch.unary_unary(spec.method) for ch in chans]
     else:
-        client = Client(spec.target, timeout=60, channels=spec.channels)
+        client = Client(spec.target, timeout=60, channels=spec.channels, **spec.client_options)
 
     def one(i: int) -> None:
         item = spec.items[i % n_items]
@@ -609,7 +610,7 @@ def run_clients(specs: Sequence[LoopSpec], server_pids: Sequence[int] = ()) -> t
         for s in specs:
             s.start_at = start
     cpu0 = {p: cpu_seconds(p) for p in server_pids}
-    futures = [pool().submit(_client_loop, s) for s in specs]
+    futures = [pool().submit(client_loop, s) for s in specs]
     results = [f.result() for f in futures]
     cpu_by_pid = {p: cpu_seconds(p) - cpu0[p] for p in server_pids}
     timings = [Timing(r["calls"], r["seconds"], r["latencies"], r["client_cpu"]) for r in results]

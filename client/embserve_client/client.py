@@ -38,6 +38,9 @@ class Client(_ClientCore):
             version, raise :class:`UnavailableError`. Reads naming a ``version`` are exempt.
         monotonic_reads: never accept an answer from an older table version than one already
             seen by this client (a rolling table update never goes back).
+        packed_keys: send Lookup keys as one packed bytes field (``LookupRequest.packed_keys``,
+            far cheaper for the server on large batches); ``False`` sends ``repeated string keys``,
+            for servers older than that field (they answer INVALID_ARGUMENT "names no key").
 
     A client is a context manager; once closed it refuses further calls.
     """

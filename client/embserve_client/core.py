@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 from embserve_format import limits
 from embserve_format.arrays import LE_F32, LE_I64
+from embserve_format.keybatch import pack_keys
 
 from embserve_client.channel import VersionFloor, channel_options
 from embserve_client.errors import ClientClosedError, InvalidArgumentError
@@ -59,6 +60,14 @@ def _terms(items: KeyTerm | Sequence[KeyTerm] | None) -> tuple[list[str], list[f
     return keys, (weights if weighted else [])
 
 
+def _packed(keys: Sequence[str], first: int) -> bytes:
+    """``LookupRequest.packed_keys`` for ``keys`` (``first``: keys[0]'s position in the call); a key no table can hold is refused here."""
+    try:
+        return pack_keys(keys, first=first)
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
+
+
 Plan = Generator[tuple[str, Any], Any, T]  # yields (method, request), receives the response, returns T
 
 
@@ -81,12 +90,14 @@ class _ClientCore:
         load_balancing: str = "auto",
         min_version: int | Mapping[str, int] | None = None,
         monotonic_reads: bool = False,
+        packed_keys: bool = True,
     ) -> None:
         if channels < 1:
             raise InvalidArgumentError(f"channels: {channels} must be at least 1")
         self.target = target
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
+        self.packed_keys = packed_keys
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         # channel.py: retries, round_robin + health checks for multi-address targets, and the
         # version floor (answers below it are asked again elsewhere: rolling table updates).
@@ -172,9 +183,11 @@ class _ClientCore:
                 self._dims[key] = (yield from self._plan_table_info(table)).vector_size
             per_call = max(1, min(per_call, int(self.max_message_bytes * 0.8) // (self._dims[key] * 4 + 16)))
         parts = []
-        for chunk in _chunks(items, per_call) if len(items) else [items]:
+        for n, chunk in enumerate(_chunks(items, per_call) if len(items) else [items]):
             req = pb.LookupRequest(table=table or "", missing=MISSING_POLICIES[missing], normalize=normalize, version=version or 0)
-            if len(keys):
+            if len(keys) and self.packed_keys:
+                req.packed_keys = _packed(chunk, n * per_call)
+            elif len(keys):
                 req.keys.extend(chunk)
             else:
                 req.ids.extend(chunk)

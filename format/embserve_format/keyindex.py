@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from embserve_format.keybatch import KeyBatch
+
 _P = 2_040_109_507  # a prime far from powers of two: the powers of 256 modulo it look random
 HASH_MULTIPLIERS = {1: 1, 2: 1_103_515_245}  # hash id -> M in int.from_bytes(utf8, "little") * M % P
 HASH_ID = 2  # what build() writes; load() reads every id above
@@ -163,23 +165,20 @@ class KeyIndex:
     # -- many keys ----------------------------------------------------------------------------
 
     def ids_for(self, keys: Sequence[str]) -> np.ndarray:
-        """Row ids of ``keys`` as int64, -1 for keys not in the table: numpy calls per batch, not per key."""
+        """Row ids of ``keys`` as int64, -1 for keys not in the table: numpy calls per batch, not per key.
+
+        A :class:`~embserve_format.keybatch.KeyBatch` (packed keys off the wire) is read as it is;
+        other keys are packed first (one join and one encode).
+        """
         m = len(keys)
         if m < _SCALAR_BATCH:
             return np.fromiter(map(self.get, keys, repeat(-1)), dtype=np.int64, count=m)
-        try:
-            buf = np.frombuffer(("\n".join(keys) + "\n").encode("utf-8", "surrogatepass"), dtype=np.uint8)
-        except TypeError:  # a non-str key: one at a time, each answers "absent"
+        batch = keys if isinstance(keys, KeyBatch) else KeyBatch.of(keys)
+        if batch is None:  # a non-str key or one holding a newline (never a table key): one at a time
             return np.fromiter(map(self.get, keys, repeat(-1)), dtype=np.int64, count=m)
-        ends = np.flatnonzero(buf == 10)
-        if len(ends) != m:  # a key holding a newline (never a table key): one at a time
-            return np.fromiter(map(self.get, keys, repeat(-1)), dtype=np.int64, count=m)
-        starts = np.empty(m, dtype=np.int64)
-        starts[0] = 0
-        starts[1:] = ends[:-1] + 1
-        if len(buf) > _WINDOW_BYTES:
-            return self._lookup(buf, starts, ends - starts)
-        return self._lookup_request(buf, starts, ends)
+        if len(batch.data) > _WINDOW_BYTES:
+            return self._lookup(batch.buf, batch.starts, batch.ends - batch.starts)
+        return self._lookup_request(batch.buf, batch.starts, batch.ends)
 
     def _hash(self, buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, rel: np.ndarray | None = None) -> np.ndarray:
         """Hashes (uint32) of the keys ``buf[starts[i]:starts[i]+lens[i]]``; ``buf`` is "key\\n" repeated.

@@ -91,8 +91,9 @@ def _payload_recorder(metrics: ServerMetrics, method: str) -> Callable[[Any, Any
     if method == "Lookup":
 
         def record_lookup(request: Any, response: Any) -> None:
-            metrics.lookup_keys.observe(len(request.keys) or len(request.ids))
-            missing = response.found.count(0)
+            found = response.found  # one byte per requested item, whichever field carried them
+            metrics.lookup_keys.observe(len(found))
+            missing = found.count(0)
             if missing:
                 metrics.missing_keys.labels(response.table).inc(missing)
 

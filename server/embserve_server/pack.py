@@ -16,7 +16,9 @@ from embserve_client.pb import embserve_pb2 as pb
 from embserve_format.arrays import LE_F32, LE_I64
 
 from embserve_server import query, subword, tokenizer_table
+from embserve_server.config import Limits
 from embserve_server.tables import ReloadOutcome, Table
+from embserve_server.validate import packed_keys
 
 
 def _f32(a: np.ndarray) -> bytes:
@@ -43,6 +45,19 @@ def floats(raw: bytes, field: str) -> np.ndarray:
     if len(raw) % 4:
         raise ValueError(f"{field}: {len(raw)} bytes is not a whole number of float32 values")
     return np.frombuffer(raw, dtype=LE_F32)
+
+
+def keys_of(request: pb.LookupRequest, limits: Limits) -> Sequence[str]:
+    """The keys of a LookupRequest: ``packed_keys`` read in place (no str per key), else ``keys``.
+
+    Raises:
+        ValueError: both fields set; malformed packed keys (validate.packed_keys).
+    """
+    if not request.packed_keys:
+        return list(request.keys)  # one list up front: every pass over the protobuf container builds new str objects
+    if len(request.keys):
+        raise ValueError("keys and packed_keys: give one or the other, not both")
+    return packed_keys("packed_keys", request.packed_keys, limits)
 
 
 def query_of(q: pb.Query) -> query.Query:

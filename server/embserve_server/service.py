@@ -20,6 +20,7 @@ from embserve_server import gensim_eval, gensim_ops, query, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.pack import (
     floats,
+    keys_of,
     pack_centrality,
     pack_closer_than,
     pack_cosmul,
@@ -52,9 +53,9 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
     def Lookup(self, request: pb.LookupRequest, context: Context) -> pb.LookupResponse:
         table = self.registry.get(request.table, request.version)
-        # One list up front: every pass over the protobuf container builds new str objects.
         rows = query.lookup(
-            table, self.limits, keys=list(request.keys), ids=request.ids, missing=POLICY_NAMES.get(request.missing, "?"), normalize=request.normalize
+            table, self.limits, keys=keys_of(request, self.limits), ids=request.ids, missing=POLICY_NAMES.get(request.missing, "?"),
+            normalize=request.normalize,
         )
         return pack_lookup(table, rows)
 

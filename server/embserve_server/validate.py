@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from embserve_format.bundle import valid_key
+from embserve_format.keybatch import KeyBatch
 
 from embserve_server.config import Limits
 from embserve_server.errors import LimitExceededError
@@ -22,7 +23,7 @@ def check_limit(field_name: str, value: int, limit: int) -> None:
 
 def check_keys(field_name: str, keys: Sequence[str], limits: Limits) -> None:
     """Every key obeys the bundle key rule (non-empty, no line break) and the length limit."""
-    if not keys:
+    if not keys or isinstance(keys, KeyBatch):  # packed keys: checked as a whole by packed_keys()
         return
     longest = max(map(len, keys))
     if longest > limits.max_key_chars:
@@ -30,6 +31,24 @@ def check_keys(field_name: str, keys: Sequence[str], limits: Limits) -> None:
     bad = next((i for i, k in enumerate(keys) if not valid_key(k)), None)
     if bad is not None:
         raise ValueError(f"{field_name}: item {bad} ({keys[bad][:40]!r}) is not a key: keys are non-empty strings without line breaks")
+
+
+def packed_keys(field_name: str, data: bytes, limits: Limits) -> KeyBatch:
+    """The keys of a packed-keys field, checked like :func:`check_keys` plus the key-count limit.
+
+    Raises:
+        LimitExceededError: more keys than ``limits.max_keys``, a key over ``limits.max_key_chars``.
+        ValueError: bytes that are not whole, non-empty UTF-8 keys (see ``KeyBatch.parse``).
+    """
+    count = data.count(b"\n")
+    check_limit(field_name, count, limits.max_keys)
+    batch = KeyBatch.parse(data, field_name)
+    # Bytes bound characters: only a batch with that many bytes of keys can hold an over-long key.
+    if len(data) - count > limits.max_key_chars:
+        longest = batch.longest()
+        if longest > limits.max_key_chars:
+            raise LimitExceededError(f"{field_name}: a key of {longest} characters is over the limit of {limits.max_key_chars}")
+    return batch
 
 
 def check_ids(field_name: str, ids: np.ndarray, count: int) -> None:

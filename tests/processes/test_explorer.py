@@ -21,7 +21,6 @@ from embserve_format import maplayout
 from embserve_server.config import Limits
 from embserve_server.explorer import Explorer
 from embserve_server.http_port import HttpPort, start_http
-from embserve_trainer.export import export_table
 from waiting import wait_for_line
 
 LIMITS = Limits(max_topn=50)

@@ -79,20 +79,22 @@ class ListTablesResponse(_message.Message):
     def __init__(self, tables: _Optional[_Iterable[_Union[TableInfo, _Mapping]]] = ..., default_table: _Optional[str] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("table", "keys", "ids", "missing", "normalize", "version")
+    __slots__ = ("table", "keys", "packed_keys", "ids", "missing", "normalize", "version")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_KEYS_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     table: str
     keys: _containers.RepeatedScalarFieldContainer[str]
+    packed_keys: bytes
     ids: _containers.RepeatedScalarFieldContainer[int]
     missing: MissingPolicy
     normalize: bool
     version: int
-    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
+    def __init__(self, table: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., packed_keys: _Optional[bytes] = ..., ids: _Optional[_Iterable[int]] = ..., missing: _Optional[_Union[MissingPolicy, str]] = ..., normalize: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("table", "version", "vector_size", "rows", "vectors", "found", "ids")
