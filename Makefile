@@ -8,7 +8,7 @@ ADDRESS ?= 0.0.0.0:50051
 METRICS_ADDRESS ?= 0.0.0.0:9100
 PYTEST_ARGS ?=
 
-.PHONY: help install install-serve system-deps tables serve test lint docs docs-serve proto train bench clean
+.PHONY: help install install-serve distill-env system-deps tables serve test lint docs docs-serve proto train bench clean
 
 # `make help` prints the text after "## " on each target line: every .PHONY target has one
 # (tests/processes/test_makefile.py checks it).
@@ -50,6 +50,11 @@ install-serve: $(VENV)/.installed-serve ## install the serving and table-buildin
 
 install: $(VENV)/.installed ## install everything: serve set, torch, test and lint tools, checkov
 
+# model2vec's distillation (embserve-train distill, the minilm-distilled default table) in its own virtualenv:
+# its pins (constraints-distill.txt) conflict with constraints.txt's tokenizers/huggingface_hub.
+distill-env: $(BIN)/python ## install model2vec[distill] + torch into .venv/tools/distill (embserve-train distill)
+	PYTHON=$(PYTHON) scripts/distill-env.sh $(VENV)
+
 system-deps: ## install the Debian tools the tests need (prometheus, docker-compose, chromium, dict-gcide)
 	scripts/system-deps.sh test
 
@@ -63,10 +68,10 @@ tables: install-serve ## build the default tables under TABLES (tables/) when mi
 serve: install-serve ## install the serve set and serve on ADDRESS (0.0.0.0:50051); missing default tables are built beside it
 	scripts/system-deps.sh serve
 	TABLES=$(TABLES) BIN=$(BIN) scripts/default-tables.sh minilm
-	TABLES=$(TABLES) BIN=$(BIN) scripts/default-tables.sh glove gcide &
+	TABLES=$(TABLES) BIN=$(BIN) scripts/default-tables.sh glove gcide minilm-distilled &
 	$(BIN)/embserve-server --tables $(TABLES) --address $(ADDRESS) --metrics-address $(METRICS_ADDRESS) --poll-interval 5 --default-table glove --explorer
 
-test: install system-deps ## install everything and run the whole test suite (PYTEST_ARGS=...)
+test: install system-deps distill-env ## install everything and run the whole test suite (PYTEST_ARGS=...)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy over the distributions, tests, bench and the docs' extension

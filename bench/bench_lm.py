@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 from bench_train import neighbours
 from embserve_format.bundle import list_versions, read_bundle
+from embserve_format.text import Tokenizer
 from embserve_trainer.corpus import document_mode, resolve_corpus
 from embserve_trainer.evaluate import evaluate_table
 from embserve_trainer.lm import train_nexttoken
 from embserve_trainer.lm_config import LMConfig
 from embserve_trainer.lm_data import build_data
-from embserve_trainer.tokenize import Tokenizer
 from embserve_trainer.train import TrainConfig, train_table
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -20,7 +20,7 @@ from typing import Any
 
 import harness as h
 from embserve_client import Client
-from embserve_format.bundle import KEY_INDEX, read_bundle, read_manifest
+from embserve_format.bundle import KEY_INDEX, TOKENIZER, read_bundle, read_manifest
 
 MiB = 2**20
 ADDED_TARGET = 1.05  # added peak RSS <= 1.05 x the bundle files' bytes
@@ -36,7 +36,7 @@ def make_slice(bundle: Path, into: Path) -> Path:
     return export_table(into, b.name, b.vectors[:SLICE_ROWS], list(b.keys[:SLICE_ROWS]), source={"kind": "slice"}, metric=b.metric, factory="Flat")
 
 
-def serve_and_measure(tables: Path, keys: list[str], src: Path | None) -> dict[str, Any]:
+def serve_and_measure(tables: Path, keys: list[str], src: Path | None, texts: list[str] | None = None) -> dict[str, Any]:
     """Start a server on ``tables`` (code of the checkout ``src``, default the installed one), make
     the calls, return its peak RSS and the key index' mapping Rss."""
     with h.EmbserveProcess(tables, src=src) as server:
@@ -49,8 +49,16 @@ def serve_and_measure(tables: Path, keys: list[str], src: Path | None) -> dict[s
                 for _ in range(10):
                     c.lookup(keys)
                 c.most_similar_batch(keys, topn=10)
+                if texts:
+                    c.embed(texts)  # text tables: the tokenizer's working memory counts too
         pid = server.proc.pid
         return {"hwm": h.status_kib(pid, "VmHWM") * 1024, "rss": h.status_kib(pid, "VmRSS") * 1024, "maps": mapped_rss(pid)}
+
+
+def can_embed(bundle: Path) -> bool:
+    """The table turns text into tokens (its own tokenizer.json, or a recorded word tokenizer)."""
+    manifest = read_manifest(bundle)
+    return TOKENIZER in manifest["files"] or "pattern" in ((manifest.get("extras") or {}).get("tokenizer") or {})
 
 
 def mapped_rss(pid: int) -> dict[str, int]:
@@ -81,12 +89,13 @@ def main() -> None:
         full = h.isolate_table(args.tables, args.table, Path(tmp))
         small = Path(tmp) / "slice"
         keys = list(read_bundle(make_slice(bundle, small)).keys)
+        texts = [" ".join(keys[(i + j) % len(keys)] for j in range(12)) for i in range(256)]  # 256 texts of its own tokens
         sides: list[tuple[str, Path | None]] = [("embserve", None)]
         if args.baseline_src:
             sides.append(("baseline", args.baseline_src))
         rows = []
         for label, path in sides:
-            got_full = serve_and_measure(full, keys, path)
+            got_full = serve_and_measure(full, keys, path, texts if can_embed(bundle) else None)
             got_small = serve_and_measure(small, keys, path)
             added = got_full["hwm"] - got_small["hwm"]
             key_rss = got_full["maps"].get(KEY_INDEX, 0)

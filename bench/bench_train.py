@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from embserve_format.text import Tokenizer
 from embserve_trainer.corpus import document_mode, resolve_corpus
 from embserve_trainer.evaluate import evaluate_table
 from embserve_trainer.export import export_table
-from embserve_trainer.tokenize import Tokenizer
 from embserve_trainer.train import TrainConfig, tokenize_corpus, train_table
 from gensim.models import Word2Vec
 from gensim.models.word2vec import LineSentence

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -151,7 +151,7 @@ def planted_corpus(path: Path, n: int = 1500, seed: int = 0) -> Path:
 PLANTED = ["cat", "dog", "kitten", "man", "woman", "king", "queen"]
 
 
-def make_planted_table(tables: Path, *, n: int = 2000, dim: int = 16, name: str = "t") -> Path:
+def make_planted_table(tables: Path, *, n: int = 2000, dim: int = 16, name: str = "t", extras: dict[str, Any] | None = None) -> Path:
     """A seeded clustered table with a few words planted where a reader expects them:
     "dog" and "kitten" right next to "cat", and king - man + woman = queen exactly."""
     vectors, keys = seeded_table(n, dim, seed=11)
@@ -164,7 +164,7 @@ def make_planted_table(tables: Path, *, n: int = 2000, dim: int = 16, name: str 
         vectors[row] = cat + distance * np.linalg.norm(cat) * step / np.linalg.norm(step)
     man, gender, royal = (3.0 * rng.normal(size=dim) for _ in range(3))
     vectors[3], vectors[4], vectors[5], vectors[6] = man, man + gender, man + royal, man + gender + royal
-    return export_table(tables, name, vectors.astype(np.float32), keys, source={"kind": "test", "seed": 11}, seed=11)
+    return export_table(tables, name, vectors.astype(np.float32), keys, source={"kind": "test", "seed": 11}, seed=11, extras=extras)
 
 
 # --- security: tokens, certificates, refusals (test_security.py, test_http_security.py, browser) -----

@@ -13,7 +13,7 @@ import grpc.aio
 import numpy as np
 
 from embserve_client.channel import open_aio_channel
-from embserve_client.core import KeyTerm, Plan, _ClientCore
+from embserve_client.core import DEFAULT_TRUNCATE, KeyTerm, Plan, _ClientCore
 from embserve_client.errors import from_rpc_error
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized
@@ -31,11 +31,12 @@ class AsyncClient(_ClientCore):
     def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
         return open_aio_channel(target, credentials, options, floor=self._floor)
 
-    async def _run(self, plan: Plan[T]) -> T:
+    async def _run(self, plan: Plan[T], timeout: float | None = None) -> T:
         try:
             method, request = next(plan)
             while True:
-                call, timeout = self._method(method)
+                call, default = self._method(method)
+                timeout = default if timeout is None else timeout
                 try:
                     response = await call(request, timeout=timeout, metadata=self._metadata)
                 except grpc.aio.AioRpcError as exc:
@@ -77,7 +78,7 @@ class AsyncClient(_ClientCore):
     async def most_similar(
         self, positive: KeyTerm | Sequence[KeyTerm] | None = None, negative: KeyTerm | Sequence[KeyTerm] | None = None, **options: Any
     ) -> list[Neighbor]:
-        return (await self.search([self.query(positive, negative)], **options)).neighbors()[0]
+        return await self._run(self._plan_most_similar(positive, negative, **options))
 
     async def most_similar_batch(self, queries: Sequence[str | pb.Query], **options: Any) -> list[list[Neighbor]]:
         return (await self.search(self._batch_queries(queries), **options)).neighbors()
@@ -96,6 +97,21 @@ class AsyncClient(_ClientCore):
 
     async def lookup_text(self, text: str, **options: Any) -> tuple[Tokenized, np.ndarray, np.ndarray | None]:
         return await self._run(self._plan_lookup_text(text, **options))
+
+    async def embed(
+        self,
+        texts: str | Sequence[str] | Sequence[Sequence[int]],
+        *,
+        table: str | None = None,
+        version: int | None = None,
+        normalize: bool = True,
+        truncate: int = DEFAULT_TRUNCATE,
+        dimensions: int | None = None,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        return await self._run(
+            self._plan_embed(texts, table=table, version=version, normalize=normalize, truncate=truncate, dimensions=dimensions), timeout
+        )
 
     async def reload(self, table: str | None = None) -> list[tuple[str, str, int, str]]:
         return await self._run(self._plan_reload(table))

@@ -1,8 +1,9 @@
-"""``embserve``: a person's command line for an embserve server (similar, vector, tokenize, tables, health)."""
+"""``embserve``: a person's command line for an embserve server (similar, vector, embed, tokenize, tables, health)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embserve_client import __version__
 from embserve_client.client import Client
-from embserve_client.core import DEFAULT_TARGET
+from embserve_client.core import DEFAULT_TARGET, DEFAULT_TRUNCATE
 from embserve_client.errors import EmbserveError
 from embserve_client.results import Neighbor
 
@@ -72,6 +73,26 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     for i, token, near in zip(tok.ids, tok.tokens, neighbors, strict=True):
         shown = "  ".join(f"{n.key} {n.score:.3f}" for n in near)
         print(f"{i:>{id_width}}  {token:<{tok_width}}  {shown}".rstrip())
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """One vector per text (each argument is one text); ``--json``: one JSON array per line."""
+    with _client(args) as c:
+        vectors = c.embed(
+            args.texts, table=args.table, normalize=not args.no_normalize, truncate=args.truncate, dimensions=args.dimensions or None
+        )
+        near = [c.similar_by_vector(v, topn=args.topn, table=args.table) if args.topn > 0 and v.any() else [] for v in vectors]
+    if args.json:
+        for vec in vectors:
+            print(json.dumps([float(x) for x in vec]))
+        return 0
+    with np.printoptions(precision=4, suppress=True, linewidth=100, threshold=16, edgeitems=4):  # all values: --json
+        for text, vec, neighbors in zip(args.texts, vectors, near, strict=True):
+            note = "" if vec.any() else " [no known token: zeros]"
+            print(f"{text!r} ({len(vec)} dims){note}\n{vec}")
+            if neighbors:
+                print("nearest tokens: " + "  ".join(f"{n.key} {n.score:.3f}" for n in neighbors))
     return 0
 
 
@@ -173,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--keep-special", action="store_true", help="allow special tokens among the neighbours")
     tk.add_argument("--keep-subwords", action="store_true", help="allow continuation tokens (##...) among the neighbours")
     tk.set_defaults(func=cmd_tokenize)
+
+    e = sub.add_parser("embed", parents=[common], help="one vector per text: the weighted mean of its tokens' rows")
+    e.add_argument("texts", nargs="+", help="the texts (each argument is one text)")
+    e.add_argument("-n", "--topn", type=int, default=0, help="also show the N tokens nearest each text (default none)")
+    e.add_argument("--no-normalize", action="store_true", help="the raw weighted mean instead of unit length")
+    e.add_argument("--truncate", type=int, default=DEFAULT_TRUNCATE, help="tokens pooled per text; 0 = refuse longer texts (default %(default)s)")
+    e.add_argument("--dimensions", type=int, default=0, help="first N columns (PCA-ordered tables only)")
+    e.add_argument("--json", action="store_true", help="print each vector as a JSON array, one per line")
+    e.set_defaults(func=cmd_embed)
 
     t = sub.add_parser("tables", parents=[common], help="list served tables")
     t.add_argument("--memory", action="store_true", help="bytes each table holds, by part (raw rows, index, keys, extras)")

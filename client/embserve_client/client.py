@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 
 from embserve_client.channel import open_channel
-from embserve_client.core import DEFAULT_MAX_KEYS_PER_CALL, KeyTerm, Plan, _ClientCore
+from embserve_client.core import DEFAULT_MAX_KEYS_PER_CALL, DEFAULT_TRUNCATE, KeyTerm, Plan, _ClientCore
 from embserve_client.errors import from_rpc_error
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized
@@ -48,12 +48,14 @@ class Client(_ClientCore):
     def _open_channel(self, target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> grpc.Channel:
         return open_channel(target, credentials, options, floor=self._floor)
 
-    def _run(self, plan: Plan[T]) -> T:
-        """Drive a plan with blocking calls; every grpc.RpcError becomes a client exception."""
+    def _run(self, plan: Plan[T], timeout: float | None = None) -> T:
+        """Drive a plan with blocking calls (``timeout``: each call's deadline instead of the client's);
+        every grpc.RpcError becomes a client exception."""
         try:
             method, request = next(plan)
             while True:
-                call, timeout = self._method(method)
+                call, default = self._method(method)
+                timeout = default if timeout is None else timeout
                 try:
                     response = call(request, timeout=timeout, metadata=self._metadata)
                 except grpc.RpcError as exc:
@@ -160,8 +162,10 @@ class Client(_ClientCore):
         skip_special_tokens: bool = False,
         skip_subword_tokens: bool = False,
         version: int | None = None,
+        text: str | None = None,
     ) -> list[Neighbor]:
-        """Nearest keys to the weighted mean of ``positive`` minus ``negative`` (gensim semantics).
+        """Nearest keys to the weighted mean of ``positive`` minus ``negative`` (gensim semantics),
+        or to the vector of a sentence (``text``: the tokens nearest what :meth:`embed` gives).
 
         Args:
             positive: key(s) or (key, weight) pairs that attract.
@@ -176,16 +180,20 @@ class Client(_ClientCore):
             skip_special_tokens: tokenizer tables: leave out [CLS], [PAD], ... (and unused ids).
             skip_subword_tokens: tokenizer tables: leave out continuation tokens ("##ing").
             version: answer from this loaded version of the table (None: the newest).
+            text: a sentence instead of keys: its :meth:`embed` vector is the query.
 
         Returns:
             Up to ``topn`` :class:`Neighbor`, best first.
 
         Raises:
             UnknownKeyError: a query key is not in the table.
-            FailedPreconditionError: a skip flag on a table without tokenizer.
+            FailedPreconditionError: a skip flag on a table without tokenizer; ``text`` on a table
+                that cannot tokenise text.
         """
-        return self.search(
-            [self.query(positive, negative)],
+        return self._run(self._plan_most_similar(
+            positive,
+            negative,
+            text=text,
             topn=topn,
             table=table,
             exact=exact,
@@ -196,7 +204,7 @@ class Client(_ClientCore):
             skip_special_tokens=skip_special_tokens,
             skip_subword_tokens=skip_subword_tokens,
             version=version,
-        ).neighbors()[0]
+        ))
 
     def most_similar_batch(self, queries: Sequence[str | pb.Query], **options: Any) -> list[list[Neighbor]]:
         """:meth:`most_similar` for many queries in one call; a query is a key or a :meth:`query`."""
@@ -233,6 +241,40 @@ class Client(_ClientCore):
     ) -> tuple[Tokenized, np.ndarray, np.ndarray | None]:
         """Per-token vectors of ``text``: (tokens, (n, dim) vectors, mean vector or None)."""
         return self._run(self._plan_lookup_text(text, table=table, add_special_tokens=add_special_tokens, mean=mean, version=version))
+
+    def embed(
+        self,
+        texts: str | Sequence[str] | Sequence[Sequence[int]],
+        *,
+        table: str | None = None,
+        version: int | None = None,
+        normalize: bool = True,
+        truncate: int = DEFAULT_TRUNCATE,
+        dimensions: int | None = None,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        """One vector per text: the (weighted) mean of its tokens' rows; batches split under the limits.
+
+        Args:
+            texts: the texts (one string: a batch of one), or token-id lists (the table's row ids).
+            table: table name; None = the server's default table.
+            version: answer from this loaded version of the table (None: the newest).
+            normalize: unit-length vectors.
+            truncate: pool at most this many tokens of each text; 0 = refuse texts over the
+                server's token limit instead of cutting them.
+            dimensions: keep the first N columns (tables whose columns are PCA-ordered only).
+            timeout: deadline of each call, in seconds (None: the client's).
+
+        Returns:
+            (n, dim) float32 read-only array; a text without any known token is a zero row.
+
+        Raises:
+            InvalidArgumentError: an empty text, ``dimensions`` on a table that is not PCA-ordered, over a limit.
+            FailedPreconditionError: the table has no tokenizer and records no word tokenizer.
+        """
+        return self._run(
+            self._plan_embed(texts, table=table, version=version, normalize=normalize, truncate=truncate, dimensions=dimensions), timeout
+        )
 
     # -- admin ----------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from embserve_client.channel import VersionFloor, channel_options
 from embserve_client.errors import ClientClosedError, InvalidArgumentError
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
-from embserve_client.results import LookupResult, SearchResult, TableInfo, Tokenized, table_info_from_pb
+from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized, table_info_from_pb
 from embserve_client.wire import MISSING_POLICIES
 
 DEFAULT_TARGET = "localhost:50051"
@@ -30,6 +30,9 @@ DEFAULT_TIMEOUT = 10.0  # seconds per call (a deadline is always set)
 DEFAULT_MAX_MESSAGE_BYTES = limits.MAX_MESSAGE_BYTES  # the server's default limit
 DEFAULT_MAX_KEYS_PER_CALL = limits.MAX_KEYS_PER_CALL  # the server's default --max-keys
 DEFAULT_MAX_QUERIES_PER_CALL = limits.MAX_QUERIES_PER_CALL  # the server's default --max-queries
+DEFAULT_MAX_TEXTS_PER_CALL = limits.MAX_TEXTS_PER_CALL  # texts per Embed (the server's default limit)
+DEFAULT_MAX_CALL_CHARS = limits.MAX_CALL_CHARS  # characters per Embed (the server's default limit)
+DEFAULT_TRUNCATE = limits.DEFAULT_TRUNCATE  # tokens pooled per text (the server's default when a request says none)
 T = TypeVar("T")
 
 KeyTerm = str | tuple[str, float]  # a key, or (key, weight) as in gensim
@@ -38,6 +41,20 @@ KeyTerm = str | tuple[str, float]  # a key, or (key, weight) as in gensim
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _text_chunks(items: list[Any], per_call: int, chars_per_call: int) -> Iterable[list[Any]]:
+    """Consecutive runs of ``items`` with at most ``per_call`` items and (when set) ``chars_per_call`` characters."""
+    chunk: list[Any] = []
+    chars = 0
+    for item in items:
+        size = len(item) if chars_per_call else 0
+        if chunk and (len(chunk) >= per_call or chars + size > chars_per_call > 0):
+            yield chunk
+            chunk, chars = [], 0
+        chunk.append(item)
+        chars += size
+    yield chunk
 
 
 def _terms(items: KeyTerm | Sequence[KeyTerm] | None) -> tuple[list[str], list[float]]:
@@ -267,6 +284,52 @@ class _ClientCore:
         vectors = np.frombuffer(resp.vectors, dtype=LE_F32).reshape(len(resp.ids), resp.vector_size)
         mean_vec = np.frombuffer(resp.mean, dtype=LE_F32) if resp.mean else None
         return Tokenized(list(resp.ids), list(resp.tokens)), vectors, mean_vec
+
+    def _plan_embed(
+        self,
+        texts: str | Sequence[str] | Sequence[Sequence[int]],
+        *,
+        table: str | None = None,
+        version: int | None = None,
+        normalize: bool = True,
+        truncate: int = DEFAULT_TRUNCATE,
+        dimensions: int | None = None,
+    ) -> Plan[np.ndarray]:
+        items: list[Any] = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            raise InvalidArgumentError("texts: no text given")
+        as_ids = not isinstance(items[0], str)
+        if any(isinstance(t, str) == as_ids for t in items):
+            raise InvalidArgumentError("texts: give all strings or all token-id lists, not a mix")
+        parts = []
+        for chunk in _text_chunks(items, DEFAULT_MAX_TEXTS_PER_CALL, 0 if as_ids else DEFAULT_MAX_CALL_CHARS):
+            req = pb.EmbedRequest(table=table or "", version=version or 0, normalize=normalize, truncate=truncate, dimensions=dimensions or 0)
+            if as_ids:
+                req.token_ids.extend(pb.TokenIds(ids=[int(i) for i in t]) for t in chunk)
+            else:
+                req.texts.extend(chunk)
+            parts.append((yield "Embed", req))
+        vectors = [np.frombuffer(p.vectors, dtype=LE_F32).reshape(len(p.tokens), p.vector_size) for p in parts]
+        out = vectors[0] if len(vectors) == 1 else np.concatenate(vectors)
+        out.flags.writeable = False
+        return out
+
+    def _plan_most_similar(
+        self,
+        positive: KeyTerm | Sequence[KeyTerm] | None = None,
+        negative: KeyTerm | Sequence[KeyTerm] | None = None,
+        *,
+        text: str | None = None,
+        **options: Any,
+    ) -> Plan[list[Neighbor]]:
+        if text is None:
+            query = self.query(positive, negative)
+        elif positive is not None or negative is not None:
+            raise InvalidArgumentError("text: give a text or positive/negative keys, not both")
+        else:
+            where = {k: options[k] for k in ("table", "version") if k in options}
+            query = self.query(vector=(yield from self._plan_embed([text], **where))[0])
+        return (yield from self._plan_search([query], **options)).neighbors()[0]
 
     def _plan_reload(self, table: str | None = None) -> Plan[list[tuple[str, str, int, str]]]:
         resp = yield "Reload", pb.ReloadRequest(table=table or "")

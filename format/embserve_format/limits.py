@@ -9,3 +9,9 @@ MAX_QUERIES_PER_CALL = 4_096  # queries per Search
 # restrict_vocab 0 means it.
 RESTRICT_VOCAB = 300_000
 MAX_PAIRS_PER_CALL = 65_536  # word pairs per Similarity / EvaluateWordPairs, questions per EvaluateWordAnalogies
+# Texts: Tokenize / Embed / /v1/embeddings (OpenAI accepts 2,048 inputs of up to 8,191 tokens).
+MAX_TEXTS_PER_CALL = 2_048  # texts per call
+MAX_TEXT_CHARS = 100_000  # characters of one text
+MAX_CALL_CHARS = 4_000_000  # characters of all the texts of one Embed call
+MAX_TEXT_TOKENS = 8_192  # tokens pooled per text; the most `truncate` may ask
+DEFAULT_TRUNCATE = 512  # tokens pooled per text when a request does not say

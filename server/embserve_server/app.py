@@ -173,13 +173,15 @@ def run_worker(
     http = None
     if config.metrics_address and worker is None:
         from embserve_server.http_port import start_http_port
+        from embserve_server.openai_api import OpenAIApi
 
         explorer = None
         if config.explorer:
             from embserve_server.explorer import Explorer
 
             explorer = Explorer(registry, config.limits)
-        http = start_http_port(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission)
+        openai = OpenAIApi(registry, config.limits, observe=metrics.observe_http) if config.openai_api else None
+        http = start_http_port(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission, openai=openai)
     server.grpc_server.start()
     host = config.address.rsplit(":", 1)[0]
     who = "" if worker is None else f"worker {worker} (pid {os.getpid()}) "

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=d.address, help="gRPC HOST:PORT (port 0 picks a free one; default %(default)s)")
     p.add_argument("--metrics-address", default=None, help="HOST:PORT for Prometheus /metrics (default: off)")
     p.add_argument("--explorer", action="store_true", help="serve the web explorer on the --metrics-address port")
+    p.add_argument("--no-openai-api", action="store_true", help="do not serve /v1/embeddings and /v1/models on the --metrics-address port")
     p.add_argument("--metrics-auth", action="store_true", help="/metrics asks for a read token too (needs --auth-token-file)")
     p.add_argument("--allow-insecure-http", action="store_true",
                    help="let the HTTP port take tokens over plaintext on a non-loopback address (behind a TLS proxy)")
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-max-connections", type=int, default=http.max_connections,
                    help="open HTTP connections at most (default %(default)s)")
     p.add_argument("--http-threads", type=int, default=http.api_threads, help="threads for the explorer's JSON API (default %(default)s)")
+    p.add_argument("--http-max-body-bytes", type=int, default=http.max_body_bytes,
+                   help="largest POST body (/v1/embeddings); a larger Content-Length is refused 413 unread (default %(default)s)")
     p.add_argument("--default-table", default=None, help="table used when a request names none")
     p.add_argument("--pin", action="append", default=[], metavar="TABLE=VERSION", help="serve exactly this version of a table (repeatable)")
     p.add_argument("--keep-versions", type=int, default=d.keep_versions, metavar="K",
@@ -57,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queries", type=int, default=lim.max_queries, help="queries per Search (default %(default)s)")
     p.add_argument("--max-topn", type=int, default=lim.max_topn, help="neighbours per query (default %(default)s)")
     p.add_argument("--max-ef-search", type=int, default=lim.max_ef_search, help="per-call HNSW efSearch (default %(default)s)")
+    p.add_argument("--max-texts", type=int, default=lim.max_texts, help="texts per Tokenize/Embed (default %(default)s)")
+    p.add_argument("--max-text-chars", type=int, default=lim.max_text_chars, help="characters of one text (default %(default)s)")
+    p.add_argument("--max-call-chars", type=int, default=lim.max_call_chars, help="characters of all texts of one Embed (default %(default)s)")
+    p.add_argument("--max-text-tokens", type=int, default=lim.max_text_tokens, help="tokens pooled per text, the most truncate may ask (default %(default)s)")
     p.add_argument("--max-message-bytes", type=int, default=lim.max_message_bytes, help="gRPC message size limit")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
@@ -75,6 +82,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_queries=args.max_queries,
         max_topn=args.max_topn,
         max_ef_search=args.max_ef_search,
+        max_texts=args.max_texts,
+        max_text_chars=args.max_text_chars,
+        max_call_chars=args.max_call_chars,
+        max_text_tokens=args.max_text_tokens,
         max_message_bytes=args.max_message_bytes,
     )
     http = HttpLimits(
@@ -82,12 +93,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         idle_timeout=args.http_idle_timeout,
         max_connections=args.http_max_connections,
         api_threads=args.http_threads,
+        max_body_bytes=args.http_max_body_bytes,
     )
     return ServerConfig(
         tables_dir=args.tables,
         address=args.address,
         metrics_address=args.metrics_address,
         explorer=args.explorer,
+        openai_api=not args.no_openai_api,
         metrics_auth=args.metrics_auth,
         allow_insecure_http=args.allow_insecure_http,
         default_table=args.default_table,

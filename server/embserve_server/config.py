@@ -18,8 +18,10 @@ class Limits:
     max_pairs: int = limits.MAX_PAIRS_PER_CALL  # pairs per Similarity/EvaluateWordPairs, questions per EvaluateWordAnalogies
     max_topn: int = 1_000
     max_key_chars: int = 1_024
-    max_texts: int = 1_024  # texts per Tokenize
-    max_text_chars: int = 100_000
+    max_texts: int = limits.MAX_TEXTS_PER_CALL  # texts per Tokenize / Embed (inputs per /v1/embeddings)
+    max_text_chars: int = limits.MAX_TEXT_CHARS  # characters of one text
+    max_call_chars: int = limits.MAX_CALL_CHARS  # characters of all texts of one Embed
+    max_text_tokens: int = limits.MAX_TEXT_TOKENS  # tokens pooled per text (the most `truncate` may ask)
     max_ef_search: int = 4_096  # per-call HNSW effort (FAISS allocates O(efSearch) per query)
     max_nprobe: int = 65_536  # per-call IVF lists probed
     max_message_bytes: int = limits.MAX_MESSAGE_BYTES  # gRPC send and receive
@@ -27,7 +29,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """The HTTP side port's (``/metrics``, explorer) defences against slow and numerous clients."""
+    """The HTTP side port's (``/metrics``, explorer, ``/v1/embeddings``) defences against slow and numerous clients."""
 
     header_timeout: float = 10.0  # seconds from connect (or a request's first byte) to its complete head;
     # also the TLS handshake and each response write
@@ -35,6 +37,7 @@ class HttpLimits:
     max_connections: int = 256  # open connections; beyond it the oldest idle one is closed, else 503
     api_threads: int = 2  # threads for the explorer's JSON API (CPU-bound); also its share of admission
     max_header_bytes: int = 16 * 1024  # request line + headers; beyond it 431
+    max_body_bytes: int = 16 << 20  # a POST body (/v1/embeddings); a larger Content-Length is 413 unread
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class ServerConfig:
     address: str = "127.0.0.1:50051"
     metrics_address: str | None = None  # "HOST:PORT" for /metrics; None = no metrics endpoint
     explorer: bool = False  # serve the web explorer (/, /api/*) on the metrics_address port
+    openai_api: bool = True  # serve /v1/embeddings and /v1/models (OpenAI's shapes) on the metrics_address port
     metrics_auth: bool = False  # /metrics asks for a bearer token too (default open, as Prometheus expects)
     allow_insecure_http: bool = False  # tokens over plaintext HTTP on a non-loopback address (tls.py)
     default_table: str | None = None  # used when a request names no table; default: the only/first one

@@ -6,6 +6,7 @@ Endpoints (GET, answered by :meth:`Explorer.api`; served by :mod:`embserve_serve
     /api/neighbors?key=cat[&table=&topn=&exact=]  nearest neighbours (same as gRPC Search)
     /api/analogy?a=king&b=man&c=woman[&table=&topn=&exact=]   a - b + c
     /api/map?key=cat[&table=&topn=&second=&method=]           2-D neighbourhood map
+    /api/map?text=a+sentence[&table=...]                      the same around a sentence's Embed vector
     /api/timeline?key=cat[&table=&topn=&second=]              neighbours + map in every loaded version
 
 ``neighbors``, ``analogy`` and ``map`` also take ``version=`` (a loaded version; default the newest).
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,7 +32,7 @@ from urllib.parse import parse_qs
 import numpy as np
 from embserve_format import maplayout
 
-from embserve_server import query
+from embserve_server import embed, query, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.errors import EndpointNotFoundError, http_error
 from embserve_server.tables import Table, TableRegistry
@@ -156,11 +157,20 @@ class Explorer:
         return self._search_answer(table, f"{a} - {b} + {c}", q, params)
 
     def map(self, params: Params) -> dict[str, Any]:
-        _check_names(params, ("table", "version", "key", "topn", "second", "method"))
+        """The map around a key, or (``text=``) around a sentence's vector among its nearest tokens."""
+        _check_names(params, ("table", "version", "key", "text", "topn", "second", "method"))
         table = self._table(params)
-        key = self._key(params, "key")
         topn, second = self._map_size(params)
-        return self._map(table, key, topn, second, _text(params, "method", "pca")).to_dict()
+        method = _text(params, "method", "pca")
+        text = _text(params, "text", "")
+        if text and "key" in params:
+            raise ValueError("key and text: give one or the other (a key of the table, or a sentence)")
+        if not text:
+            return self._map(table, self._key(params, "key"), topn, second, method).to_dict()
+        centre = embed.embed(table, self.limits, texts=[text]).vectors[0]
+        if not centre.any():
+            raise ValueError(f"text: {text[:60]!r} has no token in table {table.name!r}, so it has no place on the map")
+        return {**self._map(table, f"“{text}”", topn, second, method, centre=centre).to_dict(), "text": text}
 
     def timeline(self, params: Params) -> dict[str, Any]:
         """The key's neighbours and map in every loaded version of a table, oldest first.
@@ -188,13 +198,26 @@ class Explorer:
             steps.append({"version": table.version, "training": _training_fields(table), "neighbors": neighbours, "map": nmap.to_dict()})
         return {"table": name, "key": key, "steps": steps}
 
-    def _map(self, table: Table, key: str, topn: int, second: int, method: str) -> maplayout.NeighbourhoodMap:
+    def _map(
+        self, table: Table, key: str, topn: int, second: int, method: str, *, centre: np.ndarray | None = None
+    ) -> maplayout.NeighbourhoodMap:
+        """``build_map`` over the query core; with ``centre``, ``key`` is a label for that vector
+        (a sentence's), searched by vector and placed first."""
+
+        # A sentence's map shows whole words: a tokenizer table's [CLS]-like and "##rix" rows stay off it.
+        words_only = centre is not None and tokenizer_table.EXTRA in table.extras
+        options = query.SearchOptions(skip_special_tokens=words_only, skip_subword_tokens=words_only)
+
         def search(keys: Sequence[str], n: int) -> list[list[tuple[str, float]]]:
-            result = query.search(table, [query.Query(positive=[k]) for k in keys], query.SearchOptions(topn=n), self.limits)
+            queries = [query.Query(vector=centre) if (centre is not None and k == key) else query.Query(positive=[k]) for k in keys]
+            result = query.search(table, queries, replace(options, topn=n), self.limits)
             return [[(k, s) for k, s, _ in row] for row in result.rows()]
 
         def vectors(keys: Sequence[str]) -> np.ndarray:
-            return query.lookup(table, self.limits, keys=list(keys), normalize=True).vectors
+            if centre is None:
+                return query.lookup(table, self.limits, keys=list(keys), normalize=True).vectors
+            rest = query.lookup(table, self.limits, keys=list(keys[1:]), normalize=True).vectors if len(keys) > 1 else np.empty((0, table.dim), np.float32)
+            return np.vstack([centre[None, :], rest])  # build_map puts the centre first
 
         return maplayout.build_map(
             key, search, vectors, topn=topn, second=second, method=method, table=table.name, version=table.version

@@ -1,8 +1,12 @@
-"""The HTTP port: ``/metrics`` for Prometheus and, opt-in, the web explorer (routes, auth, admission).
+"""The HTTP port: ``/metrics`` for Prometheus, the OpenAI-shaped embeddings API and, opt-in, the web
+explorer (routes, auth, admission).
 
-Routes (GET and HEAD; other methods 405)::
+Routes (GET and HEAD, and POST on /v1/embeddings; other methods 405)::
 
     /metrics                      Prometheus text format from the injected registry
+    /v1/embeddings, /v1/models    OpenAI's embeddings API (openai_api.py), with bearer tokens,
+                                  admission and the API threads as /api/*; a POST body over
+                                  HttpLimits.max_body_bytes is refused 413 unread
     /  and /index.html            the explorer page                    (only with an Explorer)
     /static/<name>                the page's script and style sheet     (only with an Explorer)
     /api/<endpoint>?...           the explorer's JSON API               (only with an Explorer)
@@ -21,6 +25,7 @@ accepting connections. Every refusal's HTTP status and body come from the one ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
     from embserve_server.admission import Admission
     from embserve_server.auth import TokenCheck
     from embserve_server.explorer import Explorer
+    from embserve_server.openai_api import OpenAIApi
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +88,22 @@ class HttpPort:
         metrics_auth: ``/metrics`` needs a token too.
         admission: the gRPC port's admission count (None: no limit).
         api_threads: threads for the JSON API.
+        openai: answer ``/v1/*`` (None: 404 there).
     """
 
     def __init__(self, registry: CollectorRegistry, *, explorer: Explorer | None = None, tokens: TokenCheck | None = None,
-                 metrics_auth: bool = False, admission: Admission | None = None, api_threads: int = HttpLimits.api_threads) -> None:
+                 metrics_auth: bool = False, admission: Admission | None = None, api_threads: int = HttpLimits.api_threads,
+                 openai: OpenAIApi | None = None, max_body_bytes: int = HttpLimits.max_body_bytes) -> None:
         self.registry = registry
+        self.max_body_bytes = max_body_bytes
         self.explorer = explorer
+        self.openai = openai
         self.tokens = tokens
         self.metrics_auth = metrics_auth
         self.admission = admission
         # One thread for scrapes (a multiprocess scrape reads many files: not on the loop), a few for the API.
         self.scrapes = ThreadPoolExecutor(1, thread_name_prefix="embserve-http-metrics")
-        self.api_pool = ThreadPoolExecutor(max(1, api_threads), thread_name_prefix="embserve-http-api") if explorer else None
+        self.api_pool = ThreadPoolExecutor(max(1, api_threads), thread_name_prefix="embserve-http-api") if (explorer or openai) else None
 
     def busy(self) -> Response:
         """The answer to a connection over the cap (503, from the status map)."""
@@ -115,6 +125,8 @@ class HttpPort:
         return None
 
     async def __call__(self, request: Request) -> Response:
+        if self.openai is not None and request.path.startswith("/v1/"):
+            return await self._openai(request)
         if request.method not in ("GET", "HEAD"):
             return plain(405, f"method {request.method} not allowed: this port answers GET and HEAD\n", {"Allow": "GET, HEAD"})
         path, explorer = request.path, self.explorer
@@ -146,6 +158,28 @@ class HttpPort:
                 return plain(status, f"{body['code']}: {body['error']}\n", _challenge(refused))
         data = await asyncio.get_running_loop().run_in_executor(self.scrapes, generate_latest, self.registry)
         return Response(200, CONTENT_TYPE_LATEST, data)
+
+    async def _openai(self, request: Request) -> Response:
+        from embserve_server.openai_api import error_body, openai_error
+
+        api, pool = self.openai, self.api_pool
+        assert api is not None and pool is not None  # routed here only with the API on
+        if request.refused_length is not None:
+            message = (f"request body of {request.refused_length} bytes is over the limit of {self.max_body_bytes} bytes; "
+                       "send fewer or shorter inputs per request")
+            return _json(413, error_body(413, message, code="request_too_large"), {"Connection": "close"})
+        refused = self._authenticate(request)
+        if refused is not None:
+            status, body = openai_error(refused)
+            return _json(status, body, _challenge(refused))
+        loop = asyncio.get_running_loop()
+        try:
+            with self.admission.http_call() if self.admission is not None else contextlib.nullcontext():
+                status, body = await loop.run_in_executor(pool, api.answer, request.method, request.path, request.body)
+        except OverloadedError as exc:
+            status, body = openai_error(exc)
+            return _json(status, body, {"Retry-After": "1"})
+        return _json(status, body)
 
     async def _api(self, request: Request, endpoint: str) -> Response:
         explorer, pool = self.explorer, self.api_pool
@@ -181,7 +215,7 @@ def start_http(address: str, port: HttpPort, limits: HttpLimits | None = None, *
 
 
 def start_http_port(config: ServerConfig, registry: CollectorRegistry, *, explorer: Explorer | None = None,
-                       tokens: TokenCheck | None = None, admission: Admission | None = None) -> HttpServer:
+                    tokens: TokenCheck | None = None, admission: Admission | None = None, openai: OpenAIApi | None = None) -> HttpServer:
     """Serve ``/metrics`` (and the explorer, when given) on ``config.metrics_address``, as configured.
 
     TLS, token checks on ``/metrics`` (``metrics_auth``) and the timeouts come from ``config``;
@@ -199,7 +233,7 @@ def start_http_port(config: ServerConfig, registry: CollectorRegistry, *, explor
         raise ValueError("--metrics-auth needs --auth-token-file (the tokens /metrics would accept)")
     context = http_ssl_context(config)
     port = HttpPort(registry, explorer=explorer, tokens=tokens, metrics_auth=config.metrics_auth,
-                    admission=admission, api_threads=config.http.api_threads)
+                    admission=admission, api_threads=config.http.api_threads, openai=openai, max_body_bytes=config.http.max_body_bytes)
     server = start_http(config.metrics_address, port, config.http, ssl_context=context)
     host = split_address(config.metrics_address)[0]
     shown = f"[{host}]" if ":" in host else host
@@ -207,6 +241,8 @@ def start_http_port(config: ServerConfig, registry: CollectorRegistry, *, explor
     logger.info("metrics on %s://%s:%d/metrics", scheme, shown, server.port)
     if explorer is not None:
         logger.info("explorer on %s://%s:%d/", scheme, shown, server.port)
+    if openai is not None:
+        logger.info("OpenAI-shaped embeddings on %s://%s:%d/v1/embeddings", scheme, shown, server.port)
     if tokens is not None and (explorer is not None or config.metrics_auth):
         logger.info("the HTTP port asks for a bearer token on %s", "/metrics and the explorer" if explorer is not None and config.metrics_auth
                     else "the explorer" if explorer is not None else "/metrics")

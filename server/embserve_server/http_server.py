@@ -36,7 +36,7 @@ from embserve_server.config import HttpLimits
 logger = logging.getLogger(__name__)
 
 READ_BYTES = 64 * 1024
-MAX_BODY_BYTES = 64 * 1024  # GET-only port: a request body is never needed
+MAX_BODY_BYTES = 64 * 1024  # any method but POST: a request body is never needed
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class Request:
     path: str
     query: str
     headers: tuple[tuple[str, str], ...]  # lower-case names, in order
+    body: bytes = b""
+    # The Content-Length declared over the body limit: the body was left unread, the handler
+    # answers 413 and the connection closes.
+    refused_length: int | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lower case), or None."""
@@ -63,6 +67,14 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _content_length(request: h11.Request) -> int | None:
+    """The declared body size (h11 has checked it is one valid number), or None (chunked, none)."""
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)
+    return None
 
 
 def plain(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
@@ -230,7 +242,8 @@ class HttpServer:
         limits = self.limits
         started = first  # the header clock runs from connect, or from a later request's first byte
         request: h11.Request | None = None
-        body = 0
+        body = bytearray()
+        body_limit = MAX_BODY_BYTES
         try:
             async with asyncio.timeout(limits.header_timeout if first else limits.idle_timeout) as clock:
                 while True:
@@ -247,9 +260,13 @@ class HttpServer:
                         if size > limits.max_header_bytes:
                             raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
                         request = event
+                        body_limit = limits.max_body_bytes if event.method == b"POST" else MAX_BODY_BYTES
+                        declared = _content_length(event)
+                        if declared is not None and declared > body_limit:
+                            return self._request(event, b"", refused_length=declared)  # refused before it is read
                     elif isinstance(event, h11.Data):
-                        body += len(event.data)
-                        if body > MAX_BODY_BYTES:
+                        body += event.data
+                        if len(body) > body_limit:
                             raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
                     elif isinstance(event, h11.EndOfMessage):
                         break
@@ -260,10 +277,14 @@ class HttpServer:
                 raise
             return None  # idle keep-alive connection: close quietly
         assert request is not None  # h11 yields Request before EndOfMessage
+        return self._request(request, bytes(body))
+
+    @staticmethod
+    def _request(request: h11.Request, body: bytes, *, refused_length: int | None = None) -> Request:
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
         headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers)
-        return Request(request.method.decode("ascii", "replace"), path, query, headers)
+        return Request(request.method.decode("ascii", "replace"), path, query, headers, body, refused_length)
 
     async def _answer(self, request: Request) -> Response:
         try:

@@ -49,6 +49,12 @@ class ServerMetrics:
             f"{PREFIX}_table_load_seconds", "Seconds to load, validate and warm the serving version", ["table"], registry=registry, multiprocess_mode="max"
         )
         self.reloads = Counter(f"{PREFIX}_reloads", "Table load attempts by outcome", ["table", "outcome"], registry=registry)
+        self.http_requests = Counter(
+            f"{PREFIX}_http_requests", "HTTP API requests (/v1/*), by route and HTTP status", ["route", "status"], registry=registry
+        )
+        self.http_latency = Histogram(
+            f"{PREFIX}_http_request_duration_seconds", "HTTP API handling time", ["route"], buckets=LATENCY_BUCKETS, registry=registry
+        )
         self.rejected = Counter(f"{PREFIX}_rejected_requests", "RPCs refused before handling", ["reason"], registry=registry)
         # A gauge, not an Info: Info does not work in prometheus-client's multiprocess mode.
         self.build = Gauge(f"{PREFIX}_build_info", "Server build information", ["version"], registry=registry, multiprocess_mode="max")
@@ -66,6 +72,11 @@ class ServerMetrics:
             children = ({code: self.requests.labels(method, code) for code in CODES}, self.latency.labels(method))
             self._children[method] = children
         return children
+
+    def observe_http(self, route: str, status: int, seconds: float) -> None:
+        """One answered HTTP API request (routes are a fixed set: openai_api's)."""
+        self.http_requests.labels(route, str(status)).inc()
+        self.http_latency.labels(route).observe(seconds)
 
     def table_changed(self, table: Table | None, outcome: ReloadOutcome) -> None:
         """Registry callback: count the reload outcome and publish the serving table's gauges."""

@@ -10,23 +10,24 @@ that answered it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_format.arrays import LE_F32, LE_I64
 
-from embserve_server import query, subword, tokenizer_table
+from embserve_server import embed, query, subword, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.tables import ReloadOutcome, Table
 from embserve_server.validate import packed_keys
 
 
 def _f32(a: np.ndarray) -> bytes:
-    return a.astype(LE_F32, copy=False).tobytes()
+    return a.tobytes() if a.dtype is LE_F32 else a.astype(LE_F32).tobytes()  # `is`: numpy keeps one instance per builtin dtype
 
 
 def _i64(a: np.ndarray) -> bytes:
-    return a.astype(LE_I64, copy=False).tobytes()
+    return a.tobytes() if a.dtype is LE_I64 else a.astype(LE_I64).tobytes()
 
 
 def _flags(a: np.ndarray) -> bytes:
@@ -135,6 +136,24 @@ def pack_similarity(t: Table, scores: np.ndarray) -> pb.SimilarityResponse:
 
 def pack_tokenize(t: Table, encodings: Sequence[tokenizer_table.Encoding]) -> pb.TokenizeResponse:
     return pb.TokenizeResponse(table=t.name, version=t.version, texts=[pb.TokenizedText(ids=e.ids, tokens=e.tokens) for e in encodings])
+
+
+def embed_options_of(request: pb.EmbedRequest) -> dict[str, Any]:
+    """:func:`embserve_server.embed.embed`'s arguments; unset ``normalize``/``truncate`` mean true/512."""
+    return {
+        "texts": list(request.texts),
+        "token_ids": [t.ids for t in request.token_ids],
+        "normalize": request.normalize if request.HasField("normalize") else True,
+        "truncate": request.truncate if request.HasField("truncate") else embed.DEFAULT_TRUNCATE,
+        "dimensions": request.dimensions,
+    }
+
+
+def pack_embed(t: Table, r: embed.Embedded) -> pb.EmbedResponse:
+    return pb.EmbedResponse(
+        table=t.name, version=t.version, vector_size=r.vectors.shape[1], vectors=_f32(r.vectors),
+        tokens=r.tokens.tolist(), unknown=r.unknown.tolist(), truncated=r.truncated.tolist(),
+    )
 
 
 def pack_lookup_text(t: Table, r: tokenizer_table.TextRows) -> pb.LookupTextResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from embserve_client import wire
@@ -34,8 +35,7 @@ _FOUND_ONE.flags.writeable = False
 # Lookup
 
 
-@dataclass(frozen=True)
-class LookupArrays:
+class LookupArrays(NamedTuple):  # a tuple: built on every call, ~4x cheaper than a frozen dataclass
     """The rows of a Lookup (pack.pack_lookup puts them on the wire)."""
 
     vectors: np.ndarray  # (rows, dim) float32, C-contiguous; rows = len(request) unless policy "skip"
@@ -163,8 +163,7 @@ class SearchOptions:
                     or self.skip_special_tokens or self.skip_subword_tokens)
 
 
-@dataclass(frozen=True)
-class SearchArrays:
+class SearchArrays(NamedTuple):
     """The neighbours of a batch of queries (pack.pack_search puts them on the wire)."""
 
     scores: np.ndarray  # (nq, topn) float32, 0 where id is -1

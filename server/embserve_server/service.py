@@ -16,14 +16,16 @@ from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_client.wire import POLICY_NAMES
 
-from embserve_server import gensim_eval, gensim_ops, query, tokenizer_table
+from embserve_server import embed, gensim_eval, gensim_ops, query, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.pack import (
+    embed_options_of,
     floats,
     keys_of,
     pack_centrality,
     pack_closer_than,
     pack_cosmul,
+    pack_embed,
     pack_list_keys,
     pack_list_tables,
     pack_lookup,
@@ -76,6 +78,10 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         table = self.registry.get(request.table, request.version)
         rows = tokenizer_table.lookup_text(table, request.text, self.limits, add_special_tokens=request.add_special_tokens, mean=request.mean)
         return pack_lookup_text(table, rows)
+
+    def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
+        table = self.registry.get(request.table, request.version)
+        return pack_embed(table, embed.embed(table, self.limits, **embed_options_of(request)))
 
     # -- gensim KeyedVectors support (gensim_ops / gensim_eval) ----------------------------------
 

@@ -2,7 +2,7 @@
 
 The tables layer is the only part of the server that reads bundle files: this module reads the
 bundle and its index, and calls the loaders of the optional parts it declares in
-:data:`EXTRA_LOADERS` (:mod:`subword`, :mod:`tokenizer_table`). A loaded :class:`Table` is
+:data:`EXTRA_LOADERS` (:mod:`subword`, :mod:`tokenizer_table`, :mod:`embed`). A loaded :class:`Table` is
 immutable: a reload builds a new one next to it and swaps the registry's mapping in one
 assignment, so in-flight calls finish on the version they started with.
 """
@@ -37,7 +37,7 @@ from embserve_format.bundle import (
 from embserve_format.keyindex import KeyIndex, KeyList
 from embserve_index import RawRows, VectorIndex, build_index, describe, load_index, prepare_rows, row_norms
 
-from embserve_server import subword, tokenizer_table
+from embserve_server import embed, subword, tokenizer_table
 from embserve_server.errors import TableUnavailableError, UnknownTableError, UnknownVersionError
 
 logger = logging.getLogger(__name__)
@@ -228,6 +228,7 @@ def _size(path: Path) -> int:
 EXTRA_LOADERS: dict[str, Callable[[Bundle], Any]] = {
     subword.EXTRA: subword.load,  # fastText n-gram buckets (missing-key policy "subword")
     tokenizer_table.EXTRA: tokenizer_table.load,  # a language model's tokenizer (token tables)
+    embed.EXTRA: embed.load,  # the word tokenizer a word table records (Embed's text -> tokens)
 }
 
 

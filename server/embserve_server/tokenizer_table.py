@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from embserve_format.bundle import TOKENIZER, Bundle, BundleError
+from embserve_format.text import pool
 
 from embserve_server.config import Limits
 from embserve_server.errors import FailedPreconditionError
@@ -36,6 +37,7 @@ class TokenizerTable:
     special: np.ndarray  # (count,) bool: special tokens ([CLS], [PAD], ...)
     continuation: np.ndarray  # (count,) bool: sub-word continuation tokens ("##ing")
     unused: np.ndarray  # (count,) bool: rows no text can produce (ids without a token)
+    unk_id: int | None = None  # the id of the model's unknown token ([UNK]), None when it has none
 
 
 def _mask(count: int, ids: Any, what: str, path: object) -> np.ndarray:
@@ -90,7 +92,9 @@ def load(b: Bundle) -> TokenizerTable | None:
         "table %s: tokenizer with %d special, %d continuation, %d unused rows", b.name, int(special.sum()),
         int(continuation.sum()), int(unused.sum()),
     )
-    return TokenizerTable(tokenizer, special, continuation, unused)
+    unk_token = getattr(tokenizer.model, "unk_token", None)  # tokenizer.model copies the model: read once
+    unk_id = tokenizer.token_to_id(unk_token) if unk_token else None
+    return TokenizerTable(tokenizer, special, continuation, unused, unk_id)
 
 
 def _check_vocab(tokenizer: Any, b: Bundle, stand_in: np.ndarray, path: object) -> None:
@@ -153,7 +157,8 @@ class TextRows:
 
 
 def lookup_text(table: Table, text: str, limits: Limits, *, add_special_tokens: bool = False, mean: bool = False) -> TextRows:
-    """Tokenize ``text`` and gather its tokens' raw rows (and, with ``mean``, their plain mean).
+    """Tokenize ``text`` and gather its tokens' raw rows (and, with ``mean``, their pooled mean: Embed's
+    weighted mean without the unit length).
 
     Raises:
         FailedPreconditionError: the table carries no tokenizer.
@@ -161,7 +166,10 @@ def lookup_text(table: Table, text: str, limits: Limits, *, add_special_tokens: 
     """
     (enc,) = tokenize(table, [text], limits, add_special_tokens=add_special_tokens)
     vectors = np.ascontiguousarray(table.vectors[np.asarray(enc.ids, dtype=np.int64)], dtype=np.float32)
-    average = vectors.mean(axis=0) if (mean and len(vectors)) else np.empty(0, np.float32)
+    average = np.empty(0, np.float32)
+    if mean and len(vectors):  # the one pooling rule (Embed's), weighted by the bundle's pooling weights, not normalised
+        w = table.bundle.weights
+        average = pool(vectors, np.array([len(vectors)]), weights=None if w is None else w[enc.ids], normalize=False)[0]
     return TextRows(enc.ids, enc.tokens, vectors, average.astype(np.float32, copy=False))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from conftest import planted_corpus
-from embserve_trainer.tokenize import Tokenizer
+from embserve_format.text import Tokenizer
 from gensim.models import Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 from gensim.models.word2vec import LineSentence

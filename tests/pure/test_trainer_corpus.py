@@ -8,8 +8,8 @@ import lzma
 from pathlib import Path
 
 import pytest
+from embserve_format.text import Tokenizer, clean_gcide
 from embserve_trainer.corpus import corpus_sha256, document_mode, iter_documents, resolve_corpus
-from embserve_trainer.tokenize import Tokenizer, clean_gcide
 
 TEXT = "The cat sat on the mat.\nA kitten slept.\n\nDogs bark at night.\n"
 DOCS = ["The cat sat on the mat.\n", "A kitten slept.\n", "Dogs bark at night.\n"]

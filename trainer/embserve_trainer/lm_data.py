@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from embserve_format.text import Tokenizer
 
 from embserve_trainer.corpus import CorpusFile
-from embserve_trainer.tokenize import Tokenizer
 from embserve_trainer.train import TrainConfig, build_model, tokenize_corpus
 
 logger = logging.getLogger(__name__)

@@ -75,8 +75,9 @@ class Publisher:
 
     def __init__(self, tables: Path, name: str, data: LMData, model: NextTokenModel, *, source: dict[str, Any],
                  extras: dict[str, Any], metric: str, factory: str | None, seed: int, evaluate: bool, batch: int,
-                 device: torch.device) -> None:
+                 device: torch.device, pooling: str = "auto") -> None:
         self.tables, self.name, self.data, self.model = tables, name, data, model
+        self.pooling = pooling  # embserve_trainer.pooling mode: "auto" = SIF from the corpus counts
         self.source, self.extras, self.metric, self.factory = source, extras, metric, factory
         self.seed, self.evaluate, self.batch, self.device = seed, evaluate, batch, device
         self.snapshot_seconds = 0.0
@@ -106,7 +107,7 @@ class Publisher:
         path = export_table(
             self.tables, self.name, vectors, self.data.keys, source=source, metric=self.metric,
             counts=self.data.counts, factory=self.factory if final else SNAPSHOT_FACTORY, extras=self.extras,
-            files=files, seed=self.seed,
+            files=files, seed=self.seed, pooling=self.pooling,
         )
         cost = time.perf_counter() - t0
         if not final:

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 from embserve_format.bundle import NGRAMS
+from embserve_format.text import Tokenizer
 from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
 from embserve_trainer.corpus import CorpusFile, corpus_sha256, document_mode, iter_documents, resolve_corpus
 from embserve_trainer.progress import bar, logs_above_bars
-from embserve_trainer.tokenize import Tokenizer
 
 logger = logging.getLogger(__name__)
 

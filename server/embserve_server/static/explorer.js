@@ -150,7 +150,7 @@ function renderMap(m) {
     g.addEventListener("mouseenter", (ev) => { showTip(p, m, ev); highlight(p.key, true); });
     g.addEventListener("mousemove", (ev) => moveTip(ev));
     g.addEventListener("mouseleave", () => { $("tooltip").hidden = true; highlight(p.key, false); });
-    g.addEventListener("click", () => recentre(p.key));
+    g.addEventListener("click", () => { if (!(m.text && p.role === "centre")) recentre(p.key); });  // a sentence is no key
     dots.append(g);
   }
   svg.append(dots);
@@ -162,7 +162,7 @@ function showTip(p, m, ev) {
   const lines = [`cosine to ${m.key}: ${p.similarity.toFixed(4)}`];
   if (p.role === "neighbour") lines.unshift(`#${p.rank} neighbour · score ${p.score.toFixed(4)}`);
   if (p.role === "second") lines.unshift(`neighbour of ${p.via}`);
-  if (p.role === "centre") lines.splice(0, 1, "the key");
+  if (p.role === "centre") lines.splice(0, 1, m.text ? "the sentence (its Embed vector)" : "the key");
   lines.forEach((line, i) => { if (i) tip.append(el("br")); tip.append(document.createTextNode(line)); });
   tip.hidden = false;
   moveTip(ev);
@@ -190,6 +190,7 @@ function params() {
 function showMap(m) {
   state.map = m;
   $("centre-key").textContent = m.key;
+  $("legend-centre").textContent = m.text ? "sentence" : "key";
   const neighbours = m.points.filter((p) => p.role === "neighbour").sort((a, b) => a.rank - b.rank);
   renderList($("neighbors"), neighbours.map((p) => ({ key: p.key, score: p.score })));
   renderMap(m);
@@ -208,15 +209,25 @@ function showStep(i) {
   showMap(step.map);
 }
 
-async function show(key) {
+async function show(key, mode = "key") {
   key = key.trim();
   if (!key) return;
   const ticket = ++state.request;  // answers to older requests are dropped
   $("key").value = key;
+  setMode(mode);
   $("status").textContent = `Looking up ${key}…`;
   const versions = state.versions[$("table").value] || [];
-  $("timeline").hidden = versions.length < 2;
+  $("timeline").hidden = versions.length < 2 || mode === "text";
   try {
+    if (mode === "text") {
+      // A sentence: its Embed vector at the centre, among the tokens nearest it.
+      state.steps = null;
+      const m = await api("map", { text: key, ...params() });
+      if (ticket !== state.request) return;
+      showError(null);
+      showMap(m);
+      return;
+    }
     if (versions.length >= 2) {
       // Several versions loaded: fetch them all once (maps aligned step to step) and slide through.
       const tl = await api("timeline", { key, table: $("table").value, topn: $("topn").value, second: $("second").value });
@@ -240,10 +251,16 @@ async function show(key) {
   }
 }
 
-function recentre(key) {
-  const hash = new URLSearchParams({ table: $("table").value, key }).toString();
-  if (location.hash.slice(1) === hash) show(key);
+function recentre(key, mode = "key") {
+  const hash = new URLSearchParams({ table: $("table").value, [mode]: key }).toString();
+  if (location.hash.slice(1) === hash) show(key, mode);
   else location.hash = hash;  // hashchange -> show(); keeps Back working
+}
+
+function setMode(mode) {
+  $("mode").value = mode;
+  $("key-label").textContent = mode === "text" ? "sentence" : "key";
+  $("key").placeholder = mode === "text" ? "the cat sat on the mat" : "cat";
 }
 
 async function analogy(ev) {
@@ -262,7 +279,8 @@ async function analogy(ev) {
 function fromHash() {
   const h = new URLSearchParams(location.hash.slice(1));
   if (h.get("table") && [...$("table").options].some((o) => o.value === h.get("table"))) $("table").value = h.get("table");
-  if (h.get("key")) show(h.get("key"));
+  if (h.get("text")) show(h.get("text"), "text");
+  else if (h.get("key")) show(h.get("key"));
 }
 
 async function loadTables() {
@@ -300,9 +318,10 @@ function signIn(ev) {
 
 function init() {
   $("token-form").addEventListener("submit", signIn);
-  $("search").addEventListener("submit", (ev) => { ev.preventDefault(); recentre($("key").value.trim()); });
+  $("search").addEventListener("submit", (ev) => { ev.preventDefault(); recentre($("key").value.trim(), $("mode").value); });
+  $("mode").addEventListener("change", () => setMode($("mode").value));
   $("analogy").addEventListener("submit", analogy);
-  $("table").addEventListener("change", () => { if ($("key").value.trim()) recentre($("key").value.trim()); });
+  $("table").addEventListener("change", () => { if ($("key").value.trim()) recentre($("key").value.trim(), $("mode").value); });
   $("version").addEventListener("input", () => { if (state.steps) showStep(Number($("version").value)); });
   window.addEventListener("hashchange", fromHash);
   let resizing = 0;

@@ -461,3 +461,45 @@ class EvaluateWordAnalogiesResponse(_message.Message):
     correct: bytes
     search: str
     def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., found: _Optional[bytes] = ..., correct: _Optional[bytes] = ..., search: _Optional[str] = ...) -> None: ...
+
+class TokenIds(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class EmbedRequest(_message.Message):
+    __slots__ = ("table", "version", "texts", "token_ids", "normalize", "truncate", "dimensions")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    token_ids: _containers.RepeatedCompositeFieldContainer[TokenIds]
+    normalize: bool
+    truncate: int
+    dimensions: int
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., texts: _Optional[_Iterable[str]] = ..., token_ids: _Optional[_Iterable[_Union[TokenIds, _Mapping]]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[int] = ..., dimensions: _Optional[int] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("table", "version", "vector_size", "vectors", "tokens", "unknown", "truncated")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    version: int
+    vector_size: int
+    vectors: bytes
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    unknown: _containers.RepeatedScalarFieldContainer[int]
+    truncated: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, table: _Optional[str] = ..., version: _Optional[int] = ..., vector_size: _Optional[int] = ..., vectors: _Optional[bytes] = ..., tokens: _Optional[_Iterable[int]] = ..., unknown: _Optional[_Iterable[int]] = ..., truncated: _Optional[_Iterable[int]] = ...) -> None: ...

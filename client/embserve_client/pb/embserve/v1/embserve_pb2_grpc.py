@@ -65,6 +65,11 @@ class EmbeddingServiceStub:
                 request_serializer=embserve_dot_v1_dot_embserve__pb2.LookupTextRequest.SerializeToString,
                 response_deserializer=embserve_dot_v1_dot_embserve__pb2.LookupTextResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/embserve.v1.EmbeddingService/Embed',
+                request_serializer=embserve_dot_v1_dot_embserve__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=embserve_dot_v1_dot_embserve__pb2.EmbedResponse.FromString,
+                _registered_method=True)
         self.ListKeys = channel.unary_unary(
                 '/embserve.v1.EmbeddingService/ListKeys',
                 request_serializer=embserve_dot_v1_dot_embserve__pb2.ListKeysRequest.SerializeToString,
@@ -138,6 +143,13 @@ class EmbeddingServiceServicer:
 
     def LookupText(self, request, context):
         """Text -> per-token vectors (and optionally their mean), for tables that carry a tokenizer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Embed(self, request, context):
+        """A batch of texts -> one vector each: the weighted mean of each text's token rows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -217,6 +229,11 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.LookupText,
                     request_deserializer=embserve_dot_v1_dot_embserve__pb2.LookupTextRequest.FromString,
                     response_serializer=embserve_dot_v1_dot_embserve__pb2.LookupTextResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=embserve_dot_v1_dot_embserve__pb2.EmbedRequest.FromString,
+                    response_serializer=embserve_dot_v1_dot_embserve__pb2.EmbedResponse.SerializeToString,
             ),
             'ListKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListKeys,
@@ -412,6 +429,33 @@ class EmbeddingService:
             '/embserve.v1.EmbeddingService/LookupText',
             embserve_dot_v1_dot_embserve__pb2.LookupTextRequest.SerializeToString,
             embserve_dot_v1_dot_embserve__pb2.LookupTextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embserve.v1.EmbeddingService/Embed',
+            embserve_dot_v1_dot_embserve__pb2.EmbedRequest.SerializeToString,
+            embserve_dot_v1_dot_embserve__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,18 +1,32 @@
-"""Text -> tokens, explicitly and reproducibly: clean markup, Unicode-normalise, lower-case, match words.
+"""Text -> tokens -> one vector: the word tokenizer rule and the pooling maths (numpy only).
 
-Every choice lives in a frozen :class:`Tokenizer` whose :meth:`Tokenizer.settings` go into the bundle
-manifest, so a table can be re-trained, and queried, with exactly the tokens it was trained on.
+The ONE home of both, shared by the trainer (which records the tokenizer in the manifest) and the
+server's ``Embed`` (which reads it back), so a table is queried with exactly the tokens it was
+trained on.
+
+Tokens: every choice lives in a frozen :class:`Tokenizer` whose :meth:`Tokenizer.settings` go into
+the bundle manifest (``extras.tokenizer``); :func:`word_tokenizer` rebuilds it from there.
 
     tok = Tokenizer(cleaner="gcide")
     tok("Affect \\Af*fect\"\\, v. t. To act upon. [1913 Webster]")   # ['affect', 'v', 't', 'to', 'act', 'upon']
+
+Vectors: :func:`pool` turns the token rows of a batch of texts into one vector each, the weighted
+mean ``sum(w_i * row_i) / sum(w_i)`` (weights: the bundle's ``weights.npy`` pooling weights, else 1),
+optionally cut to the first ``dimensions`` columns (PCA-ordered tables) and scaled to unit length.
+A text with no pooled token is a zero vector.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from embserve_format.arrays import unit
 
 # gensim's Cython training routines silently drop everything past 10,000 tokens of one sentence
 # (MAX_WORDS_IN_BATCH); longer documents are cut into chunks of at most this many tokens instead.
@@ -110,3 +124,66 @@ class Tokenizer:
     def settings(self) -> dict[str, object]:
         """Everything needed to tokenise exactly like this again (goes into the manifest)."""
         return {**asdict(self), "regex": PATTERNS[self.pattern], "lowercase_method": "str.lower"}
+
+
+def word_tokenizer(settings: Mapping[str, Any] | None) -> Tokenizer | None:
+    """The word :class:`Tokenizer` a manifest recorded (``extras.tokenizer``), or None when it records none.
+
+    A tokenizer table's ``extras.tokenizer`` (a language model's: ``model``, ``special_ids``, ...) is
+    not a word tokenizer and gives None too; such tables carry ``tokenizer.json`` instead.
+
+    Raises:
+        ValueError: recorded settings this code cannot reproduce (an unknown cleaner, normal form or
+            pattern, or a pattern whose regex differs from the one recorded).
+    """
+    if not settings or "pattern" not in settings:
+        return None
+    names = {f.name for f in fields(Tokenizer)}
+    tok = Tokenizer(**{k: v for k, v in settings.items() if k in names})
+    recorded = settings.get("regex")
+    if recorded is not None and recorded != PATTERNS[tok.pattern]:
+        raise ValueError(f"tokenizer pattern {tok.pattern!r} was recorded as regex {recorded!r}, this version has {PATTERNS[tok.pattern]!r}")
+    return tok
+
+
+def pool(
+    rows: np.ndarray,
+    lengths: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    normalize: bool = True,
+    dimensions: int = 0,
+) -> np.ndarray:
+    """One vector per text: the weighted mean of its token rows.
+
+    Args:
+        rows: (T, d) float32, the token rows of every text one after the other.
+        lengths: (n,) int, tokens of each text (sum = T); a text may have none.
+        weights: (T,) float32 pooling weight of each token row, or None for 1 each.
+        normalize: scale each vector to unit L2 length (zero vectors stay zero).
+        dimensions: keep only the first this many columns (0 = all), before normalising.
+
+    Returns:
+        (n, d or dimensions) C-contiguous float32; a zero row for a text without tokens (or whose
+        weights sum to 0).
+    """
+    ln = np.asarray(lengths, dtype=np.int64).tolist()
+    if dimensions:
+        rows = rows[:, :dimensions]
+    out = np.zeros((len(ln), rows.shape[1]), dtype=np.float32)
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float32)
+        rows = rows * w[:, None]
+    # One reduce per text: np.add.reduceat over the rows axis of a 2-D array is ~10x slower
+    # (measured 22 ms vs 2 ms for 256 texts x 4,490 tokens x 256 dims).
+    totals = [0.0] * len(ln)
+    start = 0
+    for i, n in enumerate(ln):
+        if n:
+            np.add.reduce(rows[start : start + n], axis=0, out=out[i])
+            totals[i] = float(n) if weights is None else float(w[start : start + n].sum())
+        start += n
+    # A text without tokens (or whose weights sum to 0) keeps its zero row.
+    div = np.array(totals, dtype=np.float32)[:, None]
+    np.divide(out, div, out=out, where=div > 0)
+    return unit(out) if normalize else out
