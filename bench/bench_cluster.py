@@ -50,7 +50,8 @@ def measure_capacity(tables: Path, table: str, *, seconds: float, clients: int) 
     request = pb.LookupRequest(keys=[key]).SerializeToString()
     with tempfile.TemporaryDirectory(prefix="embserve-bench-cluster-") as tmp:
         root = h.isolate_table(tables, table, Path(tmp))
-        [replica] = lb.Cluster(Path(tmp), hosts=(lb.HOSTS[0],)).replicas
+        # Plaintext, no tokens: the model's figures are per call without TLS (docs/capacity.md).
+        [replica] = lb.Cluster(Path(tmp), hosts=(lb.HOSTS[0],), secure=False).replicas
         replica.start([], tables=root, table=table)
         try:
             replica.wait_ready(timeout=600)
@@ -87,7 +88,7 @@ def measure_cluster(*, rate: float, steady_calls: int, timeout: float) -> dict[s
     out: dict[str, Any] = {"rate_per_client": rate, "clients": 3}
     with tempfile.TemporaryDirectory(prefix="embserve-bench-cluster-") as tmp, lb.cluster(Path(tmp) / "c", versions=(1,)) as c:
         # Steady state and the spread.
-        with lb.Load(c.target, clients=3, rate=rate, max_seconds=timeout) as load:
+        with lb.Load(c.target, client=c.client, clients=3, rate=rate, max_seconds=timeout) as load:
             wait_until("every replica answers", lambda: min(c.lookups()) > 0, timeout=timeout)
             before = c.lookups()
             t0 = time.monotonic()
@@ -102,7 +103,7 @@ def measure_cluster(*, rate: float, steady_calls: int, timeout: float) -> dict[s
 
         # SIGKILL one replica mid-load and restart it.
         victim = c.replicas[1]
-        with lb.Load(c.target, clients=3, rate=rate, max_seconds=timeout * 2) as load:
+        with lb.Load(c.target, client=c.client, clients=3, rate=rate, max_seconds=timeout * 2) as load:
             before = victim.lookups()
             wait_until("load on the victim", lambda: victim.lookups() >= before + RETURN_CALLS, timeout=timeout)
             t_kill = time.monotonic()
@@ -118,7 +119,7 @@ def measure_cluster(*, rate: float, steady_calls: int, timeout: float) -> dict[s
 
         # Rolling update to version 2.
         t0 = time.monotonic()
-        with lb.Load(c.target, clients=3, monotonic=1, rate=rate, max_seconds=timeout * 4) as load, \
+        with lb.Load(c.target, client=c.client, clients=3, monotonic=1, rate=rate, max_seconds=timeout * 4) as load, \
                 lb.VersionWatcher(c.replicas, max_seconds=timeout * 4) as watch:
             start = c.lookups()
             wait_until("load on every replica", lambda: min(a - b for a, b in zip(c.lookups(), start)) >= RETURN_CALLS, timeout=timeout)

@@ -1,6 +1,6 @@
 """Soak: a long run of mixed load with reloads and hostile calls; does the server leak or slow down?
 
-    .venv/bin/python bench/bench_soak.py [--minutes 10] [--reload-every 30] [--rate 200]
+    .venv/bin/python bench/bench_soak.py [--minutes 10] [--reload-every 30] [--rate 200] [--log-format json [--log-calls]]
 
 The real ``embserve-server`` (subprocess) serves a 20k x 64 HNSW table. Two client processes send a
 paced mix of valid calls (lookups of 16 keys, nearest neighbours, similarity of key pairs) with a
@@ -13,16 +13,20 @@ Printed (and written to bench/results/soak-*.json), against the targets of issue
 - RSS growth after the first minute: max RSS after minute 1 vs RSS at minute 1 (target <= 5%);
 - open file descriptors after minute 1: max - min (target: flat, <= 2);
 - p99 latency of valid calls in the last minute vs the second minute (target <= 1.5x);
-- failed valid calls and wrongly answered hostile calls (target: none).
+- failed valid calls and wrongly answered hostile calls (target: none);
+- with ``--log-format json``: every line the server wrote parses with ``json.loads`` (target: all),
+  and with ``--log-calls`` one call line per call (refused and failed ones limited to ``--log-rate``).
 A "minute" is 60 s; runs shorter than 3 minutes (``--minutes``) use thirds of the run instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -115,20 +119,46 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def check_log(path: Path) -> dict[str, Any]:
+    """Parse every line of the server's log with ``json.loads``; count call lines by code."""
+    lines = unparseable = calls = suppressed = 0
+    codes: dict[str, int] = {}
+    bad: list[str] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            lines += 1
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                unparseable += 1
+                if len(bad) < 5:
+                    bad.append(line[:200].rstrip())
+                continue
+            if "method" in obj:
+                calls += 1
+                codes[obj["code"]] = codes.get(obj["code"], 0) + 1
+                suppressed += int(obj.get("suppressed", 0))
+    return {"lines": lines, "bytes": path.stat().st_size, "unparseable": unparseable, "call_lines": calls, "codes": codes,
+            "suppressed": suppressed, "bad": bad}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--reload-every", type=float, default=30.0, help="seconds between published versions")
     ap.add_argument("--rate", type=float, default=200.0, help="calls/s offered, over both client processes")
     ap.add_argument("--hostile-every", type=int, default=10, help="one hostile call in this many")
+    ap.add_argument("--log-format", choices=("text", "json"), default="text", help="the server's --log-format")
+    ap.add_argument("--log-calls", action="store_true", help="the server logs every call (--log-calls, at INFO)")
     args = ap.parse_args()
+    extra = ["--log-format", args.log_format] + (["--log-calls", "--log-level", "INFO"] if args.log_calls else [])
     seconds = args.minutes * 60
     minute = 60.0 if seconds >= 180 else seconds / 3
     print(h.load_line(), "(start)")
     with h.tmpdir("embserve-soak-") as tmp:
         tables = tmp / "tables"
         publish(tables, 1)
-        with h.EmbserveProcess(tables) as server:
+        with h.EmbserveProcess(tables, extra=extra) as server:
             server.wait_serving()
             pid = server.proc.pid
             samples: list[tuple[float, int, int]] = []  # (t, RSS KiB, fds)
@@ -167,6 +197,9 @@ def main() -> None:
                 p.join(60)
             done.set()
             sampler.join(10)
+            server.proc.send_signal(signal.SIGTERM)  # drain first: the last lines are checked too
+            server.proc.wait(60)
+            log_report = check_log(Path(server.log.name)) if args.log_format == "json" else None
     times = np.concatenate([r["times"] for r in results])
     lats = np.concatenate([r["lats"] for r in results])
 
@@ -201,8 +234,15 @@ def main() -> None:
     for r in results:
         for line in r["failures"][:5] + r["wrong"][:5]:
             print("   ", line)
+    if log_report is not None:
+        print(f"  json log: {log_report['lines']} lines, {log_report['bytes'] / 2**20:.1f} MiB, unparseable {log_report['unparseable']} "
+              f"(target 0) {h.verdict(log_report['unparseable'], 0, higher_is_better=False)}; call lines {log_report['call_lines']} "
+              f"by code {log_report['codes']}, suppressed refusal lines {log_report['suppressed']}")
+        for line in log_report["bad"]:
+            print("   ", line)
     print(h.load_line(), "(end)")
     path = h.write_json("soak", {
+        "log_format": args.log_format, "log_calls": args.log_calls, "json_log": log_report,
         "machine": h.machine(), "minutes": args.minutes, "window_seconds": minute, "calls": calls, "valid_calls": len(lats),
         "reloads": len(reloads), "rss_kib": {"minute_1": at_minute[1], "max_after": rss_max, "final": samples[-1][1]},
         "rss_growth": growth, "rss_growth_second_half": half_growth, "fds": {"start": samples[0][2], "minute_1": at_minute[2], "min": min(fds), "max": max(fds), "final": samples[-1][2]},

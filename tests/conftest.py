@@ -176,11 +176,11 @@ def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-def make_pki(d: Path) -> Path:
-    """In ``d``: a test CA (ca.pem/key), server.pem/key for 127.0.0.1 + localhost signed by it, a
-    client.pem/key for mutual TLS, and an unrelated self-signed other.pem/key. Returns ``d``."""
+def make_pki(d: Path, server_names: str = "IP:127.0.0.1,DNS:localhost") -> Path:
+    """In ``d``: a test CA (ca.pem/key), server.pem/key for ``server_names`` (subjectAltName entries)
+    signed by it, a client.pem/key for mutual TLS, and an unrelated self-signed other.pem/key. Returns ``d``."""
     for name, subject, ext in (
-        ("server", "/CN=embserve-test-server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("server", "/CN=embserve-test-server", f"subjectAltName={server_names}"),
         ("client", "/CN=embserve-test-client", "extendedKeyUsage=clientAuth"),
     ):
         if not (d / "ca.pem").exists():

@@ -2,7 +2,11 @@
 
 Each replica runs the container command of deploy/k8s/deployment.yaml (only paths and addresses
 made local) on its own loopback address, 127.0.0.2, 127.0.0.3, 127.0.0.4, all on the same port,
-and is ready when the manifest's gRPC probe (a grpc.health.v1 Check of its service) says SERVING.
+and is ready when the manifest's gRPC probe (a grpc.health.v1 Check of its service, in plaintext on
+the health port) says SERVING. As in the manifest, gRPC and /metrics are TLS and calls need a
+bearer token: the cluster makes a CA, a certificate naming the hosts and the Services' DNS names
+(conftest.make_pki), and a token file, which stand in for the mounted Secrets; clients connect with
+:attr:`Cluster.client` (the CA, the token, the headless Service's name as the TLS name).
 Each replica incarnation gets its own tables directory, as a pod's emptyDir that the init container
 fills. Clients reach all of them through one target, ``ipv4:127.0.0.2:P,127.0.0.3:P,127.0.0.4:P``.
 
@@ -18,6 +22,7 @@ import multiprocessing as mp
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -38,6 +43,9 @@ HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 CONTAINER = "embserve"
 TABLE = "demo"
 ROWS, DIM = 500, 16
+PLAINTEXT_DROPS = ("--tls-cert", "--tls-key", "--auth-token-file")  # Cluster(secure=False)
+SERVICE_NAME = "embserve-headless.embserve.svc"  # what clients in the cluster verify (certificate.yaml)
+TOKEN = "loopback-read-token-0123456789"
 READY_TIMEOUT = 90.0  # seconds for a replica to say SERVING (imports + load on a busy 2-core box)
 PROBE_TIMEOUT = 1.0
 
@@ -70,12 +78,14 @@ def argv_flags(argv: Sequence[str]) -> dict[str, str]:
     return flags
 
 
-def server_argv(local: dict[str, str]) -> list[str]:
-    """The manifest's server command with the flags in ``local`` replaced (paths, addresses)."""
+def server_argv(local: dict[str, str], drop: Sequence[str] = ()) -> list[str]:
+    """The manifest's server command with the flags in ``local`` replaced (paths, addresses), those in ``drop`` left out."""
     command = container()["command"]
     program = Path(sys.executable).parent / command[0]
     argv = [str(program) if program.exists() else command[0]]
     for flag, value in argv_flags(command).items():
+        if flag in drop:
+            continue
         value = local.get(flag, value)
         argv += [flag, value] if value else [flag]
     return argv
@@ -87,8 +97,13 @@ def probe_service(kind: str = "readinessProbe") -> tuple[int, str]:
     return int(grpc_probe["port"]), str(grpc_probe.get("service", ""))
 
 
+def container_port(name: str) -> int:
+    """The container port named ``name`` in the manifest."""
+    return next(int(p["containerPort"]) for p in container()["ports"] if p["name"] == name)
+
+
 def probe(address: str, service: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """What the kubelet's gRPC probe does: one grpc.health.v1 Check; True when SERVING."""
+    """What the kubelet's gRPC probe does: one plaintext grpc.health.v1 Check; True when SERVING."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -138,14 +153,53 @@ def free_shared_port(hosts: Sequence[str] = HOSTS) -> int:
 
 # --- replicas -------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Secrets:
+    """What the pods mount from the Secrets: the certificate (tls.crt, tls.key, ca.crt) and the tokens."""
+
+    directory: Path
+
+    @classmethod
+    def make(cls, directory: Path, hosts: Sequence[str]) -> Secrets:
+        pki = directory / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        names = ",".join([*(f"IP:{h}" for h in hosts), f"DNS:{SERVICE_NAME}"])
+        from conftest import make_pki  # the tests' one PKI maker (openssl)
+
+        make_pki(pki, server_names=names)
+        tls = directory / "tls"
+        tls.mkdir(exist_ok=True)
+        for src, dst in (("server.pem", "tls.crt"), ("server.key", "tls.key"), ("ca.pem", "ca.crt")):
+            (tls / dst).write_bytes((pki / src).read_bytes())
+        (directory / "tokens").write_text(f"{TOKEN} read\n", encoding="utf-8")
+        return cls(directory)
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "tls" / "ca.crt"
+
+    def local_flags(self) -> dict[str, str]:
+        """The manifest's Secret paths, made local."""
+        return {"--tls-cert": str(self.directory / "tls" / "tls.crt"), "--tls-key": str(self.directory / "tls" / "tls.key"),
+                "--auth-token-file": str(self.directory / "tokens")}
+
+    @property
+    def client(self) -> dict[str, Any]:
+        """Client keyword arguments of a client in the cluster: the CA, a read token, the Service's TLS name."""
+        return {"root_certificates": self.ca.read_bytes(), "token": TOKEN,
+                "options": [("grpc.ssl_target_name_override", SERVICE_NAME)]}
+
+
 @dataclass
 class Replica:
-    """One embserve-server "pod": a loopback host, the shared gRPC port, its own metrics port."""
+    """One embserve-server "pod": a loopback host, the shared gRPC and health ports, its own metrics port."""
 
     host: str
     port: int
     metrics_port: int
     workdir: Path
+    secrets: Secrets | None  # None: plaintext and no tokens (bench/bench_cluster.py's capacity part)
+    health_port: int
     process: subprocess.Popen[bytes] | None = None
     incarnation: int = 0
     logs: list[Path] = field(default_factory=list)
@@ -166,8 +220,12 @@ class Replica:
             tables = self.tables()
             for version in versions:
                 publish(tables, version)
-        argv = server_argv({"--tables": str(tables), "--address": self.address,
-                            "--metrics-address": f"{self.host}:{self.metrics_port}", "--default-table": table})
+        local = {"--tables": str(tables), "--address": self.address, "--health-address": f"{self.host}:{self.health_port}",
+                 "--metrics-address": f"{self.host}:{self.metrics_port}", "--default-table": table}
+        if self.secrets is None:
+            argv = server_argv(local, drop=PLAINTEXT_DROPS)
+        else:
+            argv = server_argv({**local, **self.secrets.local_flags()})
         log = self.workdir / f"server-{self.incarnation}.log"
         self.logs.append(log)
         with open(log, "wb") as out:
@@ -176,10 +234,10 @@ class Replica:
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> float:
         """Poll the manifest's readiness probe until SERVING; returns the seconds it took."""
         port, service = probe_service("readinessProbe")
-        assert port == int(container()["ports"][0]["containerPort"])  # the probe asks the gRPC port
+        assert port == container_port("health")  # the probe asks the plaintext health port
         assert self.process is not None, f"replica {self.host} was never started"
         t0 = time.monotonic()
-        wait_until(f"replica {self.host} SERVING", lambda: probe(self.address, service), timeout, poll=0.1,
+        wait_until(f"replica {self.host} SERVING", lambda: probe(f"{self.host}:{self.health_port}", service), timeout, poll=0.1,
                    proc=self.process, detail=self.log_tail)
         return time.monotonic() - t0
 
@@ -206,13 +264,27 @@ class Replica:
         """OK Lookup calls this incarnation answered, from its own /metrics."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(self.metrics_url, timeout=5, context=self.metrics_tls) as response:
             text = response.read().decode("utf-8")
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == "embserve_requests_total" and sample.labels == {"method": "Lookup", "code": "OK"}:
                     return float(sample.value)
         return 0.0
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{'http' if self.secrets is None else 'https'}://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def metrics_tls(self) -> ssl.SSLContext | None:
+        """What Prometheus checks the metrics port with (podmonitor.yaml): the Secret's CA."""
+        return None if self.secrets is None else ssl.create_default_context(cafile=self.secrets.ca)
+
+    @property
+    def client(self) -> dict[str, Any]:
+        """Keyword arguments for a Client of this replica (TLS, token)."""
+        return {} if self.secrets is None else self.secrets.client
 
     def log_tail(self) -> str:
         return "".join(p.read_text(errors="replace")[-2000:] for p in self.logs[-1:])
@@ -221,16 +293,25 @@ class Replica:
 class Cluster:
     """Three replicas on 127.0.0.2-4 sharing one port; ``target`` names them all."""
 
-    def __init__(self, workdir: Path, hosts: Sequence[str] = HOSTS) -> None:
+    def __init__(self, workdir: Path, hosts: Sequence[str] = HOSTS, *, secure: bool = True) -> None:
         port = free_shared_port(hosts)
+        health_port = port
+        while health_port == port:
+            health_port = free_shared_port(hosts)
+        self.secrets = Secrets.make(workdir / "secrets", hosts) if secure else None
         self.replicas = []
         for host in hosts:
             metrics_port = port
-            while metrics_port == port:
+            while metrics_port in (port, health_port):
                 with socket.socket() as s:
                     s.bind((host, 0))
                     metrics_port = int(s.getsockname()[1])
-            self.replicas.append(Replica(host, port, metrics_port, workdir / host))
+            self.replicas.append(Replica(host, port, metrics_port, workdir / host, self.secrets, health_port))
+
+    @property
+    def client(self) -> dict[str, Any]:
+        """Keyword arguments for a Client of this cluster (TLS, token)."""
+        return {} if self.secrets is None else self.secrets.client
 
     @property
     def target(self) -> str:
@@ -284,7 +365,8 @@ class LoadReport:
     monotonic: bool = False  # this client used monotonic_reads
 
 
-def _load_main(target: str, monotonic: bool, rate: float, max_calls: int, max_seconds: float, stop: Any, out: Any) -> None:
+def _load_main(target: str, client_options: dict[str, Any], monotonic: bool, rate: float, max_calls: int, max_seconds: float,
+               stop: Any, out: Any) -> None:
     """One client process: paced single-key lookups until ``stop``, ``max_calls`` or ``max_seconds``."""
     from embserve_client import Client, EmbserveError
 
@@ -292,7 +374,7 @@ def _load_main(target: str, monotonic: bool, rate: float, max_calls: int, max_se
     names = keys()
     rng = np.random.default_rng()
     highest = 0
-    with Client(target, monotonic_reads=monotonic) as client:
+    with Client(target, monotonic_reads=monotonic, **client_options) as client:
         t0 = time.monotonic()
         while not stop.is_set() and report.calls < max_calls and time.monotonic() - t0 < max_seconds:
             report.calls += 1
@@ -314,18 +396,19 @@ def _load_main(target: str, monotonic: bool, rate: float, max_calls: int, max_se
 
 
 class Load:
-    """``clients`` spawned client processes with one target; ``monotonic``: those using monotonic_reads.
+    """``clients`` spawned client processes with one target; ``monotonic``: those using monotonic_reads;
+    ``client``: their other Client arguments (:attr:`Cluster.client`: TLS and token).
 
     Use as a context manager; ``reports`` holds one :class:`LoadReport` per process after exit.
     """
 
-    def __init__(self, target: str, *, clients: int = 3, monotonic: int = 0, rate: float = 100.0,
-                 max_calls: int = 100_000, max_seconds: float = 300.0) -> None:
+    def __init__(self, target: str, *, client: dict[str, Any] | None = None, clients: int = 3, monotonic: int = 0,
+                 rate: float = 100.0, max_calls: int = 100_000, max_seconds: float = 300.0) -> None:
         ctx = mp.get_context("spawn")
         self._stop = ctx.Event()
         self._out = ctx.Queue()
         self._procs = [
-            ctx.Process(target=_load_main, args=(target, n < monotonic, rate, max_calls, max_seconds, self._stop, self._out), daemon=True)
+            ctx.Process(target=_load_main, args=(target, client or {}, n < monotonic, rate, max_calls, max_seconds, self._stop, self._out), daemon=True)
             for n in range(clients)
         ]
         self.monotonic = monotonic
@@ -367,7 +450,9 @@ class VersionWatcher:
         seen = self.seen[replica.host]
         # A short reconnect backoff: the replica comes back within seconds after a restart.
         options = [("grpc.max_reconnect_backoff_ms", 500), ("grpc.initial_reconnect_backoff_ms", 100)]
-        with Client(replica.address, load_balancing="pick_first", timeout=2.0, options=options) as client:
+        credentials = dict(replica.client)
+        options += credentials.pop("options", [])
+        with Client(replica.address, load_balancing="pick_first", timeout=2.0, options=options, **credentials) as client:
             t0 = time.monotonic()
             while not self._stop.is_set() and time.monotonic() - t0 < max_seconds:
                 try:

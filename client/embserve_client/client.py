@@ -41,6 +41,9 @@ class Client(_ClientCore):
         packed_keys: send Lookup keys as one packed bytes field (``LookupRequest.packed_keys``,
             far cheaper for the server on large batches); ``False`` sends ``repeated string keys``,
             for servers older than that field (they answer INVALID_ARGUMENT "names no key").
+        request_id: sent as ``x-request-id`` with every call; the server's call log names the calls
+            by it. Without it the server makes one id per call. Either way a failed call's exception
+            carries its id as ``request_id``.
 
     A client is a context manager; once closed it refuses further calls.
     """

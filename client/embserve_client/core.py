@@ -19,7 +19,7 @@ from embserve_format.arrays import LE_F32, LE_I64
 from embserve_format.keybatch import pack_keys
 
 from embserve_client.channel import VersionFloor, channel_options
-from embserve_client.errors import ClientClosedError, InvalidArgumentError
+from embserve_client.errors import REQUEST_ID, ClientClosedError, InvalidArgumentError
 from embserve_client.pb import embserve_pb2 as pb
 from embserve_client.pb import embserve_pb2_grpc as pb_grpc
 from embserve_client.results import LookupResult, Neighbor, SearchResult, TableInfo, Tokenized, table_info_from_pb
@@ -108,6 +108,7 @@ class _ClientCore:
         min_version: int | Mapping[str, int] | None = None,
         monotonic_reads: bool = False,
         packed_keys: bool = True,
+        request_id: str | None = None,
     ) -> None:
         if channels < 1:
             raise InvalidArgumentError(f"channels: {channels} must be at least 1")
@@ -115,7 +116,11 @@ class _ClientCore:
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self.packed_keys = packed_keys
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        if request_id is not None:
+            # Sent with every call: the server logs the calls under it (and answers with it), so a
+            # job's calls can be found together; errors carry the id of their call (``request_id``).
+            self._metadata += ((REQUEST_ID, request_id),)
         # channel.py: retries, round_robin + health checks for multi-address targets, and the
         # version floor (answers below it are asked again elsewhere: rolling table updates).
         base_options = channel_options(target, max_message_bytes=max_message_bytes, load_balancing=load_balancing, options=options)

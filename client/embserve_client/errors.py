@@ -24,14 +24,17 @@ import grpc
 
 
 class EmbserveError(Exception):
-    """Base class; ``code`` is the gRPC status code (None for client-side errors)."""
+    """Base class; ``code`` is the gRPC status code (None for client-side errors), ``request_id`` the
+    id the server logged the call under (its ``x-request-id`` trailing metadata; None when absent)."""
 
     code: grpc.StatusCode | None = None
+    request_id: str | None = None
 
-    def __init__(self, message: str, *, code: grpc.StatusCode | None = None) -> None:
+    def __init__(self, message: str, *, code: grpc.StatusCode | None = None, request_id: str | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.request_id = request_id
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
@@ -110,4 +113,15 @@ def from_rpc_error(exc: grpc.RpcError) -> EmbserveError:
     cls = _BY_CODE.get(code, ServerError) if code is not None else ServerError
     if cls is NotFoundError:
         cls = UnknownKeyError if details.startswith("Key ") else UnknownTableError
-    return cls(f"{code.name if code else 'ERROR'}: {details}", code=code)
+    return cls(f"{code.name if code else 'ERROR'}: {details}", code=code, request_id=_request_id(exc))
+
+
+REQUEST_ID = "x-request-id"  # the server's call log names each call by it (both directions)
+
+
+def _request_id(exc: grpc.RpcError) -> str | None:
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == REQUEST_ID and isinstance(value, str):
+            return value
+    return None

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
 
@@ -20,12 +21,14 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from embserve_server.admission import Admission, admission_for, hard_limit, rpc_executor
 from embserve_server.auth import TokenCheck, token_check
 from embserve_server.call_guard import CallGuard
+from embserve_server.call_log import CallLog
 from embserve_server.config import ServerConfig
 from embserve_server.interceptors import interceptors
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
+from embserve_server.rotation import Rotation
 from embserve_server.service import AdminService, EmbeddingService
 from embserve_server.tables import TableRegistry
-from embserve_server.tls import add_port, check_http_exposure
+from embserve_server.tls import ServerTls, add_port, check_http_exposure, server_tls
 from embserve_server.wrappers import add_servicer
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,16 @@ class Server:
     metrics: ServerMetrics
     tokens: TokenCheck | None = None  # shared with the HTTP port: one token check, one refusal counter
     admission: Admission | None = None  # shared with the HTTP port's JSON API: one limit
+    tls: ServerTls | None = None  # shared with the HTTP port: one certificate, rotated for both
+    rotation: Rotation | None = None  # re-reads the TLS and token files; run_worker starts it
+    health_server: grpc.Server | None = None  # --health-address: plaintext grpc.health.v1 only
+    health_port: int = 0
+
+    def start(self) -> None:
+        """Start serving (the health-only port too)."""
+        self.grpc_server.start()
+        if self.health_server is not None:
+            self.health_server.start()
 
     def set_serving(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -67,6 +80,8 @@ class Server:
         self.set_serving(False)
         self.health.enter_graceful_shutdown()  # later set() calls cannot flip it back
         self.grpc_server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()  # probes saw NOT_SERVING for the whole drain
 
 
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -100,12 +115,19 @@ def create_server(
     """
     metrics = metrics or ServerMetrics(CollectorRegistry(), METHODS)
     tokens = token_check(config.auth_token_file, metrics.rejected)
+    tls = server_tls(config)  # TLS when --tls-cert/--tls-key are set
+    rotation = Rotation(tls=tls, tokens=tokens, token_file=config.auth_token_file if tokens is not None else None,
+                        reloads=metrics.credential_reloads)
     admission = admission_for(config, metrics.rejected)
-    timed = MetricsWrapper(metrics)
-    wrappers = [timed, CallGuard(config.limits.max_message_bytes)]  # outermost first
+    calls, timed = CallLog(every_call=config.log_calls, rate=config.log_rate), MetricsWrapper(metrics)
+    wrappers = [calls, timed, CallGuard(config.limits.max_message_bytes)]  # outermost first
+
+    def counted(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return calls.refusal(method, timed.refusal(method, handler))
+
     server = grpc.server(
         rpc_executor(config, admission),
-        interceptors=interceptors(tokens, admission, counted=timed.refusal),
+        interceptors=interceptors(tokens, admission, counted=counted),
         options=grpc_options(config),
         maximum_concurrent_rpcs=hard_limit(config),
     )
@@ -117,12 +139,33 @@ def create_server(
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, HEALTH_SERVICE.full_name, reflection.SERVICE_NAME), server
         )
-    port = add_port(server, config)  # TLS when --tls-cert/--tls-key are set
+    port = add_port(server, config, tls)
     if port == 0:
         raise RuntimeError(f"cannot bind {config.address}")
-    result = Server(server, port, registry, health_servicer, metrics, tokens, admission)
+    health_server, health_port = health_only_server(config, health_servicer)
+    result = Server(server, port, registry, health_servicer, metrics, tokens, admission, tls, rotation, health_server, health_port)
     result.set_serving(False)
     return result
+
+
+def health_only_server(config: ServerConfig, servicer: health.HealthServicer) -> tuple[grpc.Server | None, int]:
+    """The plaintext port of ``--health-address`` serving only grpc.health.v1 (``servicer``, shared with
+    the main port), for probes that cannot speak TLS (Kubernetes' native gRPC probes); (None, 0) when off.
+
+    It carries no table data and no tokens: only SERVING / NOT_SERVING.
+
+    Raises:
+        RuntimeError: the address cannot be bound.
+    """
+    if not config.health_address:
+        return None, 0
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="embserve-health"),
+                         options=[("grpc.so_reuseport", 1)], maximum_concurrent_rpcs=64)
+    add_servicer(server, HEALTH_SERVICE, servicer, [])  # no wrappers: probes are not calls to count or log
+    port = server.add_insecure_port(config.health_address)
+    if port == 0:
+        raise RuntimeError(f"--health-address {config.health_address}: cannot bind")
+    return server, port
 
 
 def serve(config: ServerConfig, *, stop: threading.Event | None = None) -> int:
@@ -181,11 +224,16 @@ def run_worker(
 
             explorer = Explorer(registry, config.limits)
         openai = OpenAIApi(registry, config.limits, observe=metrics.observe_http) if config.openai_api else None
-        http = start_http_port(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission, openai=openai)
-    server.grpc_server.start()
+        http = start_http_port(config, prom, explorer=explorer, tokens=server.tokens, admission=server.admission, openai=openai,
+                               tls=server.tls)
+    server.start()
+    if server.rotation is not None:
+        server.rotation.start(config.rotation_interval)
     host = config.address.rsplit(":", 1)[0]
     who = "" if worker is None else f"worker {worker} (pid {os.getpid()}) "
     logger.info("%slistening on %s:%d", who, host, server.port)
+    if server.health_server is not None and config.health_address:
+        logger.info("%shealth checks (plaintext, grpc.health.v1 only) on %s:%d", who, config.health_address.rsplit(":", 1)[0], server.health_port)
 
     stop = stop or threading.Event()
 
@@ -208,6 +256,8 @@ def run_worker(
             registry.reload()
             if len(registry):
                 server.set_serving(True)
+    if server.rotation is not None:
+        server.rotation.stop()
     server.drain(config.grace_period)
     if http is not None:
         http.close()

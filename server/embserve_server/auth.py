@@ -31,9 +31,25 @@ def load_tokens(path: str | Path) -> dict[bytes, str]:
     Raises:
         ValueError: unreadable file, a malformed line, an unknown role, a duplicate token, no token.
     """
+    return parse_tokens(_read_token_file(path), path)
+
+
+def _read_token_file(path: str | Path) -> bytes:
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"auth token file {path}: cannot read ({exc})") from exc
+
+
+def parse_tokens(data: bytes, path: str | Path) -> dict[bytes, str]:
+    """The tokens of a token file's bytes (``path`` names it in messages); see :func:`load_tokens`.
+
+    Raises:
+        ValueError: not UTF-8, a malformed line, an unknown role, a duplicate token, no token.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ValueError(f"auth token file {path}: cannot read ({exc})") from exc
     tokens: dict[bytes, str] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -76,13 +92,19 @@ class TokenCheck:
     """Who may call: the role of a bearer token, refusals raised as :class:`AuthError` and counted.
 
     Args:
-        tokens: from :func:`load_tokens`.
+        tokens: from :func:`load_tokens`; :meth:`replace` swaps them (rotation.py, on a file change).
         rejected: the ``embserve_rejected_requests_total`` counter (labelled by reason), or None.
+        source: sha256 hex of the file content ``tokens`` came from (what rotation compares).
     """
 
-    def __init__(self, tokens: dict[bytes, str], rejected: Any = None) -> None:
+    def __init__(self, tokens: dict[bytes, str], rejected: Any = None, *, source: str | None = None) -> None:
         self.tokens = tokens
         self.rejected = rejected
+        self.source = source  # sha256 hex of the file content the tokens came from
+
+    def replace(self, tokens: dict[bytes, str], *, source: str | None = None) -> None:
+        """Check the next calls against ``tokens`` (one assignment: a call sees the old set or the new)."""
+        self.tokens, self.source = tokens, source
 
     def _refuse(self, reason: str, message: str, *, denied: bool = False) -> AuthError:
         if self.rejected is not None:
@@ -123,4 +145,7 @@ def token_check(path: Path | None, rejected: Any = None) -> TokenCheck | None:
     Raises:
         ValueError: an unreadable or malformed token file.
     """
-    return None if path is None else TokenCheck(load_tokens(path), rejected)
+    if path is None:
+        return None
+    data = _read_token_file(path)
+    return TokenCheck(parse_tokens(data, path), rejected, source=hashlib.sha256(data).hexdigest())

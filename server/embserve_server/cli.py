@@ -16,6 +16,7 @@ from pathlib import Path
 
 from embserve_server import __version__
 from embserve_server.config import HttpLimits, Limits, ServerConfig
+from embserve_server.logformat import FORMATS, formatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", type=Path, required=True, help="tables root: <name>/<version>/ bundles")
     p.add_argument("--address", default=d.address, help="gRPC HOST:PORT (port 0 picks a free one; default %(default)s)")
     p.add_argument("--metrics-address", default=None, help="HOST:PORT for Prometheus /metrics (default: off)")
+    p.add_argument("--health-address", default=None, metavar="HOST:PORT",
+                   help="also serve grpc.health.v1 alone, in plaintext, here: for probes that cannot do TLS (default: off)")
     p.add_argument("--explorer", action="store_true", help="serve the web explorer on the --metrics-address port")
     p.add_argument("--no-openai-api", action="store_true", help="do not serve /v1/embeddings and /v1/models on the --metrics-address port")
     p.add_argument("--metrics-auth", action="store_true", help="/metrics asks for a read token too (needs --auth-token-file)")
@@ -50,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", type=Path, default=None, help="PEM CA: require client certificates signed by it (mTLS)")
     p.add_argument("--auth-token-file", type=Path, default=None, help="bearer tokens, one 'TOKEN read|admin' per line (default: no auth)")
+    p.add_argument("--rotation-interval", type=float, default=d.rotation_interval, metavar="SECONDS",
+                   help="re-read the TLS and token files when their content changes, checked this often (0 = never; default %(default)s)")
     p.add_argument("--poll-interval", type=float, default=d.poll_interval, help="seconds between scans for new versions (0 = off)")
     p.add_argument("--grace-period", type=float, default=d.grace_period, help="seconds for in-flight calls on shutdown")
     p.add_argument("--max-connection-age", type=float, default=None, metavar="SECONDS",
@@ -66,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-text-tokens", type=int, default=lim.max_text_tokens, help="tokens pooled per text, the most truncate may ask (default %(default)s)")
     p.add_argument("--max-message-bytes", type=int, default=lim.max_message_bytes, help="gRPC message size limit")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--log-format", default="text", choices=FORMATS, help="text lines, or one JSON object a line (default %(default)s)")
+    p.add_argument("--log-calls", action="store_true", help="log every call, not only failed and refused ones")
+    p.add_argument("--log-rate", type=float, default=d.log_rate, metavar="LINES",
+                   help="failed/refused call lines per second at most; the rest are counted in the next line (default %(default)s)")
     return p
 
 
@@ -110,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         workers=args.workers,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         reflection=not args.no_reflection,
+        health_address=args.health_address,
         poll_interval=args.poll_interval,
         grace_period=args.grace_period,
         max_connection_age=args.max_connection_age,
@@ -118,6 +128,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         auth_token_file=args.auth_token_file,
+        rotation_interval=args.rotation_interval,
+        log_calls=args.log_calls,
+        log_rate=args.log_rate,
         limits=limits,
         http=http,
     )
@@ -162,7 +175,9 @@ def limit_blas_threads() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(args.log_format))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     # faiss' loader logs at INFO each CPU build it tries, with "ModuleNotFoundError" for those this wheel
     # lacks: harmless, but it reads like a failure as the server's first lines. Shown at DEBUG.
     logging.getLogger("faiss.loader").setLevel(logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING)

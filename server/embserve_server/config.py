@@ -56,6 +56,8 @@ class ServerConfig:
     workers: int = 1  # serving processes sharing the port (SO_REUSEPORT), forked before any server exists
     max_concurrent_rpcs: int | None = None  # queued + running calls; beyond it RESOURCE_EXHAUSTED (admission.py)
     reflection: bool = True
+    # "HOST:PORT" of a plaintext port serving grpc.health.v1 only (probes that cannot do TLS); None = off
+    health_address: str | None = None
     poll_interval: float = 0.0  # seconds between scans for new versions; 0 = no polling
     grace_period: float = 10.0  # seconds to finish in-flight calls on SIGTERM
     # Seconds before the server asks a client to reconnect (GOAWAY), so long-lived connections
@@ -67,5 +69,9 @@ class ServerConfig:
     tls_key: Path | None = None  # PEM private key of tls_cert
     tls_client_ca: Path | None = None  # PEM CA: require and verify client certificates (mutual TLS)
     auth_token_file: Path | None = None  # lines "TOKEN read|admin"; None = no auth
+    # Seconds between checks of the TLS and token files for new content (rotation.py); 0 = read once.
+    rotation_interval: float = 10.0
+    log_calls: bool = False  # one log line per call; without it only failed and refused calls (call_log.py)
+    log_rate: float = 10.0  # failed/refused call lines per second at most; the rest are counted, not written
     limits: Limits = field(default_factory=Limits)
     http: HttpLimits = field(default_factory=HttpLimits)

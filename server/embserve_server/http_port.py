@@ -37,13 +37,13 @@ from embserve_server.config import HttpLimits, ServerConfig
 from embserve_server.errors import AuthError, ConnectionLimitError, OverloadedError, http_error
 from embserve_server.explorer import INDEX_PAGE
 from embserve_server.http_server import HttpServer, Request, Response, plain
-from embserve_server.tls import http_ssl_context
 
 if TYPE_CHECKING:
     from embserve_server.admission import Admission
     from embserve_server.auth import TokenCheck
     from embserve_server.explorer import Explorer
     from embserve_server.openai_api import OpenAIApi
+    from embserve_server.tls import ServerTls
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class HttpPort:
         return _json(status, body)
 
 
-def start_http(address: str, port: HttpPort, limits: HttpLimits | None = None, *, ssl_context: Any = None) -> HttpServer:
+def start_http(address: str, port: HttpPort, limits: HttpLimits | None = None, *, ssl_context: Any = None, log_rate: float = 10.0) -> HttpServer:
     """Bind ``address`` and serve ``port`` in a daemon thread; ``close()`` stops it.
 
     Raises:
@@ -209,17 +209,19 @@ def start_http(address: str, port: HttpPort, limits: HttpLimits | None = None, *
         OSError: the address cannot be bound.
     """
     host, number = split_address(address)
-    server = HttpServer(port, limits or HttpLimits(), ssl_context=ssl_context, busy=port.busy())
+    server = HttpServer(port, limits or HttpLimits(), ssl_context=ssl_context, busy=port.busy(), log_rate=log_rate)
     server.start(host, number)
     return server
 
 
 def start_http_port(config: ServerConfig, registry: CollectorRegistry, *, explorer: Explorer | None = None,
-                    tokens: TokenCheck | None = None, admission: Admission | None = None, openai: OpenAIApi | None = None) -> HttpServer:
+                    tokens: TokenCheck | None = None, admission: Admission | None = None, openai: OpenAIApi | None = None,
+                    tls: ServerTls | None = None) -> HttpServer:
     """Serve ``/metrics`` (and the explorer, when given) on ``config.metrics_address``, as configured.
 
-    TLS, token checks on ``/metrics`` (``metrics_auth``) and the timeouts come from ``config``;
-    ``tokens`` and ``admission`` are the gRPC port's, so both ports share them.
+    Token checks on ``/metrics`` (``metrics_auth``) and the timeouts come from ``config``;
+    ``tokens``, ``admission`` and ``tls`` (None: plaintext) are the gRPC port's, so both ports
+    share them: a rotated certificate or token file reaches both.
 
     Returns:
         The running server (``.port`` is the bound port, useful with port 0).
@@ -231,10 +233,10 @@ def start_http_port(config: ServerConfig, registry: CollectorRegistry, *, explor
     assert config.metrics_address is not None  # callers start the port only when it is configured
     if config.metrics_auth and tokens is None:
         raise ValueError("--metrics-auth needs --auth-token-file (the tokens /metrics would accept)")
-    context = http_ssl_context(config)
+    context = tls.http_context() if tls is not None else None
     port = HttpPort(registry, explorer=explorer, tokens=tokens, metrics_auth=config.metrics_auth,
                     admission=admission, api_threads=config.http.api_threads, openai=openai, max_body_bytes=config.http.max_body_bytes)
-    server = start_http(config.metrics_address, port, config.http, ssl_context=context)
+    server = start_http(config.metrics_address, port, config.http, ssl_context=context, log_rate=config.log_rate)
     host = split_address(config.metrics_address)[0]
     shown = f"[{host}]" if ":" in host else host
     scheme = "https" if context is not None else "http"

@@ -31,6 +31,7 @@ from http import HTTPStatus
 
 import h11
 
+from embserve_server.call_log import HttpRefusals
 from embserve_server.config import HttpLimits
 
 logger = logging.getLogger(__name__)
@@ -89,13 +90,14 @@ class HttpServer:
         limits: timeouts and the connection cap.
         ssl_context: serve HTTPS only (None: plaintext).
         busy: the response for a connection over the cap when no connection can make room.
+        log_rate: refusal lines (401, 403, 429, 503) per second at most (call_log.py).
 
     Raises:
         ValueError: a timeout or cap below its minimum.
     """
 
     def __init__(self, handler: Handler, limits: HttpLimits, *, ssl_context: ssl.SSLContext | None = None,
-                 busy: Response | None = None) -> None:
+                 busy: Response | None = None, log_rate: float = 10.0) -> None:
         for name in ("header_timeout", "idle_timeout"):
             if not getattr(limits, name) > 0:
                 raise ValueError(f"http {name}: {getattr(limits, name)} must be > 0 seconds")
@@ -105,6 +107,7 @@ class HttpServer:
         self.limits = limits
         self.ssl_context = ssl_context
         self.busy = busy or plain(503, "server busy: too many open connections; retry shortly\n", {"Retry-After": "1"})
+        self.refusals = HttpRefusals(log_rate)  # 401/403/429/503 lines, rate-limited like gRPC's
         self.port = 0
         # Connections are ended by aborting their transport, never by cancelling their task: the
         # task then finishes by itself (asyncio's stream callback logs a cancelled task as an error).
@@ -178,6 +181,7 @@ class HttpServer:
         task = asyncio.current_task()
         assert task is not None  # always inside the task asyncio made for this connection
         if len(self._connections) >= self.limits.max_connections and not self._make_room():
+            self.refusals.refused("-", "-", self.busy.status, writer.get_extra_info("peername"))
             await self._refuse(writer)
             return
         self._connections[writer] = task
@@ -195,6 +199,7 @@ class HttpServer:
                     clean = True
                     break
                 response = await self._answer(request)
+                self.refusals.refused(request.method, request.path, response.status, writer.get_extra_info("peername"))
                 await self._send(conn, writer, response, head_only=request.method == "HEAD")
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     clean = True

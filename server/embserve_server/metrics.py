@@ -56,6 +56,9 @@ class ServerMetrics:
             f"{PREFIX}_http_request_duration_seconds", "HTTP API handling time", ["route"], buckets=LATENCY_BUCKETS, registry=registry
         )
         self.rejected = Counter(f"{PREFIX}_rejected_requests", "RPCs refused before handling", ["reason"], registry=registry)
+        self.credential_reloads = Counter(
+            f"{PREFIX}_credential_reloads", "Re-reads of changed TLS and token files (rotation.py), by result", ["what", "result"], registry=registry
+        )
         # A gauge, not an Info: Info does not work in prometheus-client's multiprocess mode.
         self.build = Gauge(f"{PREFIX}_build_info", "Server build information", ["version"], registry=registry, multiprocess_mode="max")
         self.build.labels(__version__).set(1)
@@ -64,6 +67,9 @@ class ServerMetrics:
             self._method(method)
         for reason in ("overload", "unauthenticated", "permission_denied"):
             self.rejected.labels(reason)
+        for what in ("tls", "tokens"):
+            for result in ("ok", "error"):
+                self.credential_reloads.labels(what, result)
 
     def _method(self, method: str) -> tuple[dict[str, Any], Any]:
         """Cached label children of one method (label lookups cost more than the increments)."""

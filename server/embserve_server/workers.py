@@ -122,12 +122,19 @@ def serve_workers(config: ServerConfig) -> int:
         from embserve_server.auth import token_check
         from embserve_server.http_port import start_http_port
         from embserve_server.metrics import ServerMetrics
+        from embserve_server.rotation import Rotation
+        from embserve_server.tls import server_tls
 
         aggregate = CollectorRegistry()
         MultiProcessCollector(aggregate, path=mp_dir)
-        # The parent's own refusals (/metrics with --metrics-auth) land in the multiprocess files too.
-        rejected = ServerMetrics(CollectorRegistry()).rejected
-        start_http_port(config, aggregate, tokens=token_check(config.auth_token_file, rejected))
+        # The parent's own refusals (/metrics with --metrics-auth) and credential reloads land in
+        # the multiprocess files too; its HTTP port rotates its certificate and tokens like a worker.
+        own = ServerMetrics(CollectorRegistry())
+        tokens, tls = token_check(config.auth_token_file, own.rejected), server_tls(config)
+        rotation = Rotation(tls=tls, tokens=tokens, token_file=config.auth_token_file if tokens is not None else None,
+                            reloads=own.credential_reloads)
+        start_http_port(config, aggregate, tokens=tokens, tls=tls)
+        rotation.start(config.rotation_interval)
 
     def forward(signum: int, frame: FrameType | None) -> None:
         logger.info("received %s: stopping %d workers", signal.Signals(signum).name, len(children))

@@ -2,11 +2,12 @@
 
 No cluster runs here, so the manifests are checked by what can be checked without one: every object
 validates against the Kubernetes JSON schemas of a current release (kubernetes-validate, --strict,
-schemas shipped in the wheel), the PodMonitor (a CRD) by shape, checkov finds nothing that is not
+schemas shipped in the wheel), the PodMonitor and cert-manager's Certificate (CRDs) by shape, checkov finds nothing that is not
 explained, the prometheus-adapter rule's PromQL parses, and the objects agree with each other, with
 docker-compose.yml, with the capacity model and with the server: the container runs the compose
 server command (tests/loopback.py runs that very command for the loopback cluster, and probes it
-the way the manifest's gRPC probes do).
+the way the manifest's gRPC probes do), with TLS and tokens from mounted Secrets, no explorer, and
+a NetworkPolicy that admits labelled client namespaces and Prometheus only.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from embserve_client.channel import channel_options
-from loopback import Cluster, argv_flags, probe, probe_service
+from loopback import Cluster, argv_flags, container_port, probe, probe_service
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -35,11 +36,20 @@ TOOL_TIMEOUT = 300
 EXPLAINED_SKIPS = {
     "CKV_K8S_43": "images are built from this repository: no registry digest exists until a release pins one",
 }
-EXTRA_SERVER_FLAGS = {"--grace-period", "--max-connection-age"}  # beyond the compose server command
+# Beyond the compose server command: the drain, and what keeps strangers out (TLS and tokens from
+# the Secrets, rotated without a restart; plaintext probes of a health-only port; json logs).
+EXTRA_SERVER_FLAGS = {"--grace-period", "--max-connection-age", "--tls-cert", "--tls-key", "--auth-token-file", "--rotation-interval",
+                      "--health-address", "--log-format"}
+DROPPED_SERVER_FLAGS = {"--explorer"}  # compose (bound to 127.0.0.1) has the explorer; the cluster only when asked for
+TLS_MOUNT, TOKENS_MOUNT = "/etc/embserve/tls", "/etc/embserve/tokens"
+# cert-manager.io/v1 Certificate fields (the subset we may use) and the keys of the Secret it writes.
+CERTIFICATE_SPEC_FIELDS = {"secretName", "issuerRef", "duration", "renewBefore", "privateKey", "usages", "dnsNames", "ipAddresses",
+                           "commonName", "subject", "secretTemplate", "revisionHistoryLimit"}
+CERT_MANAGER_KEYS = {"tls.crt", "tls.key", "ca.crt"}
 # PodMonitor fields the Prometheus Operator's CRD defines (the subset we may use), by level.
 PODMONITOR_SPEC_FIELDS = {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel", "podTargetLabels", "sampleLimit"}
 PODMONITOR_ENDPOINT_FIELDS = {"port", "portNumber", "path", "interval", "scrapeTimeout", "scheme", "honorLabels", "relabelings",
-                              "metricRelabelings"}
+                              "metricRelabelings", "tlsConfig"}
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -130,7 +140,7 @@ def test_every_manifest_validates_against_the_kubernetes_schemas_strictly():
     checked = 0
     for objects in _objects().values():
         for obj in objects:
-            if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            if obj["apiVersion"].startswith(("monitoring.coreos.com/", "cert-manager.io/")):
                 continue  # a CRD: checked by shape below
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
             checked += 1
@@ -148,7 +158,7 @@ def test_strict_validation_rejects_a_misspelt_field():
 
 def test_the_cli_validates_the_files_as_kubectl_would_read_them():
     cli = _tool("kubernetes-validate", Path(sys.executable).parent / "kubernetes-validate")
-    files = [str(K8S / name) for name in _objects() if name != "podmonitor.yaml"]
+    files = [str(K8S / name) for name in _objects() if name not in ("podmonitor.yaml", "certificate.yaml")]
     result = subprocess.run([cli, "--strict", "--quiet", "-k", KUBERNETES_VERSION, *files], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -163,6 +173,12 @@ def test_podmonitor_has_the_shape_of_the_operator_crd_and_scrapes_the_metrics_po
     [endpoint] = monitor["spec"]["podMetricsEndpoints"]
     assert set(endpoint) <= PODMONITOR_ENDPOINT_FIELDS
     assert endpoint["port"] in ports
+    # TLS on the metrics port: Prometheus checks it with the CA of the Secret the pods mount.
+    assert endpoint["scheme"] == "https" == _pod()["metadata"]["annotations"]["prometheus.io/scheme"]
+    tls = endpoint["tlsConfig"]
+    assert set(tls) <= {"ca", "cert", "keySecret", "serverName", "insecureSkipVerify"} and not tls.get("insecureSkipVerify")
+    assert tls["ca"]["secret"] == {"name": _one("Certificate")["spec"]["secretName"], "key": "ca.crt"}
+    assert tls["serverName"] in _one("Certificate")["spec"]["dnsNames"]
     annotations = _pod()["metadata"]["annotations"]
     assert endpoint["path"] == annotations["prometheus.io/path"] == "/metrics"
     assert int(annotations["prometheus.io/port"]) == ports[endpoint["port"]] == _port_of(argv_flags(_server()["command"])["--metrics-address"])
@@ -200,22 +216,30 @@ def test_the_container_runs_the_compose_image_and_server_command_plus_two_flags(
     command, compose_command = server["command"], compose["command"]
     assert command[0] == compose_command[0] == "embserve-server"
     flags, compose_flags = argv_flags(command), argv_flags(compose_command)
-    assert {f: flags[f] for f in compose_flags} == compose_flags
+    kept = {f: v for f, v in compose_flags.items() if f not in DROPPED_SERVER_FLAGS}
+    assert {f: flags[f] for f in kept} == kept
     assert set(flags) - set(compose_flags) == EXTRA_SERVER_FLAGS
+    assert not DROPPED_SERVER_FLAGS & set(flags)
     result = subprocess.run([str(Path(sys.executable).parent / "embserve-server"), "--help"], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
     assert result.returncode == 0, result.stderr
     for flag in flags:
         assert re.search(rf"{re.escape(flag)}\b", result.stdout), f"embserve-server --help lacks {flag}"
 
 
-def test_probes_are_native_grpc_health_checks_on_the_served_port():
+def test_probes_are_native_grpc_health_checks_on_the_plaintext_health_port():
+    # The kubelet's gRPC probe cannot do TLS; an exec probe (`embserve health --ca ...`) would start
+    # a Python process every few seconds per pod. The health-only port answers in plaintext with
+    # SERVING/NOT_SERVING and nothing else (tests/test_health_port.py).
     server = _server()
-    grpc_port = _port_of(argv_flags(server["command"])["--address"])
-    assert {p["name"]: p["containerPort"] for p in server["ports"]}["grpc"] == grpc_port
+    flags = argv_flags(server["command"])
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert ports["grpc"] == _port_of(flags["--address"])
+    health_port = _port_of(flags["--health-address"])
+    assert ports["health"] == container_port("health") == health_port != ports["grpc"]
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert set(server[kind]) - {"periodSeconds", "timeoutSeconds", "failureThreshold", "successThreshold", "initialDelaySeconds"} == {"grpc"}
         # The loopback cluster waits on exactly this probe (tests/loopback.py probe_service/probe).
-        assert probe_service(kind) == (grpc_port, "")
+        assert probe_service(kind) == (health_port, "")
     # Loading a table takes a while: the startup probe allows minutes, the others act fast.
     startup = server["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
@@ -322,6 +346,81 @@ def test_adapter_rule_promql_parses(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# --- what keeps strangers out ----------------------------------------------------------------------
+
+def test_certificate_has_the_shape_of_the_cert_manager_crd_and_names_the_services():
+    certificate = _one("Certificate")
+    assert certificate["apiVersion"] == "cert-manager.io/v1"
+    spec = certificate["spec"]
+    assert set(spec) <= CERTIFICATE_SPEC_FIELDS and {"secretName", "issuerRef", "dnsNames"} <= set(spec)
+    issuer = spec["issuerRef"]
+    assert set(issuer) <= {"name", "kind", "group"} and issuer["kind"] in ("Issuer", "ClusterIssuer")
+    assert issuer.get("group", "cert-manager.io") == "cert-manager.io" and issuer["name"]
+
+    def hours(text: str) -> float:  # Go durations as cert-manager writes them: "2160h", "720h0m0s"
+        parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
+        assert parts and any(parts.groups()), f"not a duration: {text!r}"
+        h, m, sec = (int(g or 0) for g in parts.groups())
+        return h + m / 60 + sec / 3600
+
+    assert hours(spec["duration"]) > hours(spec["renewBefore"]) >= 24 * 7  # renewed with weeks to spare
+    assert spec["privateKey"]["rotationPolicy"] == "Always"  # a renewal brings a new key, too
+    assert spec["privateKey"]["algorithm"] in ("RSA", "ECDSA", "Ed25519")
+    assert "server auth" in spec["usages"]
+    namespace = _docs(K8S / "kustomization.yaml")[0]["namespace"]
+    names = {s["metadata"]["name"] for s in _docs(K8S / "service.yaml")}
+    assert {f"{name}.{namespace}.svc" for name in names} <= set(spec["dnsNames"])
+
+
+def _secret_mount(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volumeMount, volume) of the Secret mounted at ``path`` in the server container."""
+    [mount] = [m for m in _server()["volumeMounts"] if m["mountPath"] == path]
+    [volume] = [v for v in _pod()["spec"]["volumes"] if v["name"] == mount["name"]]
+    return mount, volume
+
+
+def test_tls_and_tokens_come_from_secrets_mounted_so_that_renewals_reach_the_server():
+    flags = argv_flags(_server()["command"])
+    tls_mount, tls_volume = _secret_mount(TLS_MOUNT)
+    tokens_mount, tokens_volume = _secret_mount(TOKENS_MOUNT)
+    for mount, volume in ((tls_mount, tls_volume), (tokens_mount, tokens_volume)):
+        # A subPath mount is a bind mount of one file: the kubelet's ..data swap never reaches it.
+        assert mount["readOnly"] is True and "subPath" not in mount and "subPathExpr" not in mount
+        assert not volume["secret"].get("items"), "items would pin the keys; the whole Secret is mounted"
+        assert volume["secret"]["defaultMode"] & 0o007 == 0  # not world-readable
+    assert tls_volume["secret"]["secretName"] == _one("Certificate")["spec"]["secretName"]
+    assert {Path(flags["--tls-cert"]).name, Path(flags["--tls-key"]).name} < CERT_MANAGER_KEYS
+    assert Path(flags["--tls-cert"]).parent == Path(flags["--tls-key"]).parent == Path(TLS_MOUNT)
+    assert Path(flags["--auth-token-file"]).parent == Path(TOKENS_MOUNT)
+    assert tokens_volume["secret"]["secretName"] == "embserve-tokens"
+    assert float(flags["--rotation-interval"]) > 0  # renewals are picked up without a restart
+    assert "--tls-client-ca" not in flags  # callers authenticate with tokens; mTLS is an option (docs)
+    assert flags["--log-format"] == "json"
+
+
+def test_network_policy_admits_labelled_client_namespaces_and_prometheus_only():
+    policy = _one("NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= _pod()["metadata"]["labels"].items()
+    assert spec["policyTypes"] == ["Ingress"]
+    by_port: dict[str, list[dict[str, Any]]] = {}
+    for rule in spec["ingress"]:
+        assert rule.get("from"), "a rule without 'from' admits every source"
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector"} and peer["namespaceSelector"]["matchLabels"], peer  # no ipBlock, no open selector
+        for port in rule["ports"]:
+            by_port.setdefault(port["port"], []).extend(rule["from"])
+    assert set(by_port) == {"grpc", "metrics"}  # the health port: the kubelet on the node, always admitted
+    assert [p["namespaceSelector"]["matchLabels"] for p in by_port["grpc"]] == [{"embserve.io/client": "true"}]
+    assert [p["namespaceSelector"]["matchLabels"] for p in by_port["metrics"]] == [{"kubernetes.io/metadata.name": "monitoring"}]
+
+
+def test_the_explorer_is_off_and_the_http_port_asks_no_tokens_over_plaintext():
+    flags = argv_flags(_server()["command"])
+    assert "--explorer" not in flags
+    assert "--allow-insecure-http" not in flags and "--tls-cert" in flags
+
+
 # --- live: the container command, probed like the kubelet, scraped like the PodMonitor ------------
 
 @pytest.mark.slow
@@ -333,8 +432,8 @@ def test_the_manifest_command_serves_probes_and_exposes_the_hpa_metric(tmp_path)
     try:
         replica.wait_ready()
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert probe(replica.address, probe_service(kind)[1])
-        with urllib.request.urlopen(f"http://{replica.host}:{replica.metrics_port}/metrics", timeout=10) as response:
+            assert probe(f"{replica.host}:{replica.health_port}", probe_service(kind)[1])
+        with urllib.request.urlopen(replica.metrics_url, timeout=10, context=replica.metrics_tls) as response:
             names = {s.name for f in text_string_to_metric_families(response.read().decode()) for s in f.samples}
         [rule] = _adapter_rules()
         assert rule["name"]["as"] in names

@@ -202,7 +202,7 @@ def loop(tmp_path_factory) -> Iterator[Cluster]:
 
 @pytest.mark.slow
 def test_calls_spread_evenly_over_the_replicas(loop):
-    with Load(loop.target, clients=CLIENTS, rate=LOAD_RATE, max_seconds=EVENT_TIMEOUT) as load:
+    with Load(loop.target, client=loop.client, clients=CLIENTS, rate=LOAD_RATE, max_seconds=EVENT_TIMEOUT) as load:
         wait_until("every replica answers", lambda: min(loop.lookups()) > 0, timeout=EVENT_TIMEOUT)
         before = loop.lookups()
         wait_until("600 more calls", lambda: sum(loop.lookups()) - sum(before) >= 600, timeout=EVENT_TIMEOUT)
@@ -216,7 +216,7 @@ def test_calls_spread_evenly_over_the_replicas(loop):
 @pytest.mark.slow
 def test_a_replica_killed_and_restarted_mid_load_fails_no_call_and_gets_load_again(loop):
     victim = loop.replicas[1]
-    with Load(loop.target, clients=CLIENTS, rate=LOAD_RATE, max_seconds=EVENT_TIMEOUT * 2) as load:
+    with Load(loop.target, client=loop.client, clients=CLIENTS, rate=LOAD_RATE, max_seconds=EVENT_TIMEOUT * 2) as load:
         before = victim.lookups()  # this incarnation's count so far: wait for the new load itself
         wait_until("load on the victim", lambda: victim.lookups() >= before + RETURN_CALLS, timeout=EVENT_TIMEOUT)
         victim.kill()
@@ -229,7 +229,7 @@ def test_a_replica_killed_and_restarted_mid_load_fails_no_call_and_gets_load_aga
 
 @pytest.mark.slow
 def test_rolling_table_update_fails_no_call_and_never_goes_back(loop):
-    with Load(loop.target, clients=CLIENTS, monotonic=1, rate=LOAD_RATE, max_seconds=EVENT_TIMEOUT * 4) as load, \
+    with Load(loop.target, client=loop.client, clients=CLIENTS, monotonic=1, rate=LOAD_RATE, max_seconds=EVENT_TIMEOUT * 4) as load, \
             VersionWatcher(loop.replicas, max_seconds=EVENT_TIMEOUT * 4) as watch:
         before = loop.lookups()
         wait_until("load on every replica", lambda: min(a - b for a, b in zip(loop.lookups(), before)) >= RETURN_CALLS,

@@ -55,7 +55,7 @@ def http_site(tables: Path, **config: Any) -> Iterator[tuple[Server, str]]:
     with running_server(tables, **config) as server:
         cfg = ServerConfig(tables_dir=tables, metrics_address="127.0.0.1:0", explorer=True, **config)
         port = start_http_port(cfg, server.metrics.registry, explorer=Explorer(server.registry, cfg.limits),
-                                  tokens=server.tokens, admission=server.admission)
+                                  tokens=server.tokens, admission=server.admission, tls=server.tls)
         try:
             scheme = "https" if cfg.tls_cert is not None else "http"
             yield server, f"{scheme}://127.0.0.1:{port.port}"
