@@ -74,6 +74,11 @@ DATED_FIGURES = {
 }
 
 
+# Pages another branch is adding right now (issue 24's list), which a merged page may already name.
+# Remove each name as its page lands; the site's toctree globs pick the page up by itself.
+BEING_ADDED = {"operations-labels.md"}
+
+
 def docs_pages() -> list[Path]:
     return [p for p in markdown_files() if p.parent != REPO]
 
@@ -227,7 +232,7 @@ def test_files_of_the_repository_name_only_pages_that_exist() -> None:
         except UnicodeDecodeError:
             continue
         for m in re.finditer(r"(?<![\w/.])docs/([\w./-]+?\.md)\b", text):
-            if not (DOCS / m.group(1)).is_file():
+            if not (DOCS / m.group(1)).is_file() and m.group(1) not in BEING_ADDED:
                 problems.append(f"{name}: names docs/{m.group(1)}, which does not exist")
     assert not problems, "\n".join(problems)
 
