@@ -58,7 +58,7 @@ def test_trainer_needs_the_index_distribution_not_the_server_nor_grpc() -> None:
     requires = _requires("embserve-trainer")
     assert "embserve-index" in requires and "embserve-format" in requires, requires
     assert not {"embserve-server", "embserve-client", "grpcio", "protobuf"} & set(requires), requires
-    modules = "cli, corpus, evaluate, export, importers, progress, tokenize, train, transformer"
+    modules = "cli, corpus, distill, evaluate, export, importers, model2vec_import, pooling, progress, train, transformer"
     code = f"import sys; from embserve_trainer import {modules}; print(sorted(m for m in sys.modules if m.startswith(('embserve_server', 'embserve_client', 'prometheus_client', 'grpc', 'google.protobuf'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"the trainer imported the server's or the client's stack: {out}"
