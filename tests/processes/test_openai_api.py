@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import READ, make_pki, make_table, require_module, running_server
 from embserve_client import Client
+from embserve_format.labels import write_labels
 from embserve_format.text import Tokenizer
 from embserve_server.app import Server
 from embserve_server.config import HttpLimits, ServerConfig
@@ -46,7 +47,7 @@ def site(tables: Path, **config: Any) -> Iterator[tuple[Server, str]]:
     with running_server(tables, default_table="words", keep_versions=2, http=http, **config) as server:
         cfg = ServerConfig(tables_dir=tables, metrics_address="127.0.0.1:0", http=http, **config)
         api = OpenAIApi(server.registry, cfg.limits, observe=server.metrics.observe_http)
-        port = start_http_port(cfg, server.metrics.registry, tokens=server.tokens, admission=server.admission, openai=api)
+        port = start_http_port(cfg, server.metrics.registry, tokens=server.tokens, admission=server.admission, openai=api, tls=server.tls)
         try:
             scheme = "https" if cfg.tls_cert is not None else "http"
             yield server, f"{scheme}://127.0.0.1:{port.port}"
@@ -182,3 +183,23 @@ def test_base64_is_little_endian_float32(open_site: tuple[Server, str]) -> None:
     assert status == 200
     decoded = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in body["data"]])
     np.testing.assert_array_equal(decoded, np.array([d["embedding"] for d in floats["data"]], np.float32))
+
+
+def test_model_names_a_version_label(tmp_path: Path) -> None:
+    """``model: "name@stable"`` reads the version the label names, as version_label does over gRPC."""
+    tables = tmp_path / "tables"
+    for seed in (0, 1):
+        make_table(tables, "words", n=300, seed=seed, extras={"tokenizer": Tokenizer().settings()})
+    write_labels(tables, "words", {"stable": 1, "canary": 2})
+    with site(tables) as (server, base):
+        ai = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        with Client(f"127.0.0.1:{server.port}") as c:
+            for label, version in (("stable", 1), ("canary", 2)):
+                got = ai.embeddings.create(model=f"words@{label}", input=TEXTS, encoding_format="float")
+                assert got.model == f"words@{version}"
+                want = c.embed(TEXTS, table="words", version_label=label)
+                np.testing.assert_allclose(np.array([d.embedding for d in got.data], np.float32), want, atol=1e-6)
+            assert not np.allclose(c.embed(TEXTS, table="words", version=1), c.embed(TEXTS, table="words", version=2))
+        assert {"words@stable", "words@canary"} <= {m.id for m in ai.models.list()}
+        with pytest.raises(openai.NotFoundError, match="beta"):
+            ai.embeddings.create(model="words@beta", input="w1")

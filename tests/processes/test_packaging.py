@@ -81,7 +81,7 @@ def test_format_core_is_numpy_only() -> None:
     assert out == "[]", f"the format core imported {out}"
 
 
-# What each distribution's package may import (the README's Layout section): stdlib always, and
+# What each distribution's package may import (docs/development.md, Layout): stdlib always, and
 # these top-level names. A new dependency is a decision: add it here and to the Layout drawing.
 ALLOWED_IMPORTS = {
     "format": {"embserve_format", "numpy", "sklearn", "umap"},  # t-SNE/UMAP: optional, found by importlib
