@@ -50,7 +50,36 @@ def console_sessions() -> list[tuple[str, str, list[str]]]:
 
 
 def python_snippets() -> list[tuple[str, str]]:
-    return [(f"README.md:{b.line}", b.text) for b in code_blocks(README) if b.lang == "python"]
+    return [(f"README.md:{b.line}", b.text) for b in code_blocks(README) if b.lang == "python" and not b.in_text_embedding_spot]
+
+
+def test_the_text_embedding_snippet_runs_with_the_official_openai_client(tmp_path: Path) -> None:
+    """The README's OpenAI snippet against a real server's HTTP port. The table is named as the README
+    names it, but holds MiniLM's raw token table (the distilled one needs model2vec's virtualenv,
+    tests/processes/test_model2vec_tables.py): the snippet's calls and shapes are what is checked."""
+    require_module("openai", "requirements-dev.txt: openai")
+    from embserve_server.config import ServerConfig
+    from embserve_server.http_port import start_http_port
+    from embserve_server.openai_api import OpenAIApi
+
+    snippet = next(b for b in code_blocks(README) if b.lang == "python" and b.in_text_embedding_spot)
+    model = re.search(r'model="([^"@]+)"', snippet.text)
+    assert model is not None and 'base_url="http://localhost:9100/v1"' in snippet.text
+    table = import_table("minilm-sample", None)
+    tables = tmp_path / "tables"
+    export_table(tables, model.group(1), table.vectors, table.keys, source=table.source, extras=table.extras, files=table.files,
+                 factory="Flat")
+    with running_server(tables) as server:
+        cfg = ServerConfig(tables_dir=tables, metrics_address="127.0.0.1:0")
+        port = start_http_port(cfg, server.metrics.registry, openai=OpenAIApi(server.registry, cfg.limits))
+        try:
+            code = snippet.text.replace("http://localhost:9100/v1", f"http://127.0.0.1:{port.port}/v1")
+            scope: dict[str, object] = {"__name__": "readme"}
+            exec(compile(code, f"README.md:{snippet.line}", "exec"), scope)  # noqa: S102
+        finally:
+            port.close()
+    r = scope["r"]
+    assert r.model == f"{model.group(1)}@1" and len(r.data) == 2 and len(r.data[0].embedding) == table.vectors.shape[1]  # type: ignore[attr-defined]
 
 
 def test_the_quick_start_has_commands_and_snippets() -> None:
