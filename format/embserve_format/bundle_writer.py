@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -223,6 +223,26 @@ def _check_keys(keys: list[str], count: int) -> None:
             raise ValueError(f"key {i} ({k!r}) must be a non-empty string without newlines")
     if (dup := first_duplicate(keys)) is not None:
         raise ValueError(f"duplicate key {dup[1]!r} at row {dup[0]}")
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Replace the file ``path`` with what ``write`` writes, never half-written: a hidden temp file
+    beside it, fsynced, renamed over ``path``, then the directory fsynced (labels, checkpoints).
+
+    Raises:
+        OSError: the directory cannot be written; whatever ``write`` raises (the temp file is removed).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
 
 
 def _fsync(path: Path) -> None:

@@ -19,13 +19,12 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from embserve_format.bundle import BundleError, list_versions, read_bundle, validate_name, validate_version
-from embserve_format.bundle_writer import _fsync  # one fsync helper for every file the format writes
+from embserve_format.bundle_writer import _fsync, write_atomically  # one way the format writes a file
 
 LABELS = "labels.json"
 LABELS_FORMAT = "embserve-labels/1"
@@ -175,17 +174,7 @@ def write_labels(tables_dir: str | os.PathLike[str], name: str, labels: Mapping[
         path.unlink(missing_ok=True)
         _fsync(path.parent)
         return path
-    body = json.dumps({"format": LABELS_FORMAT, "labels": clean}, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".labels.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync(path.parent)
+    body = (json.dumps({"format": LABELS_FORMAT, "labels": clean}, indent=2) + "\n").encode("utf-8")
+    write_atomically(path, lambda f: f.write(body))
     return path
 

@@ -14,12 +14,11 @@ containers, so a checkpoint cannot run code.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from embserve_format.bundle_writer import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +33,7 @@ def default_checkpoint(tables_dir: Path, name: str) -> Path:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (plus the format header) to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
     logger.info("checkpoint written: %s (step %d)", path, state.get("step", -1))
 
 
