@@ -10,7 +10,7 @@ STAMP="$DIR/.installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/constraints-distill.txt" -nt "$STAMP" ]; then
   echo "installing model2vec[distill] into $DIR (torch 2.13.0 CPU from a local wheel, transformers 5.3.0)"
   "${PYTHON:-python3}" -m venv "$DIR"
-  "$DIR/bin/pip" install --quiet -c "$ROOT/constraints-distill.txt" torch==2.13.0 'model2vec[distill]==0.10.0'
+  "$DIR/bin/pip" install --quiet -c "$ROOT/constraints-distill.txt" torch==2.13.0 'model2vec[distill]==0.10.0' scikit-learn  # model2vec.distill imports its vocabulary quantization (sklearn)
   touch "$STAMP"
 fi
 if [ "${2:-}" = "--bench" ]; then

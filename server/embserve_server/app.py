@@ -23,6 +23,7 @@ from embserve_server.auth import TokenCheck, token_check
 from embserve_server.call_guard import CallGuard
 from embserve_server.call_log import CallLog
 from embserve_server.config import ServerConfig
+from embserve_server.health_watch import HealthServicer
 from embserve_server.interceptors import interceptors
 from embserve_server.memory import MemoryBudget
 from embserve_server.metrics import MetricsWrapper, ServerMetrics
@@ -134,7 +135,7 @@ def create_server(
     )
     add_servicer(server, EMBEDDING_SERVICE, EmbeddingService(registry, config.limits), wrappers)
     add_servicer(server, ADMIN_SERVICE, AdminService(registry), wrappers)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer()
     add_servicer(server, HEALTH_SERVICE, health_servicer, wrappers)
     if config.reflection:
         reflection.enable_server_reflection(
