@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from embserve_server.wrappers import UnaryWrapper
+from embserve_server.wrappers import UnaryWrapper, status_name
 
 logger = logging.getLogger(__name__)
 
@@ -111,12 +111,10 @@ class CallLog(UnaryWrapper):
             code, response = "UNKNOWN", None
             try:
                 response = behavior(request, context)
-                set_code = context.code()
-                code = set_code.name if set_code is not None else "OK"
+                code = status_name(context, "OK")
                 return response
             except Exception:
-                set_code = context.code()
-                code = set_code.name if set_code is not None else "UNKNOWN"
+                code = status_name(context, "UNKNOWN")
                 raise
             finally:
                 if code != "OK" or every_call:

@@ -202,7 +202,7 @@ def _pool_tokens(table: Table, limits: Limits, toks: _Tokens, *, normalize: bool
         rows[missing] = sub.compose([toks.words[int(i)] for i in where])
         if w is not None:
             # An unknown word is rarer than any known one: it gets the largest weight.
-            w[missing] = float(weights.max()) if weights is not None and weights.size else 1.0
+            w[missing] = _largest_weight(table)
     vectors = pool(rows, cut, weights=w, normalize=normalize, dimensions=dimensions)
     return Embedded(vectors, cut.astype(np.int64), unknown.astype(np.int64), (kept - cut).astype(np.int64), lengths)
 
@@ -210,4 +210,13 @@ def _pool_tokens(table: Table, limits: Limits, toks: _Tokens, *, normalize: bool
 def _weights(table: Table) -> np.ndarray | None:
     """The bundle's per-row pooling weights (``weights.npy``), or None for 1 each."""
     return table.bundle.weights
+
+
+def _largest_weight(table: Table) -> float:
+    """The table's largest pooling weight, found once per version (not a scan of every row per call)."""
+    def build() -> float:
+        weights = table.bundle.weights
+        return float(weights.max()) if weights is not None and weights.size else 1.0
+
+    return table.derived("largest pooling weight", "extras", build)  # type: ignore[no-any-return]
 

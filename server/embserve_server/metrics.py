@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from embserve_server import __version__
 from embserve_server.registry import ReloadOutcome
 from embserve_server.tables import Table
-from embserve_server.wrappers import UnaryWrapper
+from embserve_server.wrappers import UnaryWrapper, status_name
 
 PREFIX = "embserve"
 # ~100 µs .. 2.5 s: a cached single-key lookup is a few hundred µs, an exact batch seconds.
@@ -163,14 +163,12 @@ class MetricsWrapper(UnaryWrapper):
             code = "UNKNOWN"
             try:
                 response = behavior(request, context)
-                set_code = context.code()
-                code = set_code.name if set_code is not None else "OK"
+                code = status_name(context, "OK")
                 if record_payload is not None and code == "OK":
                     record_payload(request, response)
                 return response
             except Exception:
-                set_code = context.code()
-                code = set_code.name if set_code is not None else "UNKNOWN"
+                code = status_name(context, "UNKNOWN")
                 raise
             finally:
                 counters[code].inc()

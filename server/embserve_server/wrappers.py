@@ -42,6 +42,13 @@ class UnaryWrapper:
         raise NotImplementedError
 
 
+def status_name(context: grpc.ServicerContext, default: str) -> str:
+    """The status a handler set on ``context`` (its name), else ``default``: "OK" for a call that
+    returned, "UNKNOWN" for one that raised. The one reading of a call's outcome for the wrappers."""
+    code = context.code()
+    return code.name if code is not None else default
+
+
 def wrap_handler(method: str, handler: Any, wrappers: Sequence[UnaryWrapper]) -> Any:
     """``handler`` inside every applicable wrapper; ``wrappers`` are listed outermost first."""
     for wrapper in reversed(wrappers):

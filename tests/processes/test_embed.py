@@ -180,6 +180,28 @@ def test_fasttext_composes_unknown_words(tmp_path: Path) -> None:
         assert list(resp.tokens) == [3] and list(resp.unknown) == [1]
 
 
+
+def test_fasttext_composed_word_pools_with_the_largest_weight(tmp_path: Path) -> None:
+    """A weighted fastText table: an unknown word, composed from subwords, is rarer than every known
+    word, so it pools with the table's largest weight (the most frequent rows weigh least)."""
+    rng = np.random.default_rng(4)
+    tables = tmp_path / "tables"
+    keys = ["the", "cat", "mat"]
+    ngrams = rng.normal(size=(500, 8)).astype(np.float32)
+    path = export_table(
+        tables, "ft", rng.normal(size=(3, 8)).astype(np.float32), keys, source={},
+        extras={"tokenizer": WORDS, "subword": {"minn": 3, "maxn": 5, "bucket": 500}, "frequency_ordered": True},
+        files={"ngrams.npy": lambda p: np.save(p, ngrams)},
+    )
+    weights = read_bundle(path).weights
+    assert weights is not None and weights[0] < weights[2]  # Zipf: "the" weighs least
+    with running_server(tables) as server, Client(f"127.0.0.1:{server.port}") as c:
+        rows = c.lookup(["the", "kittens", "mat"], missing="subword").vectors
+        w = np.array([weights[0], weights.max(), weights[2]], np.float32)
+        want = (rows * w[:, None]).sum(axis=0) / w.sum()
+        want /= np.linalg.norm(want)
+        np.testing.assert_allclose(c.embed(["The kittens mat"])[0], want, atol=1e-5)
+
 def test_pool_weights_and_dimensions() -> None:
     rows = np.array([[1, 0, 0], [0, 2, 0], [0, 0, 4]], np.float32)
     got = pool(rows, np.array([2, 0, 1]), weights=np.array([3, 1, 0], np.float32), normalize=False)
