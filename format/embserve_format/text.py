@@ -170,10 +170,20 @@ def pool(
     ln = np.asarray(lengths, dtype=np.int64).tolist()
     if dimensions:
         rows = rows[:, :dimensions]
-    out = np.zeros((len(ln), rows.shape[1]), dtype=np.float32)
     if weights is not None:
         w = np.asarray(weights, dtype=np.float32)
         rows = rows * w[:, None]
+    if len(ln) == 1 and ln[0] == len(rows):
+        # One text (the commonest call): the same reduce and division as the loop below, without
+        # its per-text bookkeeping, which costs more than the arithmetic for one short text.
+        out = np.add.reduce(rows, axis=0, keepdims=True, dtype=np.float32)
+        total = np.float32(len(rows) if weights is None else w.sum())
+        if total > 0:
+            out /= total
+        else:
+            out[:] = 0  # no token, or weights summing to 0: the zero row
+        return unit(out) if normalize else out
+    out = np.zeros((len(ln), rows.shape[1]), dtype=np.float32)
     # One reduce per text: np.add.reduceat over the rows axis of a 2-D array is ~10x slower
     # (measured 22 ms vs 2 ms for 256 texts x 4,490 tokens x 256 dims).
     totals = [0.0] * len(ln)

@@ -17,9 +17,8 @@ text must not fail a batch of 256): its ``tokens`` is 0 and ``unknown`` says why
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from embserve_format import limits
@@ -52,8 +51,7 @@ def load(b: Bundle) -> Tokenizer | None:
         raise BundleError(f"{b.path / MANIFEST}: extras.tokenizer: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class Embedded:
+class Embedded(NamedTuple):  # a tuple: built on every call, cheaper than a frozen dataclass
     """Vectors of a batch of texts and what went into each (see proto EmbedResponse)."""
 
     vectors: np.ndarray  # (n, d) float32, C-contiguous
@@ -63,8 +61,7 @@ class Embedded:
     seen: np.ndarray  # (n,) int64 tokens the text produced (OpenAI's usage counts these)
 
 
-@dataclass(frozen=True)
-class _Tokens:
+class _Tokens(NamedTuple):
     ids: np.ndarray  # (T,) int64 rows, -1 = unknown
     lengths: np.ndarray  # (n,) int64 tokens per text
     words: list[str] | None  # (T,) token strings (word tables: what fastText composes)
@@ -79,6 +76,14 @@ def _tokenize(table: Table, texts: Sequence[str]) -> _Tokens:
     tt = table.extras.get(tokenizer_table.EXTRA)
     if tt is not None:
         tok: Any = tt.tokenizer
+        if len(texts) == 1:
+            # One text: encode() holds the GIL for its ~25 us, where encode_batch*() release and retake
+            # it around the call (a thread switch in a busy server), and its ids make one array.
+            one = tok.encode(texts[0], add_special_tokens=False).ids
+            ids = np.array(one, dtype=np.int64)
+            if tt.unk_id is not None and tt.unk_id in one:
+                ids[ids == tt.unk_id] = -1
+            return _Tokens(ids, np.array([len(one)], dtype=np.int64), None)
         encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # no offsets: ~2x faster
         encodings = encode(list(texts), add_special_tokens=False)
         per_text = [e.ids for e in encodings]
@@ -157,14 +162,14 @@ def embed(
 
 def _pool_tokens(table: Table, limits: Limits, toks: _Tokens, *, normalize: bool, truncate: int, dimensions: int) -> Embedded:
     ids, lengths = toks.ids, toks.lengths
-    known = ids >= 0
-    if known.all() and (truncate == 0 or not len(lengths) or int(lengths.max()) <= truncate) and \
-            (truncate > 0 or not len(lengths) or int(lengths.max()) <= limits.max_text_tokens):
+    longest = int(lengths.max()) if len(lengths) else 0
+    if (not ids.size or int(ids.min()) >= 0) and longest <= (truncate or limits.max_text_tokens):
         # Every token known, nothing to cut (the common case): the rows of the ids, as they come.
         w = _weights(table)
         vectors = pool(table.vectors.take(ids, axis=0), lengths, weights=None if w is None else w[ids], normalize=normalize, dimensions=dimensions)
         zero = np.zeros(len(lengths), dtype=np.int64)
         return Embedded(vectors, lengths, zero, zero, lengths)
+    known = ids >= 0
     text_of = np.repeat(np.arange(len(lengths)), lengths)  # (T,) text of each token
     unknown = np.bincount(text_of[~known], minlength=len(lengths))
     sub = table.extras.get(subword.EXTRA)

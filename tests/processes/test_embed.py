@@ -162,6 +162,23 @@ def test_tokenizer_table_skips_unknown_tokens(tmp_path: Path) -> None:
         np.testing.assert_allclose(mean, c.embed(texts[:1], normalize=False)[0], atol=1e-6)
 
 
+def test_one_text_answers_what_a_batch_answers(tmp_path: Path) -> None:
+    """One text of a tokenizer table takes its own path (encode(), one reduce): its vector, bit for bit,
+    and its counts are the ones the same text gets inside a batch (the general path)."""
+    rows = build_vectors()
+    tables = tmp_path / "tables"
+    assert train_import(tables, str(save_model(tmp_path / "m.safetensors", rows)), "--tokenizer", str(build_tokenizer(tmp_path / "t.json"))) == 0
+    texts = [s for s in SENTENCES if s]  # "zebra!": only unknown tokens
+    with running_server(tables) as server, Client(f"127.0.0.1:{server.port}") as c:
+        for options in ({}, {"normalize": False}, {"truncate": 2}, {"truncate": 0}):
+            batch = c.stub.Embed(pb.EmbedRequest(texts=[*texts, "a dog"], **options))
+            width = batch.vector_size
+            for i, text in enumerate(texts):
+                one = c.stub.Embed(pb.EmbedRequest(texts=[text], **options))
+                assert one.vectors == batch.vectors[i * width * 4 : (i + 1) * width * 4], (text, options)
+                assert (one.tokens[0], one.unknown[0], one.truncated[0]) == (batch.tokens[i], batch.unknown[i], batch.truncated[i])
+
+
 def test_fasttext_composes_unknown_words(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     tables = tmp_path / "tables"

@@ -2,7 +2,9 @@
 
 The choice lives inside the core function each one speeds up (``query.lookup``: ``_one_known_row``;
 ``query.search``: ``_plain_search_row``; ``query.query_matrix``: ``_single_key_rows``) and the
-one-row search in the index (``VectorIndex.nearest_to_row``); each is compared with its general path.
+one-row search in the index (``VectorIndex.nearest_to_row``), and pooling of one text
+(``embserve_format.text.pool``) with the normalisation it ends in (``unit``); each is compared with its
+general path. One text of ``Embed`` against the same text in a batch: tests/processes/test_embed.py.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import numpy as np
 import pytest
 from conftest import make_table
 from embserve_client.pb import embserve_pb2 as pb
+from embserve_format.arrays import unit
+from embserve_format.text import pool
 from embserve_server import query
 from embserve_server.config import Limits
 from embserve_server.pack import queries_of, search_options_of
@@ -107,3 +111,30 @@ def test_single_key_calls_never_enter_the_batch_path(registry: TableRegistry, mo
     assert service.Search(pb.SearchRequest(queries=[pb.Query(positive=[key])]), Context()).topn == query.DEFAULT_TOPN
     with pytest.raises(pytest.fail.Exception):  # and anything else does enter it
         service.Lookup(pb.LookupRequest(keys=[key, key]), Context())
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("dimensions", [0, 5])
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_pool_of_one_text_equals_the_batch_loop(weighted: bool, normalize: bool, dimensions: int, n: int) -> None:
+    rng = np.random.default_rng(n)
+    rows = rng.normal(size=(n, 12)).astype(np.float32)
+    weights = rng.uniform(0.1, 2.0, size=n).astype(np.float32) if weighted else None
+    one = pool(rows, np.array([n]), weights=weights, normalize=normalize, dimensions=dimensions)
+    batch = pool(rows, np.array([n, 0]), weights=weights, normalize=normalize, dimensions=dimensions)  # two texts: the loop
+    assert one.dtype == np.float32 and one.shape == (1, dimensions or 12)
+    assert one.tobytes() == batch[:1].tobytes()  # bit-identical float32
+    if weighted and n:
+        zero = pool(rows, np.array([n]), weights=np.zeros(n, np.float32), normalize=normalize)
+        assert not zero.any()  # weights summing to 0: the zero row, as in the loop
+
+
+def test_unit_is_numpys_norm_to_the_bit() -> None:
+    rng = np.random.default_rng(0)
+    for rows in (rng.normal(size=(1, 256)).astype(np.float32), rng.normal(size=(500, 50)).astype(np.float32),
+                 rng.normal(size=(3, 7)), rng.normal(size=16).astype(np.float32), np.zeros((2, 4), np.float32)):
+        norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+        want = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+        got = unit(rows)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
