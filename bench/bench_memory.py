@@ -5,14 +5,17 @@
 
 The table's cost is isolated the way issue 14 defines it: peak RSS (VmHWM) of a server serving the
 table minus peak RSS of the same server serving a 100-row slice of it, both after the same calls
-(single-key and batch lookups, neighbour searches of keys present in both). The runtime (Python,
-gRPC, FAISS, numpy: ~100 MiB) cancels out. Keys are reported as resident bytes per key beyond the
+(single-key and batch lookups, neighbour searches of keys present in both; for tables that embed
+text, ``Embed`` of the same 256 texts). The runtime (Python, gRPC, FAISS, numpy: ~100 MiB; the
+``tokenizers`` library for a tokenizer table, whose slice keeps a tokenizer of its first 100
+tokens) cancels out. Keys are reported as resident bytes per key beyond the
 key text: the key index file (mapped) over the key count, and the Rss of its mapping.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -29,11 +32,43 @@ SLICE_ROWS = 100
 
 
 def make_slice(bundle: Path, into: Path) -> Path:
-    """The first SLICE_ROWS rows of ``bundle`` as a table of the same name (exact index)."""
+    """The first SLICE_ROWS rows of ``bundle`` as a table of the same name and kind (exact index).
+
+    A tokenizer table's slice keeps a tokenizer (:func:`slice_tokenizer`), so that both servers
+    load the same libraries and answer the same calls: what is left between them is the table.
+    """
     from embserve_trainer.export import export_table
 
     b = read_bundle(bundle)
-    return export_table(into, b.name, b.vectors[:SLICE_ROWS], list(b.keys[:SLICE_ROWS]), source={"kind": "slice"}, metric=b.metric, factory="Flat")
+    extras: dict[str, Any] = {}
+    files: dict[str, str] = {}
+    sliced = slice_tokenizer(bundle, b.manifest)
+    if sliced is not None:
+        settings, text = sliced
+        extras = {"tokenizer": settings}
+        files = {TOKENIZER: text}
+    return export_table(into, b.name, b.vectors[:SLICE_ROWS], list(b.keys[:SLICE_ROWS]), source={"kind": "slice"}, metric=b.metric,
+                        factory="Flat", extras=extras, files=files)
+
+
+def slice_tokenizer(bundle: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """A WordPiece tokenizer.json of the bundle's first SLICE_ROWS tokens (same normalizer and
+    pre-tokenizer) and its manifest settings; None for bundles without one (or of another model)."""
+    if TOKENIZER not in manifest["files"]:
+        return None
+    spec = json.loads((bundle / TOKENIZER).read_text(encoding="utf-8"))
+    if (spec.get("model") or {}).get("type") != "WordPiece" or spec["model"].get("unk_token") not in {
+        t for t, i in spec["model"]["vocab"].items() if i < SLICE_ROWS
+    }:
+        print(f"# {TOKENIZER}: not a WordPiece vocabulary with its unknown token in the first {SLICE_ROWS} rows; the slice has no tokenizer")
+        return None
+    spec["model"]["vocab"] = {t: i for t, i in spec["model"]["vocab"].items() if i < SLICE_ROWS}
+    spec["added_tokens"] = [t for t in spec.get("added_tokens") or [] if t["id"] < SLICE_ROWS]
+    settings = dict((manifest.get("extras") or {}).get("tokenizer") or {})
+    for field in ("special_ids", "unused_ids", "renamed_ids"):
+        settings[field] = [i for i in settings.get(field) or [] if i < SLICE_ROWS]
+    settings["vocab_size"] = SLICE_ROWS
+    return settings, json.dumps(spec)
 
 
 def serve_and_measure(tables: Path, keys: list[str], src: Path | None, texts: list[str] | None = None) -> dict[str, Any]:
@@ -88,7 +123,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         full = h.isolate_table(args.tables, args.table, Path(tmp))
         small = Path(tmp) / "slice"
-        keys = list(read_bundle(make_slice(bundle, small)).keys)
+        small_bundle = make_slice(bundle, small)
+        keys = list(read_bundle(small_bundle).keys)
         texts = [" ".join(keys[(i + j) % len(keys)] for j in range(12)) for i in range(256)]  # 256 texts of its own tokens
         sides: list[tuple[str, Path | None]] = [("embserve", None)]
         if args.baseline_src:
@@ -96,7 +132,7 @@ def main() -> None:
         rows = []
         for label, path in sides:
             got_full = serve_and_measure(full, keys, path, texts if can_embed(bundle) else None)
-            got_small = serve_and_measure(small, keys, path)
+            got_small = serve_and_measure(small, keys, path, texts if can_embed(small_bundle) else None)
             added = got_full["hwm"] - got_small["hwm"]
             key_rss = got_full["maps"].get(KEY_INDEX, 0)
             print(f"{label}: peak RSS {got_full['hwm'] / MiB:.1f} MiB serving the table, {got_small['hwm'] / MiB:.1f} MiB serving "

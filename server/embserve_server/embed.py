@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 EXTRA = "words"  # Table.extras entry: the recorded word Tokenizer
 DEFAULT_TRUNCATE = limits.DEFAULT_TRUNCATE  # tokens pooled per text unless the request says otherwise
+GATHER_BYTES = 1 << 20  # token rows gathered at a time when pooling a batch (bounds a call's working memory)
 
 
 def load(b: Bundle) -> Tokenizer | None:
@@ -157,7 +158,25 @@ def embed(
         ids = np.fromiter(chain.from_iterable(token_ids), dtype=np.int64, count=int(lengths.sum()))
         check_ids("token_ids", ids, table.count)
         toks = _Tokens(ids, lengths, None)
-    return _pool_tokens(table, limits, toks, normalize=normalize, truncate=truncate, dimensions=dimensions)
+    return _pool_in_groups(table, limits, toks, normalize=normalize, truncate=truncate, dimensions=dimensions)
+
+
+def _pool_in_groups(table: Table, limits: Limits, toks: _Tokens, *, normalize: bool, truncate: int, dimensions: int) -> Embedded:
+    """:func:`_pool_tokens` over groups of texts of at most ~:data:`GATHER_BYTES` of token rows each
+    (a text longer than that is a group of its own), so a batch's gathered rows never all exist at
+    once: 256 texts of 15 tokens of 256-d rows would be 4 MB, which the allocator keeps afterwards."""
+    per_group = max(1, GATHER_BYTES // (4 * table.dim))
+    if toks.ids.size <= per_group:
+        return _pool_tokens(table, limits, toks, normalize=normalize, truncate=truncate, dimensions=dimensions)
+    ends = np.cumsum(toks.lengths)
+    parts, first, start = [], 0, 0
+    while first < len(ends):
+        last = max(first + 1, int(np.searchsorted(ends, start + per_group, side="right")))  # texts [first, last)
+        end = int(ends[last - 1])
+        group = _Tokens(toks.ids[start:end], toks.lengths[first:last], None if toks.words is None else toks.words[start:end])
+        parts.append(_pool_tokens(table, limits, group, normalize=normalize, truncate=truncate, dimensions=dimensions))
+        first, start = last, end
+    return Embedded(*(np.concatenate(field) for field in zip(*parts)))
 
 
 def _pool_tokens(table: Table, limits: Limits, toks: _Tokens, *, normalize: bool, truncate: int, dimensions: int) -> Embedded:

@@ -113,7 +113,8 @@ class Table:
         b, rows = self.bundle, self.index.rows
         norms = rows.nbytes if isinstance(rows, RawRows) else 0  # the norms kept for the re-rank
         return memory.memory_parts(
-            memory.file_sizes(b.path, b.manifest), built_index=int(rows.nbytes), built_keys=self.key_to_index.nbytes, norms=norms
+            memory.file_sizes(b.path, b.manifest), built_index=int(rows.nbytes), built_keys=self.key_to_index.nbytes, norms=norms,
+            count=b.count,
         )
 
     def ids_for(self, keys: Sequence[str]) -> np.ndarray:

@@ -11,7 +11,7 @@ special ids, ids without a token, and how sub-word continuations are marked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,14 +76,13 @@ def load(b: Bundle) -> TokenizerTable | None:
     renamed = _mask(b.count, info.get("renamed_ids"), "renamed_ids", path)
     _check_vocab(tokenizer, b, unused | renamed, path)
     special = _mask(b.count, info.get("special_ids"), "special_ids", path)
-    keys = np.array(b.keys, dtype=object)
     prefix = str(info.get("continuation_prefix") or "")
     start = str(info.get("word_start_prefix") or "")
     if prefix:
-        continuation = np.fromiter((k.startswith(prefix) for k in b.keys), dtype=bool, count=b.count)
+        continuation = np.fromiter((k.startswith(prefix) for k in _keys(b)), dtype=bool, count=b.count)
     elif start:
         # BPE/Unigram vocabularies mark word starts ("Ġcat", "▁cat"); the rest continue a word.
-        starts = np.fromiter((k.startswith(start) for k in keys), dtype=bool, count=b.count)
+        starts = np.fromiter((k.startswith(start) for k in _keys(b)), dtype=bool, count=b.count)
         continuation = ~starts & ~special & ~unused
     else:
         continuation = np.zeros(b.count, dtype=bool)
@@ -97,20 +96,44 @@ def load(b: Bundle) -> TokenizerTable | None:
     return TokenizerTable(tokenizer, special, continuation, unused, unk_id)
 
 
-def _check_vocab(tokenizer: Any, b: Bundle, stand_in: np.ndarray, path: object) -> None:
-    vocab = tokenizer.get_vocab(with_added_tokens=True)  # token -> id
-    ids = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
-    if ids.size and ids.max() >= b.count:
-        raise BundleError(f"{path}: tokenizer has token id {int(ids.max())}, table has only {b.count} rows")
-    # Every token whose key was not replaced by a stand-in must sit on the row of its id.
-    wrong = [(t, i) for t, i in vocab.items() if not stand_in[i] and b.keys[i] != t]
-    if wrong:
-        t, i = wrong[0]
-        raise BundleError(
-            f"{path}: token {t!r} has id {i} but row {i} is key {b.keys[i]!r} "
-            f"({len(wrong)} mismatches): the tokenizer does not belong to this table"
-        )
+_KEY_CHUNK = 4096  # keys read at a time at load: a few hundred KB of str objects, freed chunk by chunk
 
+
+def _keys(b: Bundle) -> Iterator[str]:
+    """The table's keys in row order, a small chunk at a time: the key list's own iteration makes
+    its str objects 65,536 at a time, which for a 30k vocabulary is all of them at once (~4 MB that
+    the allocator keeps after the load)."""
+    for a in range(0, b.count, _KEY_CHUNK):
+        yield from b.keys[a : min(b.count, a + _KEY_CHUNK)]
+
+
+def _check_vocab(tokenizer: Any, b: Bundle, stand_in: np.ndarray, path: object) -> None:
+    """Every token sits on the row of its id (except rows whose key is a stand-in), and no token id
+    is past the table's rows.
+
+    Row by row through ``id_to_token``, a chunk of keys at a time: ``get_vocab()`` would build a dict
+    of every token (~7 MB of str and int objects for a 30k vocabulary, which the allocator keeps
+    after the check); it is built only to name the offending id when the check fails.
+    """
+    found, wrong, first = 0, 0, None
+    for i, key in enumerate(_keys(b)):
+        token = tokenizer.id_to_token(i)
+        if token is None:
+            continue
+        found += 1
+        if not stand_in[i] and key != token:
+            wrong += 1
+            first = first or (token, i, key)
+    if found != tokenizer.get_vocab_size(with_added_tokens=True):
+        vocab = tokenizer.get_vocab(with_added_tokens=True)  # token -> id: only to name the id past the rows
+        last = max(vocab.values(), default=0)
+        raise BundleError(f"{path}: tokenizer has token id {last}, table has only {b.count} rows")
+    if first is not None:
+        t, i, k = first
+        raise BundleError(
+            f"{path}: token {t!r} has id {i} but row {i} is key {k!r} "
+            f"({wrong} mismatches): the tokenizer does not belong to this table"
+        )
 
 
 @dataclass(frozen=True)

@@ -50,3 +50,21 @@ def test_parts_count_what_load_builds_for_an_old_bundle(tmp_path: Path) -> None:
         assert table.memory_parts["index"] == 3000 * 8 * 4  # the exact index holds a copy of the rows
         assert table.memory_parts["keys"] == file_bytes(path, KEYS) + table.key_to_index.nbytes
         assert server.metrics.registry.get_sample_value("embserve_table_bytes", {"table": "t", "part": "keys"}) == table.memory_parts["keys"]
+
+
+def test_a_tokenizer_counts_as_the_vocabulary_it_loads_not_as_its_file(tmp_path: Path) -> None:
+    """tokenizer.json is parsed and dropped: the extras part holds the loaded tokenizer, a fixed
+    amount a token, the same before the load (the budget's estimate) and after it."""
+    from embserve_server.memory import TOKENIZER_BYTES_PER_TOKEN, estimate
+    from test_transformer_tables import build_tokenizer, build_vectors, save_model, train_import
+
+    tables = tmp_path / "tables"
+    rows = build_vectors()
+    assert train_import(tables, str(save_model(tmp_path / "m.safetensors", rows)), "--tokenizer", str(build_tokenizer(tmp_path / "t.json"))) == 0
+    (path,) = [p for p in (tables).glob("*/*") if p.name.isdigit()]
+    others = sum(size for name, size in ((n, (path / n).stat().st_size) for n in json.loads((path / MANIFEST).read_text())["files"])
+                 if name not in (VECTORS, INDEX, KEYS, KEY_INDEX, "tokenizer.json"))
+    with running_server(tables) as server:
+        (table,) = server.registry.all()
+        assert table.memory_parts["extras"] == others + len(rows) * TOKENIZER_BYTES_PER_TOKEN
+        assert estimate(path)["extras"] == table.memory_parts["extras"]

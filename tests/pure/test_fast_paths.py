@@ -9,6 +9,7 @@ general path. One text of ``Embed`` against the same text in a batch: tests/proc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,3 +139,23 @@ def test_unit_is_numpys_norm_to_the_bit() -> None:
         want = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
         got = unit(rows)
         assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+def test_pooling_in_groups_equals_pooling_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch is pooled a group of texts at a time (bounded working memory): the same arrays as at once."""
+    from embserve_format.text import Tokenizer
+    from embserve_server import embed
+
+    make_table(tmp_path / "tables", "words", n=300, dim=16, extras={"tokenizer": Tokenizer().settings()})
+    reg = TableRegistry(tmp_path / "tables", default_table="words")
+    reg.reload()
+    table = reg.get("words")
+    rng = np.random.default_rng(5)
+    texts = [" ".join(f"w{i}" if i < 300 else f"unknown{i}" for i in rng.integers(0, 330, size=rng.integers(1, 40))) for _ in range(60)]
+    for options in ({}, {"truncate": 5}, {"normalize": False}):
+        whole = embed.embed(table, Limits(), texts=texts, **options)
+        monkeypatch.setattr(embed, "GATHER_BYTES", 16 * 4 * 7)  # groups of ~7 token rows: most texts alone
+        grouped = embed.embed(table, Limits(), texts=texts, **options)
+        monkeypatch.undo()
+        for a, b in zip(whole, grouped, strict=True):
+            assert a.tobytes() == b.tobytes() and a.dtype == b.dtype
