@@ -189,7 +189,7 @@ def pack_lookup(t: Table, r: query.LookupArrays) -> Encoded:
     ids = r.ids if r.ids.dtype is LE_I64 else r.ids.astype(LE_I64)
     found = _flags(r.found)
     head, middle, tail = _lookup_framing(t.name, t.version, t.dim, len(vectors), len(ids))
-    data = b"".join((head, np.ascontiguousarray(vectors), middle, found, tail, np.ascontiguousarray(ids)))  # arrays as buffers: no tobytes
+    data = b"".join((head, np.ascontiguousarray(vectors), middle, found, tail, np.ascontiguousarray(ids)))  # type: ignore[arg-type]  # arrays are buffers: no tobytes
     return Encoded(data, t.name, found)
 
 
