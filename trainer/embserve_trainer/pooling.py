@@ -10,21 +10,24 @@ in the manifest's ``pooling`` entry; lookups never see them (rows stay raw, bit 
 
 SIF's second step removes the *common component*: the direction every text vector shares (the
 topic of "any text at all"), which otherwise dominates their cosines. Arora et al. take the first
-principal direction of a corpus's weighted text vectors; a table knows no corpus, so we take the
-first principal direction of its rows under the token distribution ``p`` (the top eigenvector of
-``sum_w p(w) row_w row_w^T``), from the same probabilities as the weights. It goes to
-``component.npy``; pooling subtracts each text vector's projection on it before normalising.
+principal direction of a corpus's weighted text vectors (:func:`corpus_component`: what
+``distill --common-component CORPUS`` stores); a word table's default needs no corpus: the first
+principal direction of its rows under the token distribution ``p`` (:func:`common_component`, the
+top eigenvector of ``sum_w p(w) row_w row_w^T``), from the same probabilities as the weights. It
+goes to ``component.npy``; pooling subtracts each text vector's projection on it before normalising.
 
     pooled = pooling_weights("auto", count=len(keys), counts=counts, frequency_ordered=True, vectors=rows)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from embserve_format.bundle import COMPONENT
+from embserve_format.text import pool
 
 # SIF's a, for probabilities from counts and from Zipf ranks alike: weights fall below 1/2 for tokens
 # more frequent than 1 in 10,000. model2vec's default for its rank weights; on a held-out split of the
@@ -83,7 +86,29 @@ def common_component(vectors: np.ndarray, probabilities: np.ndarray, chunk: int 
         rows = np.asarray(vectors[start : start + chunk], dtype=np.float64)
         moment += (rows * p[start : start + chunk, None]).T @ rows
     _, eigvecs = np.linalg.eigh(moment)
-    u = eigvecs[:, -1]
+    return _fixed_sign(eigvecs[:, -1])
+
+
+def corpus_component(vectors: np.ndarray, texts: Iterable[Sequence[int]], weights: np.ndarray | None = None) -> np.ndarray:
+    """Arora et al.'s common component: the first principal direction (uncentred) of the pooled,
+    unit-length vectors of a corpus's texts (``texts``: each text's row ids), as (1, d) float32.
+
+    Raises:
+        ValueError: no text with a known token.
+    """
+    ids = [np.asarray(t, dtype=np.int64) for t in texts]
+    ids = [t for t in ids if len(t)]
+    if not ids:
+        raise ValueError("the common-component corpus has no text with a token of this table")
+    flat = np.concatenate(ids)
+    pooled = pool(np.asarray(vectors[flat], dtype=np.float32), np.array([len(t) for t in ids]),
+                  weights=None if weights is None else weights[flat])
+    _, _, vt = np.linalg.svd(pooled.astype(np.float64), full_matrices=False)
+    return _fixed_sign(vt[0])
+
+
+def _fixed_sign(u: np.ndarray) -> np.ndarray:
+    """``u`` as unit (1, d) float32 with its largest absolute entry positive: one file per table."""
     u = u if u[np.argmax(np.abs(u))] > 0 else -u
     return (u / np.linalg.norm(u)).astype(np.float32)[None, :]
 
@@ -141,3 +166,12 @@ def pooling_weights(
 # The manifest's description of component.npy, for a reader who meets it.
 COMPONENT_INFO = {"file": COMPONENT, "removed": "after the weighted mean, before normalising",
                   "from": "top eigenvector of sum p(w) row_w row_w^T, p as for the weights"}
+
+
+def with_corpus_component(pooling: Pooling, vectors: np.ndarray, texts: Iterable[Sequence[int]], about: dict[str, Any]) -> Pooling:
+    """``pooling`` plus the :func:`corpus_component` of ``texts`` (row ids), described by ``about``
+    (the corpus, its sha256, how many texts) in the manifest entry."""
+    component = corpus_component(vectors, texts, pooling.weights)
+    info = {**pooling.info, "common_component": {**COMPONENT_INFO, "from": "first principal direction of the "
+                                                 "pooled unit vectors of a corpus's texts (Arora et al.)", **about}}
+    return replace(pooling, component=component, info=info)
