@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embserve_format.bundle import read_bundle
+from embserve_format.text import pool
 from embserve_trainer.cli import main as train_main
 from embserve_trainer.export import export_table
-from embserve_format.text import pool
 from embserve_trainer.pooling import SIF_A, ZIPF_A, pooling_weights
 
 
