@@ -160,11 +160,11 @@ def main() -> int:
         ours(f"{name}, bundle pooling ({describe(weighted.pooling)})", BundleEncoder(bundle))
 
     # Beat model2vec on the same base. (1) A common component from a reference corpus.
-    ours("distilled + common component of Lee-corpus sentences", with_corpus_component(BundleEncoder(distilled)))
+    ours("distilled + common component of Lee-corpus documents", with_corpus_component(BundleEncoder(distilled)))
     if list_versions(args.tables, "minilm-distilled-words"):  # (2) whole words as extra rows
         words = newest(args.tables, "minilm-distilled-words")
         ours("minilm-distilled-words (+20k GloVe words), manifest pooling", BundleEncoder(words))
-        ours("minilm-distilled-words + common component of Lee-corpus sentences", with_corpus_component(BundleEncoder(words)))
+        ours("minilm-distilled-words + common component of Lee-corpus documents", with_corpus_component(BundleEncoder(words)))
     # (3) Divide out model2vec's baked-in Zipf-rank SIF, weigh by GCIDE counts instead.
     config = json.loads((args.model2vec / "config.json").read_text())
     a0, n = float(config["sif_coefficient"]), len(enc.vectors)
