@@ -99,6 +99,20 @@ def test_import_model2vec_folder_keeps_rows_bit_for_bit(distilled: tuple[Path, P
     assert (tmp_path / "m" / "1" / "eval.json").is_file() and not (tmp_path / "m" / "1" / "weights.npy").exists()
 
 
+def test_distill_common_component_flag(distilled: tuple[Path, Path, str], tmp_path: Path) -> None:
+    """``distill --common-component CORPUS``: the bundle carries component.npy and says where it came from."""
+    bundle, _, python = distilled
+    tiny = bundle.parent.parent.parent / "tiny-bert"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n")
+    assert train_main(["distill", "--from", str(tiny), "--tables", str(tmp_path / "tables"), "--name", "c", "--python", python,
+                       "--pca-dims", "8", "--no-eval", "--common-component", str(corpus)]) == 0
+    b = read_bundle(tmp_path / "tables" / "c" / "1")
+    assert b.component is not None and b.component.shape == (1, 8)
+    assert b.pooling["common_component"]["texts"] == len(TEXTS) and b.pooling["weights"] == "uniform"
+    assert b.vectors.tobytes() == read_bundle(bundle).vectors.tobytes()  # the rows are model2vec's, unchanged
+
+
 # ---- model2vec folders built by hand (no model2vec needed): bad input refused, weights carried ----
 
 
