@@ -137,14 +137,15 @@ class Encoded:
     """A response already in its wire bytes, for the handler to return in place of the message.
 
     grpc serializes a response with ``SerializeToString()`` (wrappers.serialize) and the call
-    guard sizes it with ``ByteSize()``; both answer from ``data``. ``table`` and ``found`` are the
-    fields the metrics read (``found``: one byte per requested item, as on the wire).
+    guard sizes it with ``ByteSize()``; both answer from ``data``. ``table``, ``version`` and
+    ``found`` are the fields the wrappers read from an answer (the call log: the version that
+    served; the metrics: ``found``, one byte per requested item, as on the wire).
     """
 
-    __slots__ = ("data", "table", "found")
+    __slots__ = ("data", "table", "version", "found")
 
-    def __init__(self, data: bytes, table: str, found: bytes) -> None:
-        self.data, self.table, self.found = data, table, found
+    def __init__(self, data: bytes, table: str, version: int, found: bytes) -> None:
+        self.data, self.table, self.version, self.found = data, table, version, found
 
     def SerializeToString(self) -> bytes:  # noqa: N802 - protobuf's name: grpc and the wrappers call it
         return self.data
@@ -190,7 +191,7 @@ def pack_lookup(t: Table, r: query.LookupArrays) -> Encoded:
     found = _flags(r.found)
     head, middle, tail = _lookup_framing(t.name, t.version, t.dim, len(vectors), len(ids))
     data = b"".join((head, np.ascontiguousarray(vectors), middle, found, tail, np.ascontiguousarray(ids)))  # type: ignore[arg-type]  # arrays are buffers: no tobytes
-    return Encoded(data, t.name, found)
+    return Encoded(data, t.name, t.version, found)
 
 
 @functools.lru_cache(maxsize=1024)

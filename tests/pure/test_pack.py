@@ -55,7 +55,8 @@ def test_encoded_lookup_is_protobufs_bytes(name: str, version: int, dim: int, it
         encoded = pack_lookup(t, r)
         assert serialize(encoded) == message(t, r)
         parsed = pb.LookupResponse.FromString(serialize(encoded))
-        assert (parsed.table, parsed.rows, parsed.found) == (name, len(r.vectors), encoded.found)
+        assert (parsed.table, parsed.version, parsed.rows, parsed.found) == (encoded.table, encoded.version, len(r.vectors), encoded.found)
+        assert (encoded.table, encoded.version) == (name, version)  # what the call log and the metrics read
         assert response_size(encoded, 1 << 30) == len(message(t, r))  # what the call guard compares with the limit
 
 
@@ -75,4 +76,4 @@ def test_messages_serialise_as_protobuf_does() -> None:
     """The one serializer every handler uses: messages unchanged, Encoded as its bytes."""
     m = pb.SearchResponse(table="t", version=2, ids=b"\x01" * 8)
     assert serialize(m) == m.SerializeToString()
-    assert serialize(Encoded(b"raw", "t", b"")) == b"raw"
+    assert serialize(Encoded(b"raw", "t", 1, b"")) == b"raw"
