@@ -8,9 +8,19 @@ and MRR = mean(1 / rank of its own headword) (ties count half). Encoders:
 - model2vec's own ``StaticModel.encode`` of the distilled MiniLM (the folder ``--save-model2vec`` kept);
 - the ``minilm-distilled`` bundle, pooled as its manifest says (bench/text_encoders.py);
 - the ``minilm`` bundle (MiniLM's raw input embedding table), plain mean;
-- ``glove`` and ``gcide`` (skip-gram on GCIDE) bundles, plain mean vs their pooling weights;
+- ``glove`` and ``gcide`` (skip-gram on GCIDE) bundles: plain mean; their pooling weights alone; the
+  bundle's pooling as written (weights and ``component.npy``, SIF's common component); and the SIF
+  coefficient swept (1e-3, 1e-4, 1e-5), to show on the dev split how the default was picked;
 - variants that try to beat model2vec on the same base: the distilled rows with model2vec's baked-in
-  Zipf-rank SIF divided out and SIF from GCIDE token counts instead (several ``a``).
+  Zipf-rank SIF divided out and SIF from GCIDE token counts instead (several ``a``); a common component
+  taken from a reference corpus nobody here wrote (gensim's Lee background corpus, 300 news articles:
+  the first principal direction of their pooled vectors, Arora et al.'s recipe, as
+  ``distill --common-component`` stores it); and
+  ``minilm-distilled-words`` when present (``distill --vocabulary`` with GloVe's 20,000 most frequent
+  words missing from MiniLM's vocabulary, bench/distill_vocabulary.py).
+
+``--split dev`` draws the pairs from those the reported (test) sample does not hold, so parameters can
+be chosen there and reported on ``test``; it skips the transformer and model2vec's own encode.
 
     .venv/bin/python bench/bench_text_quality.py --tables tables --model2vec m2v-folder [--python .venv/tools/distill/bin/python]
 
@@ -68,6 +78,34 @@ def gcide_token_counts(encoder: BundleEncoder, path: Path = GCIDE) -> np.ndarray
     return counts
 
 
+LEE = Path(__import__("gensim").__file__).parent / "test" / "test_data" / "lee_background.cor"
+
+
+def probabilities(encoder: BundleEncoder) -> np.ndarray:
+    """The token probabilities the bundle's weights came from: counts, else Zipf over the row order."""
+    counts = encoder.bundle / "counts.npy"
+    if encoder.pooling.get("probabilities") == "counts" and counts.exists():
+        c = np.load(counts, allow_pickle=False).astype(np.float64)
+        return c / c.sum()
+    inv_rank = 1 / np.arange(1, len(encoder.vectors) + 1)
+    return inv_rank / inv_rank.sum()
+
+
+def describe(pooling: dict) -> str:
+    cc = " + common component" if pooling.get("common_component") else ""
+    return f"{pooling.get('weights')} a={pooling.get('a', 0):g}{cc}"
+
+
+def with_corpus_component(encoder: BundleEncoder) -> BundleEncoder:
+    """``encoder`` removing the common component of the Lee corpus's documents (one per line), as
+    ``embserve-train distill --common-component lee_background.cor`` stores it."""
+    from embserve_trainer.pooling import corpus_component
+
+    texts = [t for t in LEE.read_text(encoding="utf-8").splitlines() if t.strip()]
+    encoder.component = corpus_component(encoder.vectors, encoder.token_ids(texts), encoder.weights)
+    return encoder
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tables", type=Path, required=True, help="holds minilm-distilled, minilm, glove, gcide")
@@ -77,13 +115,16 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=Path("/tmp/embserve-bench-quality"))
+    p.add_argument("--split", choices=("test", "dev"), default="test",
+                   help="test: the reported pairs; dev: pairs disjoint from them (seed + 1), for choosing parameters")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args()
 
     t0 = time.perf_counter()
-    pairs = sample_pairs(args.pairs, args.seed)
+    dev = args.split == "dev"
+    pairs = sample_pairs(args.pairs, args.seed + 1, held_out_from=args.seed) if dev else sample_pairs(args.pairs, args.seed)
     heads, defs = [h for h, _ in pairs], [d for _, d in pairs]
-    print(f"{len(pairs)} GCIDE pairs (seed {args.seed}) in {time.perf_counter() - t0:.0f} s; e.g. {heads[0]!r}: {defs[0]!r}")
+    print(f"{len(pairs)} GCIDE pairs ({args.split} split) in {time.perf_counter() - t0:.0f} s; e.g. {heads[0]!r}: {defs[0]!r}")
     rows: list[tuple[str, float, float | None]] = []
 
     def side(label: str, mode: str, model: Path) -> None:
@@ -98,20 +139,33 @@ def main() -> int:
         print(f"  {label}: MRR {rows[-1][1]:.3f}, {rate:,.0f} texts/s", flush=True)
         return enc
 
-    side("all-MiniLM-L6-v2 transformer (sentence-transformers)", "st", minilm_sample_paths()[0].parent)
-    side("model2vec StaticModel.encode, distilled MiniLM", "m2v", args.model2vec)
+    if not dev:
+        side("all-MiniLM-L6-v2 transformer (sentence-transformers)", "st", minilm_sample_paths()[0].parent)
+        side("model2vec StaticModel.encode, distilled MiniLM", "m2v", args.model2vec)
     distilled = newest(args.tables, "minilm-distilled")
     enc = ours("minilm-distilled bundle, manifest pooling", BundleEncoder(distilled))
     ours("minilm raw input table, plain mean", BundleEncoder(newest(args.tables, "minilm"), plain=True))
     for name in ("glove", "gcide"):
-        ours(f"{name}, plain mean", BundleEncoder(newest(args.tables, name), plain=True))
-        weighted = BundleEncoder(newest(args.tables, name))
-        ours(f"{name}, weighted ({weighted.pooling.get('weights')})", weighted)
+        bundle = newest(args.tables, name)
+        ours(f"{name}, plain mean", BundleEncoder(bundle, plain=True))
+        weighted = BundleEncoder(bundle, component=False)
+        a = weighted.pooling.get("a")
+        ours(f"{name}, {weighted.pooling.get('weights')} weights a={a:g}, no component", weighted)
+        if weighted.weights is not None:
+            p = probabilities(weighted)
+            for other in (1e-3, 1e-4, 1e-5):
+                if other != a:
+                    swept = BundleEncoder(bundle, weights=(other / (other + p)).astype(np.float32))
+                    ours(f"{name}, {weighted.pooling.get('weights')} weights a={other:g} + component", swept)
+        ours(f"{name}, bundle pooling ({describe(weighted.pooling)})", BundleEncoder(bundle))
 
-    if list_versions(args.tables, "minilm-distilled-words"):  # distil --vocabulary WORDS: whole words as extra rows
-        ours("minilm-distilled-words (+20k whole words), manifest pooling", BundleEncoder(newest(args.tables, "minilm-distilled-words")))
-
-    # Beat model2vec on the same base: divide out its baked-in Zipf-rank SIF, weigh by GCIDE counts instead.
+    # Beat model2vec on the same base. (1) A common component from a reference corpus.
+    ours("distilled + common component of Lee-corpus documents", with_corpus_component(BundleEncoder(distilled)))
+    if list_versions(args.tables, "minilm-distilled-words"):  # (2) whole words as extra rows
+        words = newest(args.tables, "minilm-distilled-words")
+        ours("minilm-distilled-words (+20k GloVe words), manifest pooling", BundleEncoder(words))
+        ours("minilm-distilled-words + common component of Lee-corpus documents", with_corpus_component(BundleEncoder(words)))
+    # (3) Divide out model2vec's baked-in Zipf-rank SIF, weigh by GCIDE counts instead.
     config = json.loads((args.model2vec / "config.json").read_text())
     a0, n = float(config["sif_coefficient"]), len(enc.vectors)
     inv_rank = 1 / np.arange(2, n + 2)
@@ -135,8 +189,9 @@ def main() -> int:
     print(f"\ndistilled / raw input mean: {base['minilm-distilled bundle, manifest pooling'] / raw:.2f}x (target >= 1.8x)")
     for name in ("glove", "gcide"):
         plain = base[f"{name}, plain mean"]
-        weighted = next(s for lbl, s, _ in rows if lbl.startswith(f"{name}, weighted"))
-        print(f"{name}: weighted / plain {weighted / plain:.2f}x (target >= 3x)")
+        weights_only = next(s for lbl, s, _ in rows if lbl.startswith(f"{name},") and lbl.endswith("no component"))
+        pooled = next(s for lbl, s, _ in rows if lbl.startswith(f"{name}, bundle pooling"))
+        print(f"{name}: bundle pooling / plain {pooled / plain:.2f}x, weights alone / plain {weights_only / plain:.2f}x (target >= 3x)")
     if args.out:
         args.out.write_text(json.dumps([{"encoder": r[0], "mrr": r[1], "texts_per_s": r[2]} for r in rows], indent=2) + "\n")
     return 0

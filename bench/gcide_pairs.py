@@ -49,9 +49,15 @@ def read_pairs(path: Path = GCIDE) -> list[tuple[str, str]]:
     return pairs
 
 
-def sample_pairs(n: int, seed: int = 0, path: Path = GCIDE) -> list[tuple[str, str]]:
+def sample_pairs(n: int, seed: int = 0, path: Path = GCIDE, *, held_out_from: int | None = None) -> list[tuple[str, str]]:
+    """``n`` pairs drawn with ``seed``; with ``held_out_from``, only among the pairs that the sample of
+    ``n`` with that seed does not hold (a development split disjoint from the reported one)."""
     pairs = read_pairs(path)
-    rows = np.random.default_rng(seed).choice(len(pairs), size=min(n, len(pairs)), replace=False)
+    pool = np.arange(len(pairs))
+    if held_out_from is not None:
+        taken = np.random.default_rng(held_out_from).choice(len(pairs), size=min(n, len(pairs)), replace=False)
+        pool = np.setdiff1d(pool, taken)
+    rows = np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False)
     return [pairs[i] for i in sorted(rows)]
 
 

@@ -5,7 +5,8 @@
 tokenizer tables use their ``tokenizer.json`` without special tokens and drop unknown tokens
 (model2vec's ``StaticModel.encode``); word tables use the word tokenizer recorded in the manifest
 (GloVe, which records none: NFKC, lower-case, ``words``) and skip unknown words. Rows are averaged
-with ``weights.npy`` unless ``plain``; vectors come out unit length (all-zero when no token is known).
+with ``weights.npy`` and lose their projection on ``component.npy`` (SIF's common component) unless
+``plain``; vectors come out unit length (all-zero when no token is known).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ DISTILL_SIDE = BENCH / "distill_side.py"
 class BundleEncoder:
     """Text vectors from one bundle directory (see the module docstring)."""
 
-    def __init__(self, bundle: Path, *, plain: bool = False, weights: np.ndarray | None = None) -> None:
+    def __init__(self, bundle: Path, *, plain: bool = False, weights: np.ndarray | None = None,
+                 component: bool = True) -> None:
         self.bundle = bundle
         self.vectors = np.load(bundle / "vectors.npy", mmap_mode="r", allow_pickle=False)
         self.manifest: dict[str, Any] = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
@@ -35,6 +37,8 @@ class BundleEncoder:
         wfile = bundle / "weights.npy"
         self.weights = weights if weights is not None else (
             None if plain or not wfile.exists() else np.load(wfile, allow_pickle=False))
+        cfile = bundle / "component.npy"
+        self.component = np.load(cfile, allow_pickle=False) if component and not plain and cfile.exists() else None
         self.hf = None
         if (bundle / "tokenizer.json").exists():
             from tokenizers import Tokenizer as HFTokenizer
@@ -60,7 +64,10 @@ class BundleEncoder:
             if not ids:
                 continue
             rows = np.asarray(self.vectors[ids], np.float32)
-            v = rows.mean(axis=0) if self.weights is None else (self.weights[ids, None] * rows).sum(axis=0)
+            total = 1.0 if self.weights is None else float(self.weights[ids].sum())
+            v = rows.mean(axis=0) if self.weights is None else (self.weights[ids, None] * rows).sum(axis=0) / (total or 1.0)
+            if self.component is not None:
+                v = v - (v @ self.component.T) @ self.component
             n = np.linalg.norm(v)
             out[i] = v / n if n > 0 else v
         return out

@@ -13,6 +13,8 @@ A bundle is one immutable version of one table::
                         every writer, built at load for older bundles without it)
         weights.npy     optional float32 (count,) per-row pooling weights (text -> one vector);
                         never applied to lookups; the manifest's "pooling" entry says what they are
+        component.npy   optional float32 (k, vector_size) orthonormal rows: the common component
+                        whose projection pooling removes from each text vector (SIF's second step)
         eval.json       optional quality report
         ...             other optional files listed in the manifest (tokenizer.json, ngrams.npy)
 
@@ -50,6 +52,8 @@ TOKENIZER = "tokenizer.json"  # optional: a language model's tokenizer (token ta
 NGRAMS = "ngrams.npy"  # optional: fastText n-gram buckets (missing-key policy "subword")
 KEY_INDEX = "keys.idx"  # compact key -> row index over keys.txt (built at load when absent)
 WEIGHTS = "weights.npy"  # optional: per-row pooling weights, float32 (count,), finite, >= 0
+COMPONENT = "component.npy"  # optional: common component(s) pooling removes, float32 (k, vector_size), orthonormal rows
+COMPONENT_TOLERANCE = 1e-4  # |U U^T - I| allowed: float32 rows of unit length, mutually orthogonal
 REQUIRED_FILES = (VECTORS, KEYS)
 
 # Table names become directory names: keep them to a safe, portable alphabet (no "..", no "/").
@@ -154,6 +158,7 @@ class Bundle:
     checksum: str = ""  # sha256 of manifest.json
     key_index: keyindex.KeyIndex | None = None  # with read_bundle(key_index=True)
     weights: np.ndarray | None = None  # (count,) float32 pooling weights (weights.npy), or None
+    component: np.ndarray | None = None  # (k, vector_size) float32 common component pooling removes (component.npy)
 
     @property
     def pooling(self) -> dict[str, Any]:
@@ -327,8 +332,13 @@ def read_bundle(
     if WEIGHTS in manifest["files"]:
         weights = _load_array(path / WEIGHTS, False)
         check_weights(weights, count, str(path / WEIGHTS))
+    component = None
+    if COMPONENT in manifest["files"]:
+        component = _load_array(path / COMPONENT, False)
+        check_component(component, dim, str(path / COMPONENT))
     checksum = hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
-    return Bundle(path=path, manifest=manifest, vectors=vectors, keys=keys, counts=counts, checksum=checksum, key_index=index, weights=weights)
+    return Bundle(path=path, manifest=manifest, vectors=vectors, keys=keys, counts=counts, checksum=checksum, key_index=index, weights=weights,
+                  component=component)
 
 
 def _key_index(path: Path, manifest: dict[str, Any], like: Bundle | None, verified: bool) -> keyindex.KeyIndex:
@@ -400,6 +410,23 @@ def check_weights(weights: np.ndarray, count: int, where: str) -> None:
     if bad.any():
         i = int(np.argmax(bad))
         raise BundleError(f"{where}: weight {i} is {weights[i]!r}; pooling weights must be finite and >= 0")
+
+
+def check_component(component: np.ndarray, dim: int, where: str) -> None:
+    """A common component must be float32 (k, dim), k >= 1, with orthonormal rows.
+
+    Raises:
+        BundleError: naming ``where`` and what was wrong.
+    """
+    if component.dtype != np.float32 or component.ndim != 2 or component.shape[0] < 1 or component.shape[1] != dim:
+        raise BundleError(f"{where}: is {component.dtype} {component.shape}, expected float32 (k, {dim}) with k >= 1")
+    if not np.isfinite(component).all():
+        raise BundleError(f"{where}: contains NaN or Inf")
+    gram = component.astype(np.float64) @ component.T.astype(np.float64)
+    error = float(np.abs(gram - np.eye(len(component))).max())
+    if error > COMPONENT_TOLERANCE:
+        raise BundleError(f"{where}: rows must be orthonormal (unit length, mutually orthogonal); "
+                          f"U U^T differs from the identity by {error:.3g}")
 
 
 def _load_array(path: Path, mmap: bool) -> np.ndarray:

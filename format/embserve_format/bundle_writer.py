@@ -24,6 +24,7 @@ import numpy as np
 
 from embserve_format import keyfile
 from embserve_format.bundle import (
+    COMPONENT,
     COUNTS,
     FORMAT,
     KEY_INDEX,
@@ -32,6 +33,7 @@ from embserve_format.bundle import (
     METRICS,
     VECTORS,
     WEIGHTS,
+    check_component,
     check_finite,
     check_weights,
     first_duplicate,
@@ -62,6 +64,7 @@ class BundleSpec:
     extras: dict[str, Any] = field(default_factory=dict)
     weights: np.ndarray | None = None  # (count,) per-row pooling weights -> weights.npy
     pooling: dict[str, Any] | None = None  # manifest "pooling": what the weights are
+    component: np.ndarray | None = None  # (k, vector_size) orthonormal common component -> component.npy
     key_index: bool = True  # write keys.idx (servers map it instead of building one at load)
     # Extra files: bytes/str content, or a callable that writes the file at the given path.
     files: Mapping[str, FileContent] = field(default_factory=dict)
@@ -116,7 +119,11 @@ def write_bundle(
     if spec.weights is not None:
         weights = np.ascontiguousarray(spec.weights, dtype=np.float32)
         check_weights(weights, vectors.shape[0], "weights")
-    reserved = {MANIFEST, VECTORS, KEYS, COUNTS, WEIGHTS} | ({KEY_INDEX} if spec.key_index else set())
+    component = None
+    if spec.component is not None:
+        component = np.ascontiguousarray(spec.component, dtype=np.float32)
+        check_component(component, vectors.shape[1], "component")
+    reserved = {MANIFEST, VECTORS, KEYS, COUNTS, WEIGHTS, COMPONENT} | ({KEY_INDEX} if spec.key_index else set())
     for fname in spec.files:
         if fname in reserved or "/" in fname or fname.startswith("."):
             raise ValueError(f"extra file name {fname!r} is reserved or invalid")
@@ -139,6 +146,8 @@ def write_bundle(
             np.save(tmp / COUNTS, counts, allow_pickle=False)
         if weights is not None:
             np.save(tmp / WEIGHTS, weights, allow_pickle=False)
+        if component is not None:
+            np.save(tmp / COMPONENT, component, allow_pickle=False)
         for fname, content in spec.files.items():
             target = tmp / fname
             if callable(content):

@@ -11,9 +11,10 @@ the bundle manifest (``extras.tokenizer``); :func:`word_tokenizer` rebuilds it f
     tok("Affect \\Af*fect\"\\, v. t. To act upon. [1913 Webster]")   # ['affect', 'v', 't', 'to', 'act', 'upon']
 
 Vectors: :func:`pool` turns the token rows of a batch of texts into one vector each, the weighted
-mean ``sum(w_i * row_i) / sum(w_i)`` (weights: the bundle's ``weights.npy`` pooling weights, else 1),
-optionally cut to the first ``dimensions`` columns (PCA-ordered tables) and scaled to unit length.
-A text with no pooled token is a zero vector.
+mean ``v = sum(w_i * row_i) / sum(w_i)`` (weights: the bundle's ``weights.npy`` pooling weights, else 1),
+minus its projection on the bundle's common component ``U`` (``component.npy``, SIF's second step:
+``v - (v U^T) U``), optionally cut to the first ``dimensions`` columns (PCA-ordered tables) and scaled
+to unit length. A text with no pooled token is a zero vector.
 """
 
 from __future__ import annotations
@@ -153,8 +154,9 @@ def pool(
     weights: np.ndarray | None = None,
     normalize: bool = True,
     dimensions: int = 0,
+    component: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One vector per text: the weighted mean of its token rows.
+    """One vector per text: the weighted mean of its token rows, less its common component.
 
     Args:
         rows: (T, d) float32, the token rows of every text one after the other.
@@ -162,13 +164,15 @@ def pool(
         weights: (T,) float32 pooling weight of each token row, or None for 1 each.
         normalize: scale each vector to unit L2 length (zero vectors stay zero).
         dimensions: keep only the first this many columns (0 = all), before normalising.
+        component: (k, d) orthonormal rows whose projection is removed from each mean (over all d
+            columns, before ``dimensions`` cuts them), or None.
 
     Returns:
         (n, d or dimensions) C-contiguous float32; a zero row for a text without tokens (or whose
         weights sum to 0).
     """
     ln = np.asarray(lengths, dtype=np.int64).tolist()
-    if dimensions:
+    if dimensions and component is None:
         rows = rows[:, :dimensions]
     if weights is not None:
         w = np.asarray(weights, dtype=np.float32)
@@ -196,4 +200,9 @@ def pool(
     # A text without tokens (or whose weights sum to 0) keeps its zero row.
     div = np.array(totals, dtype=np.float32)[:, None]
     np.divide(out, div, out=out, where=div > 0)
+    if component is not None:
+        c = np.asarray(component, dtype=np.float32)
+        out -= (out @ c.T) @ c
+        if dimensions:
+            out = np.ascontiguousarray(out[:, :dimensions])
     return unit(out) if normalize else out

@@ -119,7 +119,12 @@ def size_bound(message: Any) -> int | None:
 
 
 def response_size(message: Any, limit: int) -> int:
-    """``message``'s encoded size when it may be over ``limit``; else a bound of it (<= limit)."""
+    """``message``'s encoded size when it may be over ``limit``; else a bound of it (<= limit).
+
+    A response already encoded (pack.Encoded: no descriptor) is its ``ByteSize()``, its bytes' length.
+    """
+    if not hasattr(message, "DESCRIPTOR"):
+        return int(message.ByteSize())
     bound = size_bound(message)
     if bound is not None and bound <= limit:
         return bound

@@ -185,7 +185,8 @@ def _pool_tokens(table: Table, limits: Limits, toks: _Tokens, *, normalize: bool
     if (not ids.size or int(ids.min()) >= 0) and longest <= (truncate or limits.max_text_tokens):
         # Every token known, nothing to cut (the common case): the rows of the ids, as they come.
         w = _weights(table)
-        vectors = pool(table.vectors.take(ids, axis=0), lengths, weights=None if w is None else w[ids], normalize=normalize, dimensions=dimensions)
+        vectors = pool(table.vectors.take(ids, axis=0), lengths, weights=None if w is None else w[ids], normalize=normalize,
+                       dimensions=dimensions, component=table.bundle.component)
         zero = np.zeros(len(lengths), dtype=np.int64)
         return Embedded(vectors, lengths, zero, zero, lengths)
     known = ids >= 0
@@ -227,7 +228,7 @@ def _pool_tokens(table: Table, limits: Limits, toks: _Tokens, *, normalize: bool
         if w is not None:
             # An unknown word is rarer than any known one: it gets the largest weight.
             w[missing] = _largest_weight(table)
-    vectors = pool(rows, cut, weights=w, normalize=normalize, dimensions=dimensions)
+    vectors = pool(rows, cut, weights=w, normalize=normalize, dimensions=dimensions, component=table.bundle.component)
     return Embedded(vectors, cut.astype(np.int64), unknown.astype(np.int64), (kept - cut).astype(np.int64), lengths)
 
 

@@ -119,7 +119,7 @@ def _payload_recorder(metrics: ServerMetrics, method: str) -> Callable[[Any, Any
         observe_keys = metrics.lookup_keys.observe  # bound once: this runs on every Lookup
 
         def record_lookup(request: Any, response: Any) -> None:
-            found = response.found  # one byte per requested item, whichever field carried them
+            found = response.found  # bytes, one per requested item, whichever field carried them
             observe_keys(len(found))
             missing = found.count(0)
             if missing:

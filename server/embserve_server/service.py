@@ -19,6 +19,7 @@ from embserve_client.wire import POLICY_NAMES
 from embserve_server import embed, gensim_eval, gensim_ops, query, tokenizer_table
 from embserve_server.config import Limits
 from embserve_server.pack import (
+    Encoded,
     embed_options_of,
     floats,
     keys_of,
@@ -55,7 +56,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
     def ListTables(self, request: pb.ListTablesRequest, context: Context) -> pb.ListTablesResponse:
         return pack_list_tables(self.registry)
 
-    def Lookup(self, request: pb.LookupRequest, context: Context) -> pb.LookupResponse:
+    def Lookup(self, request: pb.LookupRequest, context: Context) -> Encoded:
         table = self.registry.get(request.table, request.version, request.version_label)
         rows = query.lookup(
             table, self.limits, keys=keys_of(request, self.limits), ids=request.ids, missing=POLICY_NAMES.get(request.missing, "?"),

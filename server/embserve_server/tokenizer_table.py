@@ -192,7 +192,8 @@ def lookup_text(table: Table, text: str, limits: Limits, *, add_special_tokens: 
     average = np.empty(0, np.float32)
     if mean and len(vectors):  # the one pooling rule (Embed's), weighted by the bundle's pooling weights, not normalised
         w = table.bundle.weights
-        average = pool(vectors, np.array([len(vectors)]), weights=None if w is None else w[enc.ids], normalize=False)[0]
+        average = pool(vectors, np.array([len(vectors)]), weights=None if w is None else w[enc.ids], normalize=False,
+                       component=table.bundle.component)[0]
     return TextRows(enc.ids, enc.tokens, vectors, average.astype(np.float32, copy=False))
 
 

@@ -17,11 +17,14 @@ place in the queue, are interceptors, and they are installed only when configure
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import methodcaller
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
+
+serialize = methodcaller("SerializeToString")  # every response: a message, or pack.Encoded's bytes as they are
 
 _HANDLER_KINDS = {  # (client streaming, server streaming) -> grpc's handler factory
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -63,7 +66,7 @@ def method_handlers(service: ServiceDescriptor, servicer: Any) -> dict[str, grpc
         m.name: _HANDLER_KINDS[(m.client_streaming, m.server_streaming)](
             getattr(servicer, m.name),
             request_deserializer=GetMessageClass(m.input_type).FromString,
-            response_serializer=GetMessageClass(m.output_type).SerializeToString,
+            response_serializer=serialize,
         )
         for m in service.methods
     }

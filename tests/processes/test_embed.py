@@ -216,6 +216,8 @@ def test_fasttext_composed_word_pools_with_the_largest_weight(tmp_path: Path) ->
         rows = c.lookup(["the", "kittens", "mat"], missing="subword").vectors
         w = np.array([weights[0], weights.max(), weights[2]], np.float32)
         want = (rows * w[:, None]).sum(axis=0) / w.sum()
+        u = read_bundle(path).component[0]  # type: ignore[index]  # Zipf pooling carries one
+        want -= (want @ u) * u
         want /= np.linalg.norm(want)
         np.testing.assert_allclose(c.embed(["The kittens mat"])[0], want, atol=1e-5)
 
@@ -268,3 +270,24 @@ def test_pooling_weights_and_pca_dimensions_over_the_wire(tmp_path: Path) -> Non
         np.testing.assert_array_equal(c.get_vectors(["w3", "w7"]), rows[[3, 7]])
         with pytest.raises(InvalidArgumentError, match=r"dimensions: 9 is not in \[1, 8\]"):
             c.embed(["w3"], dimensions=9)
+
+
+def test_common_component_is_removed_over_the_wire(tmp_path: Path) -> None:
+    """A bundle with component.npy: Embed's vectors (both pooling paths) lose their projection on it."""
+    from embserve_format.bundle_writer import BundleSpec, write_bundle
+
+    rng = np.random.default_rng(6)
+    rows = rng.normal(size=(50, 8)).astype(np.float32) + 2.0
+    weights = rng.uniform(0.1, 2.0, size=50).astype(np.float32)
+    u = np.full((1, 8), 1 / np.sqrt(8), np.float32)
+    tables = tmp_path / "tables"
+    write_bundle(tables, "cc", rows, [f"w{i}" for i in range(50)],
+                 BundleSpec(extras={"tokenizer": WORDS}, weights=weights, component=u, pooling={"weights": "sif"}))
+    with running_server(tables) as server, Client(f"127.0.0.1:{server.port}") as c:
+        ids = [3, 7, 11]
+        mean = (rows[ids] * weights[ids, None]).sum(axis=0) / weights[ids].sum()
+        want = mean - (mean @ u[0]) * u[0]
+        np.testing.assert_allclose(c.embed(["w3 w7 w11"], normalize=False)[0], want, atol=1e-5)
+        np.testing.assert_allclose(c.embed(["w3 zebra w7 w11"])[0], want / np.linalg.norm(want), atol=1e-5)
+        assert abs(float(c.embed(["w3 w7 w11"])[0] @ u[0])) < 1e-5
+        np.testing.assert_array_equal(c.get_vectors(["w3"]), rows[[3]])  # lookups: raw rows

@@ -99,6 +99,20 @@ def test_import_model2vec_folder_keeps_rows_bit_for_bit(distilled: tuple[Path, P
     assert (tmp_path / "m" / "1" / "eval.json").is_file() and not (tmp_path / "m" / "1" / "weights.npy").exists()
 
 
+def test_distill_common_component_flag(distilled: tuple[Path, Path, str], tmp_path: Path) -> None:
+    """``distill --common-component CORPUS``: the bundle carries component.npy and says where it came from."""
+    bundle, _, python = distilled
+    tiny = bundle.parent.parent.parent / "tiny-bert"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n")
+    assert train_main(["distill", "--from", str(tiny), "--tables", str(tmp_path / "tables"), "--name", "c", "--python", python,
+                       "--pca-dims", "8", "--no-eval", "--common-component", str(corpus)]) == 0
+    b = read_bundle(tmp_path / "tables" / "c" / "1")
+    assert b.component is not None and b.component.shape == (1, 8)
+    assert b.pooling["common_component"]["texts"] == len(TEXTS) and b.pooling["weights"] == "uniform"
+    assert b.vectors.tobytes() == read_bundle(bundle).vectors.tobytes()  # the rows are model2vec's, unchanged
+
+
 # ---- model2vec folders built by hand (no model2vec needed): bad input refused, weights carried ----
 
 
@@ -149,3 +163,38 @@ def test_model2vec_weights_become_pooling_weights(tmp_path: Path) -> None:
     b = read_bundle(bundle)
     np.testing.assert_array_equal(b.weights, weights)
     assert b.pooling["weights"] == "model2vec" and b.pooling["pca_ordered"] is False
+
+
+def test_corpus_common_component_is_stored_and_removed_by_embed(tmp_path: Path) -> None:
+    """distill --common-component (add_corpus_component): the first principal direction of the corpus's
+    pooled unit vectors goes to component.npy, and Embed removes each vector's projection on it."""
+    from embserve_trainer.distill import add_corpus_component
+    from embserve_trainer.export import export_table
+    from embserve_trainer.model2vec_import import import_model2vec
+
+    folder = _folder(tmp_path / "m2v")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS[:5]) + "\n\n")  # one document per line; the blank line is skipped
+    imported = add_corpus_component(import_model2vec(folder), [corpus])
+    path = export_table(tmp_path / "tables", "c", imported.vectors, imported.keys, source=imported.source,
+                        extras=imported.extras, files=imported.files, pooling=imported.pooling)  # type: ignore[arg-type]
+    b = read_bundle(path)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.no_padding()  # MiniLM's tokenizer.json pads to 128; Embed does not
+    unk = tok.token_to_id("[UNK]")
+
+    def mean(text: str) -> np.ndarray:
+        ids = [t for t in tok.encode(text, add_special_tokens=False).ids if t != unk]
+        return np.asarray(b.vectors[ids], np.float64).mean(axis=0)
+
+    pooled = np.array([mean(t) / np.linalg.norm(mean(t)) for t in TEXTS[:5]])
+    u = np.linalg.svd(pooled, full_matrices=False)[2][0]
+    assert b.component is not None and b.component.shape == (1, 4)
+    assert abs(float(b.component[0] @ u)) == pytest.approx(1.0, abs=1e-5)  # the same direction (either sign)
+    info = b.pooling["common_component"]
+    assert info["file"] == "component.npy" and info["texts"] == 5 and len(info["corpus_sha256"]) == 64
+    with running_server(tmp_path / "tables") as server, Client(f"127.0.0.1:{server.port}") as client:
+        got = client.embed([TEXTS[0]], table="c", normalize=False)[0]
+    c = b.component[0].astype(np.float64)
+    want = mean(TEXTS[0]) - (mean(TEXTS[0]) @ c) * c
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -183,6 +183,37 @@ def test_bad_pooling_weights_are_refused_by_writer_and_reader(tmp_path: Path, we
         b.read_bundle(path)
 
 
+def test_common_component_round_trips_and_never_touches_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(20, 4)).astype(np.float32)
+    u = np.array([[0.6, 0.8, 0.0, 0.0]], np.float32)
+    path = w.write_bundle(tmp_path, "t", vectors, [f"k{i}" for i in range(20)], w.BundleSpec(weights=np.ones(20), component=u))
+    got = b.read_bundle(path)
+    assert got.component is not None and np.array_equal(got.component, u)
+    assert np.array_equal(got.vectors, vectors)
+    assert b.COMPONENT in b.read_manifest(path)["files"]  # checksummed like every file
+    assert b.read_bundle(write(tmp_path)).component is None  # optional
+
+
+@pytest.mark.parametrize(
+    ("component", "message"),
+    [(np.array([[1.0, 0, 0, 0], [1.0, 0, 0, 0]]), "orthonormal"), (np.array([[2.0, 0, 0, 0]]), "orthonormal"),
+     (np.array([[np.nan, 0, 0, 0]]), "NaN or Inf"), (np.ones((1, 3)), r"expected float32 \(k, 4\)"),
+     (np.ones(4) / 2, r"expected float32 \(k, 4\)")],
+)
+def test_bad_common_component_is_refused_by_writer_and_reader(tmp_path: Path, component: np.ndarray, message: str) -> None:
+    vectors = np.ones((20, 4), np.float32)
+    keys = [f"k{i}" for i in range(20)]
+    with pytest.raises(ValueError, match=message):
+        w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(component=component))
+    assert b.list_versions(tmp_path, "t") == []
+    path = w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(component=np.eye(1, 4)))
+    np.save(path / b.COMPONENT, component.astype(np.float32), allow_pickle=False)
+    _rewrite_manifest(path, files={**b.read_manifest(path)["files"], b.COMPONENT: b.sha256_file(path / b.COMPONENT)})
+    with pytest.raises(b.BundleError, match=message):
+        b.read_bundle(path)
+
+
 def test_keys_idx_indexes_exactly_the_keys_txt_written(tmp_path: Path) -> None:
     """One serialiser of keys.txt: the writer's keys.idx verifies against the keys.txt beside it."""
     keys = ["a", "ünï\u2028code", "b\x1cc", "z" * 300]

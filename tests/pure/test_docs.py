@@ -71,6 +71,7 @@ DATED_FIGURES = {
     "| 230 / 252 |": ("bench/bench_lookup.py", "2026-11-29"),
     "0 of 1,124 across the rolling update": ("bench/bench_cluster.py", "2026-11-29"),
     "11 to 2,010 threads": ("bench/bench_slowloris.py", None),
+    "| **10,039** | 204.9 |": ("bench/bench_infinity.py", "2026-12-06"),
 }
 
 

@@ -90,12 +90,17 @@ def test_index_one_row_path_equals_batch_search_with_drop(registry: TableRegistr
         assert row not in ids
 
 
+def lookup(service: EmbeddingService, request: pb.LookupRequest) -> pb.LookupResponse:
+    """The servicer's answer as the client reads it (Lookup returns its wire bytes: pack.Encoded)."""
+    return pb.LookupResponse.FromString(service.Lookup(request, Context()).SerializeToString())
+
+
 def test_lookup_fast_path_equals_general_path(registry: TableRegistry) -> None:
     service, table = EmbeddingService(registry, Limits()), registry.get("hnsw")
     for key in table.index_to_key[::97]:
         assert query._one_known_row(table, [key], [], "error", False) == table.key_to_index[key]
-        fast = service.Lookup(pb.LookupRequest(keys=[key]), Context())
-        general = service.Lookup(pb.LookupRequest(keys=[key, key]), Context())  # two keys: the batch path
+        fast = lookup(service, pb.LookupRequest(keys=[key]))
+        general = lookup(service, pb.LookupRequest(keys=[key, key]))  # two keys: the batch path
         row = table.key_to_index[key]
         assert fast.vectors == table.vectors[row].astype("<f4").tobytes() == general.vectors[: len(fast.vectors)]
         assert np.frombuffer(fast.ids, "<i8").tolist() == [row] and fast.found == b"\x01"
@@ -108,7 +113,7 @@ def test_single_key_calls_never_enter_the_batch_path(registry: TableRegistry, mo
     for name in ("_lookup_batch", "_search_batch", "query_matrix"):
         monkeypatch.setattr(query, name, lambda *a, _name=name, **k: pytest.fail(f"query.{_name} called"))
     key = str(table.index_to_key[7])
-    assert service.Lookup(pb.LookupRequest(keys=[key]), Context()).rows == 1
+    assert lookup(service, pb.LookupRequest(keys=[key])).rows == 1
     assert service.Search(pb.SearchRequest(queries=[pb.Query(positive=[key])]), Context()).topn == query.DEFAULT_TOPN
     with pytest.raises(pytest.fail.Exception):  # and anything else does enter it
         service.Lookup(pb.LookupRequest(keys=[key, key]), Context())

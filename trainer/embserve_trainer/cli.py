@@ -20,7 +20,7 @@ from embserve_index import STORAGES
 
 from embserve_trainer import __version__
 from embserve_trainer.curve import plot_curve, read_curve
-from embserve_trainer.distill import INSTALL_HINT, SAMPLE, DistillConfig, distill
+from embserve_trainer.distill import INSTALL_HINT, SAMPLE, DistillConfig, add_corpus_component, distill
 from embserve_trainer.evaluate import ANALOGY_EF_SEARCH, RESTRICT_VOCAB, evaluate_bundle, evaluate_table, format_report
 from embserve_trainer.export import export_table
 from embserve_trainer.formats import DEFAULT_BLOCK_SIZE, DUPLICATES, UNICODE_ERRORS
@@ -88,6 +88,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     config = DistillConfig(pca_dims=args.pca_dims, sif_coefficient=args.sif_coefficient, vocabulary=args.vocabulary,
                            device=args.device)
     imported = distill(args.source, config, python=python, work_dir=args.work_dir, save_to=args.save_model2vec)
+    if args.common_component:
+        imported = add_corpus_component(imported, args.common_component)
     path = export_table(
         args.tables, args.name, imported.vectors, imported.keys, source=imported.source, metric="cosine",
         factory=None if args.index == "auto" else args.index, extras=imported.extras,
@@ -279,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model2vec's SIF a (Zipf-rank weights multiplied into the rows; 0: none)")
     di.add_argument("--vocabulary", type=Path, default=None, help="extra whole words to distil, one per line")
     di.add_argument("--device", default=DistillConfig.device, help="torch device for the transformer")
+    di.add_argument("--common-component", nargs="+", type=Path, default=None, metavar="CORPUS",
+                    help="text files (one document per line, or dictd/paragraphs): store the first principal "
+                    "direction of their pooled vectors (component.npy) for Embed to remove (SIF's second step; "
+                    "vectors then differ from model2vec's encode)")
     di.add_argument("--python", default=None,
                     help="interpreter with model2vec[distill] (default: $EMBSERVE_DISTILL_PYTHON, this one, or <venv>/tools/distill)")
     di.add_argument("--index", default="auto", help="FAISS factory string, or auto")

@@ -25,8 +25,10 @@ from typing import Any
 
 from embserve_format.bundle import TOKENIZER, sha256_file
 
+from embserve_trainer.corpus import corpus_sha256, document_mode, iter_documents, resolve_corpus
 from embserve_trainer.importers import Imported
 from embserve_trainer.model2vec_import import MODEL, import_model2vec
+from embserve_trainer.pooling import Pooling, with_corpus_component
 from embserve_trainer.transformer import minilm_sample_paths
 
 logger = logging.getLogger(__name__)
@@ -128,4 +130,34 @@ def distill(
         "seconds": round(seconds, 1),
     }
     logger.info("distilled %s: %d tokens x %d in %.0f s", folder, *imported.vectors.shape, seconds)
+    return imported
+
+
+def add_corpus_component(imported: Imported, corpus: list[Path], documents: str = "auto") -> Imported:
+    """Give a tokenizer table (distilled, model2vec) a common component from a corpus's texts.
+
+    Each document of ``corpus`` (the trainer's corpus files: plain, compressed, dictd) is tokenized
+    as Embed tokenizes it (the table's tokenizer.json, no special tokens, unknown tokens dropped),
+    pooled with the table's pooling, and the first principal direction of those vectors goes to
+    ``component.npy`` (SIF's second step, Arora et al.). Embed then removes each text vector's
+    projection on it, so its vectors no longer equal model2vec's ``StaticModel.encode``.
+
+    Raises:
+        ValueError: an unreadable corpus, or one without a token of this table.
+    """
+    from tokenizers import Tokenizer as HFTokenizer
+
+    tokenizer = HFTokenizer.from_str(bytes(imported.files[TOKENIZER]).decode("utf-8"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()  # as Embed tokenizes: no [PAD] rows in the means
+    unk_token = getattr(tokenizer.model, "unk_token", None)
+    unk = tokenizer.token_to_id(unk_token) if unk_token else None
+    files = resolve_corpus(corpus)
+    texts = [t for t in (d.strip() for d in iter_documents(files, document_mode(files, documents))) if t]
+    ids = [[i for i in e.ids if i != unk] for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    digest, _ = corpus_sha256(files)
+    pooling = imported.pooling or Pooling(None, {"weights": "uniform"})
+    about = {"corpus": [str(f.path) for f in files], "corpus_sha256": digest, "texts": len(texts)}
+    imported.pooling = with_corpus_component(pooling, imported.vectors, ids, about)
+    logger.info("common component from %d texts of %s", len(texts), ", ".join(str(c) for c in corpus))
     return imported

@@ -81,7 +81,8 @@ def export_table(
             scalar quantizer), or "ivfpq" (OPQ + IVF + PQ codes, for ~1M rows and more; nprobe
             tuned to recall@10 >= 0.96, a margin over 0.95). Quantized storages re-rank candidates against the raw
             rows. Ignored when ``factory`` is given.
-        pooling: per-row pooling weights (``weights.npy`` + the manifest's ``pooling`` entry): a mode of
+        pooling: per-row pooling weights (``weights.npy``, with SIF/Zipf the common component
+            ``component.npy``, and the manifest's ``pooling`` entry): a mode of
             :func:`embserve_trainer.pooling.pooling_weights` ("auto": SIF from ``counts``, Zipf when
             ``extras["frequency_ordered"]``, else none), or a ready :class:`Pooling`.
 
@@ -90,7 +91,7 @@ def export_table(
     """
     if not isinstance(pooling, Pooling):
         pooling = pooling_weights(pooling, count=len(vectors), counts=counts,
-                                  frequency_ordered=bool((extras or {}).get("frequency_ordered")))
+                                  frequency_ordered=bool((extras or {}).get("frequency_ordered")), vectors=vectors)
     factory = factory or choose_factory(len(vectors), storage, dim=vectors.shape[1])
     # Quantized storage keeps no float32 copy in the index: build and tune from the raw rows,
     # normalised a chunk at a time, instead of a prepared copy (2.4 GB for 2M x 300).
@@ -113,6 +114,7 @@ def export_table(
         files={INDEX: lambda p: save_index(index, p), **(files or {})},
         weights=pooling.weights,
         pooling=pooling.info,
+        component=pooling.component,
     )
     path = write_bundle(tables_dir, name, vectors, keys, spec, version=version)
     logger.info("published %s (index %s)", path, factory)

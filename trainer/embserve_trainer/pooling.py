@@ -8,30 +8,44 @@ only know ranks: Zipf's law gives ``p(rank) = (1 / rank) / H_n`` (ranks from 1, 
 harmonic number), as model2vec estimates it. Weights go to ``weights.npy`` and describe themselves
 in the manifest's ``pooling`` entry; lookups never see them (rows stay raw, bit for bit).
 
-    weights, info = pooling_weights("auto", count=len(keys), counts=counts, frequency_ordered=True)
+SIF's second step removes the *common component*: the direction every text vector shares (the
+topic of "any text at all"), which otherwise dominates their cosines. Arora et al. take the first
+principal direction of a corpus's weighted text vectors (:func:`corpus_component`: what
+``distill --common-component CORPUS`` stores); a word table's default needs no corpus: the first
+principal direction of its rows under the token distribution ``p`` (:func:`common_component`, the
+top eigenvector of ``sum_w p(w) row_w row_w^T``), from the same probabilities as the weights. It
+goes to ``component.npy``; pooling subtracts each text vector's projection on it before normalising.
+
+    pooled = pooling_weights("auto", count=len(keys), counts=counts, frequency_ordered=True, vectors=rows)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from embserve_format.bundle import COMPONENT
+from embserve_format.text import pool
 
-SIF_A = 1e-3  # SIF's a from corpus counts: weights fall below 1/2 for tokens more frequent than 1 in 1,000
-# SIF's a over Zipf-rank probabilities: model2vec's own default for its rank weights. Measured on the
-# GCIDE reverse dictionary (docs/text-embeddings-quality.md): GloVe weighted/plain 2.6x at 1e-3, 5.8x
-# at 1e-4, 11x at 1e-5; 1e-4 is taken from model2vec rather than tuned on that evaluation.
-ZIPF_A = 1e-4
+# SIF's a, for probabilities from counts and from Zipf ranks alike: weights fall below 1/2 for tokens
+# more frequent than 1 in 10,000. model2vec's default for its rank weights; on a held-out split of the
+# GCIDE reverse dictionary (bench/bench_pooling.py, docs/text-embeddings-quality.md) it beat 1e-3 for
+# the count-weighted gcide table (dev MRR 0.093 vs 0.087) and the rank-weighted GloVe (0.025 vs 0.012).
+SIF_A = 1e-4
+ZIPF_A = SIF_A  # kept as a name: the coefficient over Zipf-rank probabilities
 POOLING = ("auto", "sif", "zipf", "none")  # --pooling choices; "none": a plain (uniform) mean
 
 
 @dataclass(frozen=True)
 class Pooling:
-    """Pooling weights for a bundle: ``weights`` (count,) float32 or None, and its manifest entry."""
+    """Pooling for a bundle: ``weights`` (count,) float32 or None, the common ``component`` (k, d)
+    float32 orthonormal rows or None, and its manifest entry."""
 
     weights: np.ndarray | None
     info: dict[str, Any]
+    component: np.ndarray | None = None
 
 
 def sif(probabilities: np.ndarray, a: float = SIF_A) -> np.ndarray:
@@ -59,10 +73,51 @@ def count_probabilities(counts: np.ndarray) -> np.ndarray:
     return c / total
 
 
+def common_component(vectors: np.ndarray, probabilities: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """The first principal direction of the rows under the token distribution: the unit top
+    eigenvector of ``sum_i p_i row_i row_i^T`` (uncentred, like Arora et al.'s), as (1, d) float32.
+
+    Its sign is fixed (largest absolute entry positive) so the same table always gives the same file.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    d = vectors.shape[1]
+    moment = np.zeros((d, d))
+    for start in range(0, len(vectors), chunk):  # (chunk, d) at a time: no (count, d) float64 copy
+        rows = np.asarray(vectors[start : start + chunk], dtype=np.float64)
+        moment += (rows * p[start : start + chunk, None]).T @ rows
+    _, eigvecs = np.linalg.eigh(moment)
+    return _fixed_sign(eigvecs[:, -1])
+
+
+def corpus_component(vectors: np.ndarray, texts: Iterable[Sequence[int]], weights: np.ndarray | None = None) -> np.ndarray:
+    """Arora et al.'s common component: the first principal direction (uncentred) of the pooled,
+    unit-length vectors of a corpus's texts (``texts``: each text's row ids), as (1, d) float32.
+
+    Raises:
+        ValueError: no text with a known token.
+    """
+    ids = [np.asarray(t, dtype=np.int64) for t in texts]
+    ids = [t for t in ids if len(t)]
+    if not ids:
+        raise ValueError("the common-component corpus has no text with a token of this table")
+    flat = np.concatenate(ids)
+    pooled = pool(np.asarray(vectors[flat], dtype=np.float32), np.array([len(t) for t in ids]),
+                  weights=None if weights is None else weights[flat])
+    _, _, vt = np.linalg.svd(pooled.astype(np.float64), full_matrices=False)
+    return _fixed_sign(vt[0])
+
+
+def _fixed_sign(u: np.ndarray) -> np.ndarray:
+    """``u`` as unit (1, d) float32 with its largest absolute entry positive: one file per table."""
+    u = u if u[np.argmax(np.abs(u))] > 0 else -u
+    return (u / np.linalg.norm(u)).astype(np.float32)[None, :]
+
+
 def pooling_weights(
-    mode: str, *, count: int, counts: np.ndarray | None = None, frequency_ordered: bool = False, a: float | None = None
+    mode: str, *, count: int, counts: np.ndarray | None = None, frequency_ordered: bool = False, a: float | None = None,
+    vectors: np.ndarray | None = None,
 ) -> Pooling:
-    """The weights ``mode`` asks for.
+    """The weights ``mode`` asks for, and with ``vectors`` the common component to remove.
 
     Args:
         mode: "auto" (SIF from counts when known, else Zipf when the rows are in frequency order,
@@ -70,10 +125,12 @@ def pooling_weights(
         count: number of rows.
         counts: per-row corpus frequencies, if known.
         frequency_ordered: rows are sorted most frequent first.
-        a: SIF coefficient (default: :data:`SIF_A` over counts, :data:`ZIPF_A` over Zipf ranks).
+        a: SIF coefficient (default: :data:`SIF_A`).
+        vectors: the (count, d) rows; given, SIF and Zipf pooling also carry the common component
+            (:func:`common_component` under the same probabilities as the weights).
 
     Returns:
-        A :class:`Pooling`; ``weights`` is None for a uniform mean.
+        A :class:`Pooling`; ``weights`` is None for a uniform mean (which has no component either).
 
     Raises:
         ValueError: unknown mode, or a mode whose input this table lacks (the message says which).
@@ -89,10 +146,32 @@ def pooling_weights(
             raise ValueError("--pooling sif needs corpus counts (a trained table); use zipf for a frequency-ordered import")
         if len(counts) != count:
             raise ValueError(f"counts has {len(counts)} entries for {count} rows")
-        a = SIF_A if a is None else a
-        return Pooling(sif(count_probabilities(counts), a), {"weights": "sif", "a": a, "probabilities": "counts"})
-    if not frequency_ordered:
-        raise ValueError("--pooling zipf needs rows in frequency order (GloVe, word2vec, fastText files, trained tables); "
-                         "this table's order is unknown: use --pooling none")
-    a = ZIPF_A if a is None else a
-    return Pooling(sif(zipf_probabilities(count), a), {"weights": "zipf", "a": a, "probabilities": "1/rank, rank = row + 1"})
+        probabilities = count_probabilities(counts)
+        info: dict[str, Any] = {"weights": "sif", "a": SIF_A if a is None else a, "probabilities": "counts"}
+    else:
+        if not frequency_ordered:
+            raise ValueError("--pooling zipf needs rows in frequency order (GloVe, word2vec, fastText files, trained tables); "
+                             "this table's order is unknown: use --pooling none")
+        probabilities = zipf_probabilities(count)
+        info = {"weights": "zipf", "a": ZIPF_A if a is None else a, "probabilities": "1/rank, rank = row + 1"}
+    component = None
+    if vectors is not None:
+        if len(vectors) != count:
+            raise ValueError(f"vectors has {len(vectors)} rows for {count} rows of weights")
+        component = common_component(vectors, probabilities)
+        info["common_component"] = COMPONENT_INFO
+    return Pooling(sif(probabilities, info["a"]), info, component)
+
+
+# The manifest's description of component.npy, for a reader who meets it.
+COMPONENT_INFO = {"file": COMPONENT, "removed": "after the weighted mean, before normalising",
+                  "from": "top eigenvector of sum p(w) row_w row_w^T, p as for the weights"}
+
+
+def with_corpus_component(pooling: Pooling, vectors: np.ndarray, texts: Iterable[Sequence[int]], about: dict[str, Any]) -> Pooling:
+    """``pooling`` plus the :func:`corpus_component` of ``texts`` (row ids), described by ``about``
+    (the corpus, its sha256, how many texts) in the manifest entry."""
+    component = corpus_component(vectors, texts, pooling.weights)
+    info = {**pooling.info, "common_component": {**COMPONENT_INFO, "from": "first principal direction of the "
+                                                 "pooled unit vectors of a corpus's texts (Arora et al.)", **about}}
+    return replace(pooling, component=component, info=info)
