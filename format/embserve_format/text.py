@@ -186,20 +186,20 @@ def pool(
             out /= total
         else:
             out[:] = 0  # no token, or weights summing to 0: the zero row
-        return unit(out) if normalize else out
-    out = np.zeros((len(ln), rows.shape[1]), dtype=np.float32)
-    # One reduce per text: np.add.reduceat over the rows axis of a 2-D array is ~10x slower
-    # (measured 22 ms vs 2 ms for 256 texts x 4,490 tokens x 256 dims).
-    totals = [0.0] * len(ln)
-    start = 0
-    for i, n in enumerate(ln):
-        if n:
-            np.add.reduce(rows[start : start + n], axis=0, out=out[i])
-            totals[i] = float(n) if weights is None else float(w[start : start + n].sum())
-        start += n
-    # A text without tokens (or whose weights sum to 0) keeps its zero row.
-    div = np.array(totals, dtype=np.float32)[:, None]
-    np.divide(out, div, out=out, where=div > 0)
+    else:
+        out = np.zeros((len(ln), rows.shape[1]), dtype=np.float32)
+        # One reduce per text: np.add.reduceat over the rows axis of a 2-D array is ~10x slower
+        # (measured 22 ms vs 2 ms for 256 texts x 4,490 tokens x 256 dims).
+        totals = [0.0] * len(ln)
+        start = 0
+        for i, n in enumerate(ln):
+            if n:
+                np.add.reduce(rows[start : start + n], axis=0, out=out[i])
+                totals[i] = float(n) if weights is None else float(w[start : start + n].sum())
+            start += n
+        # A text without tokens (or whose weights sum to 0) keeps its zero row.
+        div = np.array(totals, dtype=np.float32)[:, None]
+        np.divide(out, div, out=out, where=div > 0)
     if component is not None:
         c = np.asarray(component, dtype=np.float32)
         out -= (out @ c.T) @ c

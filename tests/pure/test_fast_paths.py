@@ -134,6 +134,12 @@ def test_pool_of_one_text_equals_the_batch_loop(weighted: bool, normalize: bool,
     if weighted and n:
         zero = pool(rows, np.array([n]), weights=np.zeros(n, np.float32), normalize=normalize)
         assert not zero.any()  # weights summing to 0: the zero row, as in the loop
+    # The common component comes off after either way of summing (a (1, d) and a (2, d) matmul: to float32 precision).
+    component = np.linalg.qr(rng.normal(size=(12, 2)))[0].T.astype(np.float32)
+    one = pool(rows, np.array([n]), weights=weights, normalize=normalize, dimensions=dimensions, component=component)
+    batch = pool(rows, np.array([n, 0]), weights=weights, normalize=normalize, dimensions=dimensions, component=component)
+    assert one.shape == (1, dimensions or 12)
+    np.testing.assert_allclose(one, batch[:1], rtol=1e-5, atol=1e-6)
 
 
 def test_unit_is_numpys_norm_to_the_bit() -> None:
