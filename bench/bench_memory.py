@@ -46,16 +46,18 @@ def make_slice(bundle: Path, into: Path) -> Path:
     if sliced is not None:
         settings, text = sliced
         extras = {"tokenizer": settings}
-        files = {TOKENIZER: text}
+        files = {TOKENIZER: text} if text else {}
     return export_table(into, b.name, b.vectors[:SLICE_ROWS], list(b.keys[:SLICE_ROWS]), source={"kind": "slice"}, metric=b.metric,
                         factory="Flat", extras=extras, files=files)
 
 
 def slice_tokenizer(bundle: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
     """A WordPiece tokenizer.json of the bundle's first SLICE_ROWS tokens (same normalizer and
-    pre-tokenizer) and its manifest settings; None for bundles without one (or of another model)."""
+    pre-tokenizer) and its manifest settings; a word table's recorded word tokenizer with no file
+    (text ""); None for bundles with neither (or a tokenizer.json of another model)."""
     if TOKENIZER not in manifest["files"]:
-        return None
+        words = (manifest.get("extras") or {}).get("tokenizer") or {}
+        return (words, "") if "pattern" in words else None  # a word table: its recorded word tokenizer, no file
     spec = json.loads((bundle / TOKENIZER).read_text(encoding="utf-8"))
     if (spec.get("model") or {}).get("type") != "WordPiece" or spec["model"].get("unk_token") not in {
         t for t, i in spec["model"]["vocab"].items() if i < SLICE_ROWS
