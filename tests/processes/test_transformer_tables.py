@@ -236,6 +236,18 @@ def test_server_refuses_a_tokenizer_of_another_table(tmp_path: Path) -> None:
         load_table(path)
 
 
+def test_server_refuses_a_tokenizer_with_ids_past_the_rows(tmp_path: Path) -> None:
+    """Every row matches its token, but the tokenizer has one token more than the table has rows."""
+    vocab = {t: i for i, t in enumerate(VOCAB)}
+    tok_path = build_tokenizer(tmp_path / "tokenizer.json", {**vocab, "zzz": len(VOCAB)})
+    path = write_bundle(
+        tmp_path / "tables", "lm", build_vectors(), list(VOCAB),
+        BundleSpec(files={"tokenizer.json": tok_path.read_bytes()}, extras={"tokenizer": {"special_ids": [0]}}),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=f"tokenizer has token id {len(VOCAB)}, table has only {len(VOCAB)} rows"):
+        load_table(path)
+
+
 def test_tables_without_tokenizer_answer_failed_precondition(tmp_path: Path) -> None:
     tables = tmp_path / "tables"
     make_table(tables, n=200)
