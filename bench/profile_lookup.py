@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +152,7 @@ def main() -> None:
     p.add_argument("--keys", type=int, default=bench_lookup.BATCH_KEYS, help="keys per call (1 = the single key)")
     p.add_argument("--varied", action="store_true", help=f"cycle {bench_lookup.VARIED_BATCHES} different batches")
     p.add_argument("--keys-form", choices=("packed", "repeated"), default="packed", help="how the client sends keys")
-    p.add_argument("--seconds", type=float, default=8.0, help="each phase: the profile, then per-thread CPU of ours and of the bare server")
-    p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
-    p.add_argument("--top", type=int, default=25)
-    p.add_argument("--flamegraph", type=Path, help="also write py-spy's flamegraph SVG here")
-    p.add_argument("--raw", type=Path, help="keep py-spy's raw (collapsed) stacks in this file")
-    p.add_argument("--src", type=Path, help="serve the code of this checkout (e.g. main before packed keys) instead of the installed one")
+    add_profile_options(p)
     args = p.parse_args()
 
     bundle = h.newest_bundle(args.tables, args.table)
@@ -169,6 +165,28 @@ def main() -> None:
     def spec(target: str, seconds: float) -> h.LoopSpec:
         return h.LoopSpec("lookup", target, batches, seconds=seconds, client_options=options)
 
+    request = pb.LookupRequest(keys=batches[0]).SerializeToString()  # for the bytes the bare server answers
+    result = profile_against_bare(args, spec, "Lookup", h.LOOKUP, request)
+    report(result, f"{len(batches[0])} keys a call, {len(batches)} batch(es), {args.keys_form} keys", f"profile-lookup-{args.keys}")
+
+
+def add_profile_options(p: argparse.ArgumentParser) -> None:
+    """The options :func:`profile_against_bare` reads (besides --tables and --table)."""
+    p.add_argument("--seconds", type=float, default=8.0, help="each phase: the profile, then per-thread CPU of ours and of the bare server")
+    p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--flamegraph", type=Path, help="also write py-spy's flamegraph SVG here")
+    p.add_argument("--raw", type=Path, help="keep py-spy's raw (collapsed) stacks in this file")
+    p.add_argument("--src", type=Path, help="serve the code of this checkout (e.g. main before a change) instead of the installed one")
+
+
+def profile_against_bare(args: argparse.Namespace, spec: Callable[[str, float], h.LoopSpec], name: str, method: str,
+                         request: bytes) -> dict[str, Any]:
+    """py-spy on the real server under ``spec``'s loop, then per-thread CPU of it and of a bare server.
+
+    The bare server answers the bytes the real one answered to ``request`` (method ``name``, full
+    path ``method``). ``args``: tables, table, src, seconds, rate, top, raw, flamegraph.
+    """
     try:
         with h.tmpdir("embserve-profile-") as tmp:
             root = h.isolate_table(args.tables, args.table, tmp)
@@ -183,20 +201,26 @@ def main() -> None:
                     pyspy_svg(ours.proc.pid, args.flamegraph)
                 future.result()
                 s = summarize(raw, args.top)
-                resp = h.raw_call(ours.target, h.LOOKUP, pb.LookupRequest(keys=batches[0]).SerializeToString())
-                with h.BareServer({"Lookup": resp}) as bare:
+                resp = h.raw_call(ours.target, method, request)
+                with h.BareServer({name: resp}) as bare:
                     ours_t, calls = per_thread(ours.proc.pid, spec(ours.target, args.seconds), s["names"])
                     bare_t, bare_calls = per_thread(bare.pid, spec(bare.target, args.seconds))
     finally:
         h.shutdown_pool()
-    print_threads(ours_t, bare_t)
-    print(f"calls: embserve {calls}, bare {bare_calls}; {len(batches[0])} keys a call, {len(batches)} batch(es), {args.keys_form} keys")
+    return {"ours": ours_t, "bare": bare_t, "calls": calls, "bare_calls": bare_calls, "summary": s, "response_bytes": len(resp)}
+
+
+def report(result: dict[str, Any], what: str, json_name: str) -> None:
+    """Print the per-thread table and the py-spy shares of :func:`profile_against_bare`; write the JSON."""
+    s = result["summary"]
+    print_threads(result["ours"], result["bare"])
+    print(f"calls: embserve {result['calls']}, bare {result['bare_calls']}; {what}, response {result['response_bytes']} bytes")
     print(f"\n== py-spy --native --threads: {s['samples']} samples, {s['idle_samples']} waiting (queue, epoll, locks, GIL); shares of the busy ones")
     for title in ("threads", "self", "inclusive"):
         print(f"-- {title} (% of busy samples)")
         for name, share in s[title]:
             print(f"{share:6.1f}  {name}")
-    print("wrote", h.write_json(f"profile-lookup-{args.keys}", {"machine": h.machine(), "threads_us_per_call": {"ours": ours_t, "bare": bare_t}, **s}))
+    print("wrote", h.write_json(json_name, {"machine": h.machine(), "threads_us_per_call": {"ours": result["ours"], "bare": result["bare"]}, **s}))
 
 
 def pyspy_svg(pid: int, out: Path) -> None:

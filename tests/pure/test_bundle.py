@@ -170,15 +170,20 @@ def test_pooling_weights_round_trip_and_never_touch_rows(tmp_path: Path) -> None
     [(np.full(20, -1.0), "must be finite and >= 0"), (np.full(20, np.nan), "must be finite and >= 0"), (np.ones(19), r"expected float32 \(20,\)")],
 )
 def test_bad_pooling_weights_are_refused_by_writer_and_reader(tmp_path: Path, weights: np.ndarray, message: str) -> None:
+    refused_by_writer_and_reader(tmp_path, "weights", weights, np.ones(20), b.WEIGHTS, message)
+
+
+def refused_by_writer_and_reader(tmp_path: Path, field: str, bad: np.ndarray, good: np.ndarray, name: str, message: str) -> None:
+    """The writer refuses ``BundleSpec(field=bad)`` (nothing published); the same array planted as
+    ``name`` in a good bundle (checksum updated) is refused on load, both with ``message``."""
     vectors = np.ones((20, 4), np.float32)
     keys = [f"k{i}" for i in range(20)]
     with pytest.raises(ValueError, match=message):
-        w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(weights=weights))
+        w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(**{field: bad}))
     assert b.list_versions(tmp_path, "t") == []
-    # The same file planted in a good bundle (checksum updated) is refused on load.
-    path = w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(weights=np.ones(20)))
-    np.save(path / b.WEIGHTS, weights.astype(np.float32), allow_pickle=False)
-    _rewrite_manifest(path, files={**b.read_manifest(path)["files"], b.WEIGHTS: b.sha256_file(path / b.WEIGHTS)})
+    path = w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(**{field: good}))
+    np.save(path / name, bad.astype(np.float32), allow_pickle=False)
+    _rewrite_manifest(path, files={**b.read_manifest(path)["files"], name: b.sha256_file(path / name)})
     with pytest.raises(b.BundleError, match=message):
         b.read_bundle(path)
 
@@ -202,16 +207,7 @@ def test_common_component_round_trips_and_never_touches_rows(tmp_path: Path) -> 
      (np.ones(4) / 2, r"expected float32 \(k, 4\)")],
 )
 def test_bad_common_component_is_refused_by_writer_and_reader(tmp_path: Path, component: np.ndarray, message: str) -> None:
-    vectors = np.ones((20, 4), np.float32)
-    keys = [f"k{i}" for i in range(20)]
-    with pytest.raises(ValueError, match=message):
-        w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(component=component))
-    assert b.list_versions(tmp_path, "t") == []
-    path = w.write_bundle(tmp_path, "t", vectors, keys, w.BundleSpec(component=np.eye(1, 4)))
-    np.save(path / b.COMPONENT, component.astype(np.float32), allow_pickle=False)
-    _rewrite_manifest(path, files={**b.read_manifest(path)["files"], b.COMPONENT: b.sha256_file(path / b.COMPONENT)})
-    with pytest.raises(b.BundleError, match=message):
-        b.read_bundle(path)
+    refused_by_writer_and_reader(tmp_path, "component", component, np.eye(1, 4), b.COMPONENT, message)
 
 
 def test_keys_idx_indexes_exactly_the_keys_txt_written(tmp_path: Path) -> None:
