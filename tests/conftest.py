@@ -106,6 +106,28 @@ def running_server(tables: Path, *, limits: Limits | None = None, **config: obje
         server.grpc_server.stop(0).wait()
 
 
+@contextlib.contextmanager
+def http_site(tables: Path, *, explorer: bool = True, openai: bool = False, **config: Any) -> Iterator[tuple[Server, str]]:
+    """A gRPC server and its HTTP port, wired as ``run_worker`` wires them: the explorer and/or the
+    OpenAI API on it, the gRPC port's tokens, admission and TLS. Yields (server, base URL)."""
+    from embserve_server.explorer import Explorer
+    from embserve_server.http_port import start_http_port
+    from embserve_server.openai_api import OpenAIApi
+
+    with running_server(tables, **config) as server:
+        cfg = ServerConfig(tables_dir=tables, metrics_address="127.0.0.1:0", explorer=explorer, **config)
+        port = start_http_port(
+            cfg, server.metrics.registry, explorer=Explorer(server.registry, cfg.limits) if explorer else None,
+            openai=OpenAIApi(server.registry, cfg.limits, observe=server.metrics.observe_http) if openai else None,
+            tokens=server.tokens, admission=server.admission, tls=server.tls,
+        )
+        try:
+            scheme = "https" if cfg.tls_cert is not None else "http"
+            yield server, f"{scheme}://127.0.0.1:{port.port}"
+        finally:
+            port.close()
+
+
 @pytest.fixture
 def tables(tmp_path: Path) -> Path:
     path = tmp_path / "tables"

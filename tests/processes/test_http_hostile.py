@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN, make_table, rejected
+from conftest import BIN, http_site, make_table, rejected
 from embserve_client import Client
 from embserve_server.config import HttpLimits
 from embserve_server.http_port import HttpPort
 from embserve_server.http_server import HttpServer, Request, Response, plain
 from prometheus_client import CollectorRegistry
-from test_http_security import fetch, http_site
+from test_http_security import fetch
 from waiting import lines_seen, wait_for_line, wait_until
 
 

@@ -14,19 +14,16 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ADMIN, BIN, READ, make_table, rejected, running_server
+from conftest import ADMIN, BIN, READ, http_site, make_table, rejected
 from embserve_client import Client
 from embserve_client.errors import AuthenticationError
 from embserve_server.app import Server
 from embserve_server.config import ServerConfig
-from embserve_server.explorer import Explorer
-from embserve_server.http_port import start_http_port
 from embserve_server.tls import check_http_exposure
 from waiting import wait_for_line
 
@@ -47,20 +44,6 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("http-sec") / "tables"
     make_table(path, n=500, dim=8)
     return path
-
-
-@contextmanager
-def http_site(tables: Path, **config: Any) -> Iterator[tuple[Server, str]]:
-    """A gRPC server and its HTTP port with the explorer, wired as ``run_worker`` wires them."""
-    with running_server(tables, **config) as server:
-        cfg = ServerConfig(tables_dir=tables, metrics_address="127.0.0.1:0", explorer=True, **config)
-        port = start_http_port(cfg, server.metrics.registry, explorer=Explorer(server.registry, cfg.limits),
-                                  tokens=server.tokens, admission=server.admission, tls=server.tls)
-        try:
-            scheme = "https" if cfg.tls_cert is not None else "http"
-            yield server, f"{scheme}://127.0.0.1:{port.port}"
-        finally:
-            port.close()
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN, make_pki, make_table
+from conftest import BIN, http_site, make_pki, make_table
 from embserve_client import Client
 from embserve_client.errors import AuthenticationError, UnavailableError, UnknownKeyError
 from embserve_server.call_log import MAX_REQUEST_ID, RateLimit, request_id
 from secret_volume import SecretVolume
-from test_http_security import fetch, http_site
+from test_http_security import fetch
 from test_rotation import tls_files
 from waiting import wait_until
 

@@ -11,20 +11,18 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import READ, make_pki, make_table, require_module, running_server
+from conftest import READ, http_site, make_pki, make_table, require_module
 from embserve_client import Client
 from embserve_format.labels import write_labels
 from embserve_format.text import Tokenizer
 from embserve_server.app import Server
-from embserve_server.config import HttpLimits, ServerConfig
-from embserve_server.http_port import start_http_port
-from embserve_server.openai_api import OpenAIApi
+from embserve_server.config import HttpLimits
 
 openai = require_module("openai", "requirements-dev.txt: openai")
 
@@ -40,19 +38,9 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@contextmanager
-def site(tables: Path, **config: Any) -> Iterator[tuple[Server, str]]:
-    """A gRPC server and its HTTP port with the OpenAI API, wired as ``run_worker`` wires them."""
-    http = config.pop("http", HttpLimits())
-    with running_server(tables, default_table="words", keep_versions=2, http=http, **config) as server:
-        cfg = ServerConfig(tables_dir=tables, metrics_address="127.0.0.1:0", http=http, **config)
-        api = OpenAIApi(server.registry, cfg.limits, observe=server.metrics.observe_http)
-        port = start_http_port(cfg, server.metrics.registry, tokens=server.tokens, admission=server.admission, openai=api, tls=server.tls)
-        try:
-            scheme = "https" if cfg.tls_cert is not None else "http"
-            yield server, f"{scheme}://127.0.0.1:{port.port}"
-        finally:
-            port.close()
+def site(tables: Path, **config: Any) -> AbstractContextManager[tuple[Server, str]]:
+    """A gRPC server and its HTTP port with the OpenAI API (conftest.http_site), serving ``words`` by default."""
+    return http_site(tables, explorer=False, openai=True, default_table="words", keep_versions=2, **config)
 
 
 @pytest.fixture(scope="module")
