@@ -316,6 +316,8 @@ def read_bundle(
         raise BundleError(
             f"{path / VECTORS}: is {vectors.dtype} {vectors.shape}, manifest says float32 ({count}, {dim})"
         )
+    if not vectors.flags.c_contiguous:  # each row one run of bytes: what a lookup reads (and np.save of a C array writes)
+        raise BundleError(f"{path / VECTORS}: rows are stored in Fortran order; save the array in C order (np.ascontiguousarray)")
     check_finite(vectors, str(path / VECTORS))
     index = None
     if key_index:

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
@@ -39,6 +40,7 @@ EMBEDDING_SERVICE = pb.DESCRIPTOR.services_by_name["EmbeddingService"]
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"]
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 SERVICE_NAMES = (EMBEDDING_SERVICE.full_name, ADMIN_SERVICE.full_name)
+FLUSH_SECONDS = 1.0  # the serving loop adds recorded calls to the metrics at least this often (metrics.py)
 METHODS = tuple(m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -257,14 +259,18 @@ def run_worker(
         logger.info("%sserving %s", who, ", ".join(f"{t.name} v{t.version}" for t in registry.all()))
     else:
         logger.error("no valid table under %s: answering UNAVAILABLE until one appears", config.tables_dir)
-    while not stop.wait(config.poll_interval or 1.0):
-        if config.poll_interval > 0:
+    next_poll = time.monotonic() + config.poll_interval
+    while not stop.wait(min(config.poll_interval, FLUSH_SECONDS) if config.poll_interval > 0 else FLUSH_SECONDS):
+        metrics.flush()  # the calls since the last pass (a worker's parent reads its metrics from files)
+        if config.poll_interval > 0 and time.monotonic() >= next_poll:
+            next_poll = time.monotonic() + config.poll_interval
             registry.reload()
             if len(registry):
                 server.set_serving(True)
     if server.rotation is not None:
         server.rotation.stop()
     server.drain(config.grace_period)
+    metrics.flush()
     if http is not None:
         http.close()
     logger.info("%sstopped", who)

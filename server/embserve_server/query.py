@@ -43,6 +43,30 @@ class LookupArrays(NamedTuple):  # a tuple: built on every call, ~4x cheaper tha
     ids: np.ndarray  # (len(request),) int64, -1 when missing
 
 
+class OneRow(NamedTuple):
+    """``get_vector(key)``'s answer: one known row of ``table``, raw.
+
+    pack.pack_lookup writes it from the table's mapped bytes without building an array (a busy
+    server runs each call with cold CPU caches, where every numpy call costs microseconds); the
+    arrays of :class:`LookupArrays` are built on demand for any other reader.
+    """
+
+    table: Table
+    row: int
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self.table.vectors[self.row : self.row + 1]
+
+    @property
+    def found(self) -> np.ndarray:
+        return _FOUND_ONE
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.array([self.row], dtype=np.int64)
+
+
 def lookup(
     table: Table,
     limits: Limits,
@@ -51,11 +75,11 @@ def lookup(
     ids: Sequence[int] | np.ndarray = (),
     missing: str = "error",
     normalize: bool = False,
-) -> LookupArrays:
+) -> LookupArrays | OneRow:
     """Vectors of many keys (or ids) at once.
 
-    ``get_vector(key)`` (one known key, raw vector) is the commonest call: it is answered by
-    slicing its row (:func:`_lookup_row`), without the ~12 numpy calls of the batch path
+    ``get_vector(key)`` (one known key, raw vector) is the commonest call: it is answered by its
+    row number (:class:`OneRow`), without the ~12 numpy calls of the batch path
     (:func:`_lookup_batch`), each of which costs microseconds in a busy server.
 
     Raises:
@@ -65,7 +89,7 @@ def lookup(
     """
     row = _one_known_row(table, keys, ids, missing, normalize)
     if row is not None:
-        return _lookup_row(table, row)
+        return OneRow(table, row)
     return _lookup_batch(table, limits, keys, ids, missing, normalize)
 
 
@@ -74,11 +98,6 @@ def _one_known_row(table: Table, keys: Sequence[str], ids: Sequence[int] | np.nd
     if len(keys) != 1 or len(ids) or normalize or missing not in MISSING_POLICIES:
         return None
     return table.key_to_index.get(keys[0])
-
-
-def _lookup_row(table: Table, row: int) -> LookupArrays:
-    """Fast path: one known row, a view of the mapped vectors (the same values the batch path copies)."""
-    return LookupArrays(table.vectors[row : row + 1], _FOUND_ONE, np.array([row], dtype=np.int64))
 
 
 def _lookup_batch(

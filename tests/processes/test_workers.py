@@ -81,9 +81,15 @@ def test_two_workers_share_the_port_and_metrics(tables: Path, tmp_path: Path) ->
                 # an exact batch: BLAS and OpenMP in a forked worker
                 near = c.most_similar_batch([f"w{i}" for i in range(64)], topn=3, exact=True)
                 assert len(near) == 64 and all(len(n) == 3 for n in near)
-        # Each worker's own counter (its multiprocess metrics file): both answered, together all.
-        per_worker = [lookups_ok(mp_dir, pid) for pid in pids]
-        assert all(n > 0 for n in per_worker) and sum(per_worker) == calls, (per_worker, calls)
+        # Each worker's own counter (its multiprocess metrics file): both answered, together all,
+        # once each worker's serving loop has added its calls (every second).
+        def counted() -> list[float] | None:
+            per = [lookups_ok(mp_dir, pid) for pid in pids]
+            return per if sum(per) == calls else None
+
+        per_worker = wait_until("both workers' files count every call", counted,
+                                detail=lambda: f"{[lookups_ok(mp_dir, pid) for pid in pids]} of {calls}")
+        assert all(n > 0 for n in per_worker), per_worker
         body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
         m2 = re.search(r'^embserve_requests_total\{code="OK",method="Lookup"\} (\S+)$', body, re.M)
         assert m2 and float(m2.group(1)) == calls, body[:2000]

@@ -114,6 +114,16 @@ def test_shape_mismatch_with_manifest(tmp_path: Path) -> None:
         b.read_bundle(path, verify_checksums=False)
 
 
+def test_rows_in_fortran_order_are_refused(tmp_path: Path) -> None:
+    """A row must be one run of bytes (the one-row Lookup answer copies it as such)."""
+    path = write(tmp_path)
+    rows = np.load(path / b.VECTORS)
+    np.save(path / b.VECTORS, np.asfortranarray(rows))
+    assert np.array_equal(np.load(path / b.VECTORS), rows)  # the same values, only the layout differs
+    with pytest.raises(b.BundleError, match="Fortran order"):
+        b.read_bundle(path, verify_checksums=False)
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [({"format": "other/2"}, "format is 'other/2'"), ({"dtype": "float16"}, "dtype"), ({"metric": "hamming"}, "metric"), ({"count": -1}, "count must be")],

@@ -20,7 +20,7 @@ from embserve_format.arrays import unit
 from embserve_format.text import pool
 from embserve_server import query
 from embserve_server.config import Limits
-from embserve_server.pack import queries_of, search_options_of
+from embserve_server.pack import pack_lookup, queries_of, search_options_of
 from embserve_server.registry import TableRegistry
 from embserve_server.service import EmbeddingService
 from embserve_server.tables import Table
@@ -105,6 +105,9 @@ def test_lookup_fast_path_equals_general_path(registry: TableRegistry) -> None:
         assert fast.vectors == table.vectors[row].astype("<f4").tobytes() == general.vectors[: len(fast.vectors)]
         assert np.frombuffer(fast.ids, "<i8").tolist() == [row] and fast.found == b"\x01"
         assert (fast.rows, fast.vector_size, fast.table, fast.version) == (1, general.vector_size, general.table, general.version)
+        one = query.lookup(table, Limits(), keys=[key])
+        assert type(one) is query.OneRow  # written from the mapped bytes: the same bytes as its arrays written
+        assert pack_lookup(table, one).SerializeToString() == pack_lookup(table, query.LookupArrays(one.vectors, one.found, one.ids)).SerializeToString()
 
 
 def test_single_key_calls_never_enter_the_batch_path(registry: TableRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
