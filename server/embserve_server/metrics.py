@@ -6,8 +6,8 @@ known at start-up is initialised so series exist (at 0) before the first request
 
 The wrapper records each call in plain Python (a tuple on a deque, a number from a counter) and
 :meth:`ServerMetrics.flush` adds the calls to the Prometheus metrics later: first thing whenever the
-registry is collected (a scrape, ``get_sample_value``), every poll interval in the serving loop
-(the worker processes of ``--workers``, whose metrics the parent reads from files), and when
+registry is collected (a scrape, ``get_sample_value``), every second in the serving loop
+(app.run_worker: the worker processes of ``--workers``, whose metrics the parent reads from files), and when
 :data:`MAX_PENDING` calls wait. Why: every prometheus-client update takes a lock and runs its own
 Python, ~5-8 us each with the cold CPU caches a busy server runs every call in; the five updates
 of a call cost ~14 us of a single-key Lookup's ~60 us (measured in docs/performance-lookup.md).
