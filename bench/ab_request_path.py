@@ -13,9 +13,9 @@ parts of the request path taken out before it starts:
   grpc with protobuf parsing and nothing of ours.
 
 ``--processes`` servers of each variant run side by side with a bare grpcio server answering the
-same bytes; a raw-stub loop (one key, repeated-string form) calls each in turn, the order reversed
-every other round, and the server's CPU (utime+stime of all its threads) over the calls is the
-figure. Two processes of the same code differ by about ±10 % on a 2-core VM (memory layout, the
+same bytes; a raw-stub client process (harness.run_clients: one key, repeated-string form) calls
+each in turn, the order reversed every other round, and the server's CPU (utime+stime of all its
+threads) over the calls is the figure. Two processes of the same code differ by about ±10 % on a 2-core VM (memory layout, the
 neighbours), so each variant's lowest and median over all its processes and rounds are printed,
 with the median's ratio to the bare server's. Nothing here asserts a time.
 """
@@ -23,15 +23,12 @@ with the median's ratio to the bare server's. Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import harness as h
 from embserve_client.pb import embserve_pb2 as pb
 
@@ -63,17 +60,6 @@ def serve(variant: str, argv: list[str]) -> None:
     sys.exit(cli.main(argv))
 
 
-def cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tables", type=Path, default=Path("tables"))
@@ -89,42 +75,23 @@ def main() -> None:
         p.error(f"--variants: {unknown} are not among {list(WRAPPERS)}")
     key = "cat"
     request = pb.LookupRequest(table=args.table, keys=[key]).SerializeToString()
-    servers: list[tuple[str, subprocess.Popen[bytes], int]] = []
-    with h.tmpdir("embserve-ab-") as tmp:
+    with h.tmpdir("embserve-ab-") as tmp, contextlib.ExitStack() as stack:
         root = h.isolate_table(args.tables, args.table, tmp)
-        try:
-            for variant in variants:
-                for _ in range(args.processes):
-                    port = h.free_port()
-                    argv = ["--tables", str(root), "--address", f"127.0.0.1:{port}", "--threads", str(h.THREADS), "--grace-period", "1",
-                            "--log-level", "WARNING"]
-                    proc = subprocess.Popen([sys.executable, __file__, "serve", variant, *argv], stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL)
-                    deadline = time.monotonic() + 300
-                    while not h.health_serving(port):
-                        if proc.poll() is not None or time.monotonic() > deadline:
-                            raise SystemExit(f"the {variant} server did not start")
-                        time.sleep(0.1)
-                    servers.append((variant, proc, port))
-            answer = h.raw_call(f"127.0.0.1:{servers[0][2]}", h.LOOKUP, request)
-            with h.BareServer({"Lookup": answer}) as bare:
-                sides = [*servers, ("bare grpcio", bare.proc, bare.port)]
-                per_call: dict[str, list[float]] = {}
-                for r in range(args.rounds):
-                    for name, proc, port in sides if r % 2 == 0 else sides[::-1]:
-                        with grpc.insecure_channel(f"127.0.0.1:{port}", options=h.GRPC_OPTIONS) as channel:
-                            call = channel.unary_unary(h.LOOKUP)
-                            for _ in range(300):
-                                call(request)
-                            cpu0, calls, t0 = cpu_seconds(int(proc.pid)), 0, time.monotonic()
-                            while time.monotonic() - t0 < args.seconds:
-                                call(request)
-                                calls += 1
-                            per_call.setdefault(name, []).append((cpu_seconds(int(proc.pid)) - cpu0) / calls * 1e6)
-        finally:
-            for _, proc, _ in servers:
-                proc.terminate()
-                proc.wait(30)
+        servers = []
+        for variant in variants:
+            for _ in range(args.processes):
+                server = stack.enter_context(h.EmbserveProcess(root, program=[sys.executable, __file__, "serve", variant]))
+                server.wait_serving(timeout=300)
+                servers.append((variant, server.target, server.proc.pid))
+        answer = h.raw_call(servers[0][1], h.LOOKUP, request)
+        bare = stack.enter_context(h.BareServer({"Lookup": answer}))
+        sides = [*servers, ("bare grpcio", bare.target, bare.pid)]
+        per_call: dict[str, list[float]] = {}
+        for r in range(args.rounds):
+            for name, target, pid in sides if r % 2 == 0 else sides[::-1]:
+                t, _ = h.run_clients([h.LoopSpec("raw", target, [request], seconds=args.seconds, warmup_seconds=0.3)], [pid])
+                per_call.setdefault(name, []).append((t.server_cpu_per_call or 0) * 1e6)
+        h.shutdown_pool()
     print(f"single-key Lookup ({key!r} on {args.table}), server CPU µs a call; {args.processes} process(es) a variant, "
           f"{args.rounds} rounds of {args.seconds} s; {h.load_line()}")
     base = statistics.median(per_call["bare grpcio"])

@@ -25,6 +25,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import harness as h
 
 SERVICE = "embserve.v1.EmbeddingService"
 SECONDS = 3.0
@@ -60,11 +61,6 @@ async def _aio_server(payload: bytes, port_file: str) -> None:
     await server.wait_for_termination()
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _start(kind: str, size: int, spin_us: float, tmp: str) -> tuple[subprocess.Popen[bytes], int]:
     port_file = os.path.join(tmp, f"port-{kind}-{size}-{spin_us}")
     proc = subprocess.Popen([sys.executable, __file__, "serve", kind, str(size), str(spin_us), port_file])
@@ -89,11 +85,11 @@ def compare(servers: dict[str, tuple[str, int, float]]) -> dict[str, float]:
                         call = channel.unary_unary(f"/{SERVICE}/Lookup")
                         for _ in range(200):
                             call(b"x")
-                        cpu0, calls, t0 = _cpu(proc.pid), 0, time.monotonic()
+                        cpu0, calls, t0 = h.cpu_seconds(proc.pid), 0, time.monotonic()
                         while time.monotonic() - t0 < SECONDS:
                             call(b"x")
                             calls += 1
-                        per_call[name].append((_cpu(proc.pid) - cpu0) / calls * 1e6)
+                        per_call[name].append((h.cpu_seconds(proc.pid) - cpu0) / calls * 1e6)
         finally:
             for proc, _ in procs.values():
                 proc.kill()

@@ -303,12 +303,14 @@ class EmbserveProcess:
     """``embserve-server`` as a subprocess on a free loopback port, stopped with SIGTERM."""
 
     def __init__(
-        self, tables: Path, *, threads: int = THREADS, workers: int | None = None, extra: Sequence[str] = (), src: Path | None = None
+        self, tables: Path, *, threads: int = THREADS, workers: int | None = None, extra: Sequence[str] = (), src: Path | None = None,
+        program: Sequence[str] = (),
     ) -> None:
-        """``src``: a checkout (format/ client/ index/ server/ trainer/) whose code the server runs instead of the installed one."""
+        """``src``: a checkout (format/ client/ index/ server/ trainer/) whose code the server runs instead of the installed one.
+        ``program``: what runs in place of the ``embserve-server`` script, taking its arguments (a variant of it)."""
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="embserve-bench-", suffix=".log", delete=False)  # noqa: SIM115
-        cmd = [str(BIN / "embserve-server"), "--tables", str(tables), "--address", f"127.0.0.1:{self.port}",
+        cmd = [*(program or [str(BIN / "embserve-server")]), "--tables", str(tables), "--address", f"127.0.0.1:{self.port}",
                "--threads", str(threads), "--grace-period", "1", "--log-level", "WARNING", *extra]
         if workers is not None:
             cmd += ["--workers", str(workers)]

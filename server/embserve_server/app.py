@@ -259,8 +259,9 @@ def run_worker(
         logger.info("%sserving %s", who, ", ".join(f"{t.name} v{t.version}" for t in registry.all()))
     else:
         logger.error("no valid table under %s: answering UNAVAILABLE until one appears", config.tables_dir)
+    tick = min(config.poll_interval, FLUSH_SECONDS) if config.poll_interval > 0 else FLUSH_SECONDS
     next_poll = time.monotonic() + config.poll_interval
-    while not stop.wait(min(config.poll_interval, FLUSH_SECONDS) if config.poll_interval > 0 else FLUSH_SECONDS):
+    while not stop.wait(tick):
         metrics.flush()  # the calls since the last pass (a worker's parent reads its metrics from files)
         if config.poll_interval > 0 and time.monotonic() >= next_poll:
             next_poll = time.monotonic() + config.poll_interval

@@ -191,7 +191,7 @@ def pack_lookup(t: Table, r: query.LookupArrays | query.OneRow) -> Encoded:
     if type(r) is query.OneRow:
         head, tail, rows, stride, name, version = t.derived("one-row answer", "rows", lambda: _one_row_parts(t))
         start = r.row * stride
-        return Encoded(b"".join((head, rows[start : start + stride], tail, r.row.to_bytes(8, "little"))), name, version, _FOUND_ONE)
+        return Encoded(b"".join((head, rows[start : start + stride], tail, r.row.to_bytes(8, "little"))), name, version, _FOUND_FLAG)
     vectors = r.vectors if r.vectors.dtype is LE_F32 else r.vectors.astype(LE_F32)
     ids = r.ids if r.ids.dtype is LE_I64 else r.ids.astype(LE_I64)
     found = _flags(r.found)
@@ -200,7 +200,7 @@ def pack_lookup(t: Table, r: query.LookupArrays | query.OneRow) -> Encoded:
     return Encoded(data, t.name, t.version, found)
 
 
-_FOUND_ONE = b"\x01"
+_FOUND_FLAG = b"\x01"  # the found byte of a row that was found
 
 
 def _one_row_parts(t: Table) -> tuple[bytes, bytes, memoryview, int, str, int]:
@@ -208,7 +208,7 @@ def _one_row_parts(t: Table) -> tuple[bytes, bytes, memoryview, int, str, int]:
     id's eight bytes), the rows as bytes (no copy: ``vectors`` is vectors.npy's little-endian
     float32 in C order, as the bundle reader checks), a row's byte length, the name and the version."""
     head, middle, tail = _lookup_framing(t.name, t.version, t.dim, 1, 1)
-    return head, middle + _FOUND_ONE + tail, t.vectors.data.cast("B"), t.dim * 4, t.name, t.version
+    return head, middle + _FOUND_FLAG + tail, t.vectors.data.cast("B"), t.dim * 4, t.name, t.version
 
 
 @functools.lru_cache(maxsize=1024)
